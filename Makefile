@@ -11,13 +11,14 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 STAMP := $(VENV)/.smolkit-setup-$(TORCH)
 KERNEL := $(VENV)/share/jupyter/kernels/smolkit/kernel.json
 
-.PHONY: help setup kernel doctor lab test lint test-unit test-gpu clean
+.PHONY: help setup kernel doctor lab test lint test-unit test-notebooks test-gpu notebooks clean
 
 help:
 	@echo "make lab        set up .venv, register the 'smolkit' kernel, run the doctor, start JupyterLab"
 	@echo "make test       set up if needed, then lint and run the whole test suite (CPU)"
 	@echo "make test-gpu   GPU unit tests (on a machine with CUDA)"
 	@echo "make doctor     check Python, torch, CUDA, Jupyter and the models"
+	@echo "make notebooks  re-execute the notebooks on the CPU and save their outputs (NB=path for one; FORCE=1)"
 
 $(STAMP): requirements.txt pyproject.toml environment/setup.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) TORCH=$(TORCH) bash environment/setup.sh
@@ -42,7 +43,15 @@ lint: setup
 test-unit: kernel
 	$(PY) -m pytest -q -m "not gpu" tests smolkit
 
-test: lint test-unit
+# nbval compares each notebook's text outputs with the committed ones (strict mode), on the CPU.
+NBVAL := --nbval --nbval-kernel-name smolkit --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 900
+test-notebooks: kernel
+	CUDA_VISIBLE_DEVICES= $(PY) -m pytest -q -p no:cacheprovider -o addopts= $(NBVAL) notebooks
+
+notebooks: kernel
+	$(PY) environment/execute_notebooks.py $(if $(FORCE),--force) $(NB)
+
+test: lint test-unit test-notebooks
 
 test-gpu: kernel
 	$(PY) -m pytest -q -m gpu tests

@@ -21,7 +21,15 @@ import torch
 from smolkit.models import LoadedModel
 from smolkit.params import SamplingParams, transformers_processors
 
-__all__ = ["Distribution", "TokenProb", "entropy_bits", "next_token_distribution", "prepare_inputs"]
+__all__ = [
+    "Distribution",
+    "TokenProb",
+    "entropy_bits",
+    "format_rows",
+    "next_token_distribution",
+    "prepare_inputs",
+    "sweep",
+]
 
 LOGITS_CACHE_SIZE = 64
 
@@ -246,6 +254,41 @@ def _build(
         stages["greedy"] = one_hot
     stages["final"] = stages[list(stages)[-1]]
     return Distribution(lm, params, logits, input_ids, prompt_length, stages)
+
+
+def sweep(dist: Distribution, name: str, values: Sequence[Any]) -> list[dict[str, Any]]:
+    """One row per value of parameter ``name``: entropy (bits), surviving tokens and the top token with its
+    probability, all from the cached logits (no forward pass). Print it with ``format_rows``."""
+    rows = []
+    for value in values:
+        d = dist.with_params(**{name: value})
+        top = d.top(1)[0]
+        rows.append(
+            {name: value, "entropy": d.entropy, "surviving": d.surviving(), "top": top.token, "p_top": top.prob}
+        )
+    return rows
+
+
+def format_rows(rows: list[dict[str, Any]], digits: int = 3) -> str:
+    """A plain-text table of ``rows`` (as from ``sweep``): the first column (the parameter) as given, other floats
+    rounded to ``digits`` so that the text is stable for nbval.
+
+    >>> print(format_rows([{"temperature": 0.5, "entropy": 1.23456, "top": " Paris"}]))
+    temperature  entropy  top
+    0.5          1.235    ' Paris'
+    """
+    if not rows:
+        return ""
+    columns = list(rows[0])
+
+    def cell(value: Any, first: bool) -> str:
+        if isinstance(value, float):
+            return f"{value:g}" if first else f"{value:.{digits}f}"
+        return repr(value) if isinstance(value, str) else str(value)
+
+    table = [columns] + [[cell(row[c], i == 0) for i, c in enumerate(columns)] for row in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in table)
 
 
 def is_probability_vector(probs: torch.Tensor, atol: float = 1e-4) -> bool:

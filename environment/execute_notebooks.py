@@ -1,0 +1,85 @@
+"""Execute the numbered notebooks from a clean kernel and save them with their outputs (`make notebooks`).
+
+The committed outputs are the regression baseline nbval compares against, so they are produced the same way every
+time: the `smolkit` kernel, the embedded model, the CPU (CUDA hidden). Each notebook is written atomically
+(a temporary file, then a rename), and a notebook with uncommitted changes is refused unless --force is given, so
+that nobody's unsaved edits are overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def uncommitted(path: Path) -> bool:
+    """True when git sees changes to ``path`` that are not committed (or the file is untracked)."""
+    out = subprocess.run(
+        ["git", "status", "--porcelain", "--", str(path)], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    return bool(out.strip())
+
+
+def execute(path: Path, timeout: int) -> float:
+    """Run ``path`` top to bottom in a fresh `smolkit` kernel and replace it atomically; returns the seconds taken."""
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="smolkit",
+        resources={"metadata": {"path": str(path.parent)}},
+        record_timing=False,
+        store_widget_state=True,
+    )
+    start = time.perf_counter()
+    client.execute(env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONHASHSEED": "0"})
+    seconds = time.perf_counter() - start
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".ipynb.tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            nbformat.write(nb, f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("notebooks", nargs="*", type=Path, help="default: every notebooks/NN_*.ipynb")
+    parser.add_argument("--force", action="store_true", help="also run notebooks with uncommitted changes")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
+    args = parser.parse_args(argv)
+    paths = [p.resolve() for p in args.notebooks] or sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        print(f"no such notebook: {', '.join(map(str, missing))}", file=sys.stderr)
+        return 2
+    dirty = [p for p in paths if uncommitted(p)]
+    if dirty and not args.force:
+        names = ", ".join(p.name for p in dirty)
+        print(f"refusing: uncommitted changes in {names}; commit them, or run with FORCE=1 (--force)", file=sys.stderr)
+        return 2
+    total = 0.0
+    for path in paths:
+        seconds = execute(path, args.timeout)
+        total += seconds
+        print(f"{path.name}: executed in {seconds:.1f} s")
+    print(f"{len(paths)} notebook(s) in {total:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

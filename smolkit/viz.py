@@ -1,0 +1,298 @@
+"""Matplotlib figures of next-token distributions: raw beside reshaped, cut-offs, cumulative mass, entropy, steps.
+
+Every function takes the kit's own objects (Distribution, GenerationResult), draws on a given Axes or a new Figure,
+and returns the Figure. Probabilities are always over the whole vocabulary: the mass outside the shown tokens is
+drawn as its own "all other tokens" bar, never renormalised away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from smolkit.distribution import Distribution, entropy_bits
+from smolkit.generation import GenerationResult
+
+__all__ = [
+    "BarsPlot",
+    "CumulativePlot",
+    "bar_data",
+    "before_top_p",
+    "plot_cumulative",
+    "plot_distribution",
+    "plot_entropy_vs_temperature",
+    "plot_heatmap",
+    "plot_stages",
+    "plot_steps",
+    "show",
+    "token_label",
+]
+
+RAW = "#b8c2cc"
+FINAL = "#2b6cb0"
+CUT = "#c53030"
+OTHER = "#718096"
+
+
+def token_label(text: str, width: int = 12) -> str:
+    """A token's text made visible for an axis label: leading space as '␣', newline as '⏎', empty as '∅'.
+
+    >>> token_label(" Paris"), token_label("\\n"), token_label("")
+    ('␣Paris', '⏎', '∅')
+    """
+    if text == "":
+        return "∅"
+    shown = text.replace("\n", "⏎").replace("\t", "⇥").replace(" ", "␣")
+    return shown if len(shown) <= width else shown[: width - 1] + "…"
+
+
+def _new_axes(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
+    if ax is not None:
+        return ax.figure, ax
+    fig = Figure(figsize=size, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def bar_data(dist: Distribution, n: int = 12, stage: str = "final", base: str = "raw") -> dict[str, Any]:
+    """What ``plot_distribution`` draws: the ``n`` most likely tokens under ``base`` (a stable order as sliders
+    move), their ``base`` and ``stage`` probabilities, which were cut to 0, and the mass of all other tokens."""
+    base_p, stage_p = dist.stages[base], dist.stages[stage]
+    ids = torch.topk(base_p, min(n, base_p.numel())).indices
+    shown_base, shown_stage = base_p[ids], stage_p[ids]
+    return {
+        "ids": ids.tolist(),
+        "labels": [token_label(dist.lm.token_text(i)) for i in ids.tolist()],
+        "base": shown_base.tolist(),
+        "stage": shown_stage.tolist(),
+        "cut": (shown_stage == 0).tolist(),
+        "other_base": max(float(1 - shown_base.sum()), 0.0),
+        "other_stage": max(float(1 - shown_stage.sum()), 0.0),
+    }
+
+
+def describe(dist: Distribution) -> str:
+    """One line naming the active parameters and the result, for titles."""
+    p = dist.params
+    if p.greedy:
+        what = "greedy (temperature 0 / do_sample off)"
+    else:
+        parts = [f"temperature={p.temperature:g}"]
+        if p.top_k > 0:
+            parts.append(f"top_k={p.top_k}")
+        if p.top_p < 1:
+            parts.append(f"top_p={p.top_p:g}")
+        if p.min_p > 0:
+            parts.append(f"min_p={p.min_p:g}")
+        what = ", ".join(parts)
+    for name in ("repetition_penalty", "presence_penalty", "frequency_penalty"):
+        value = getattr(p, name)
+        if value != (1.0 if name == "repetition_penalty" else 0.0):
+            what += f", {name}={value:g}"
+    return what
+
+
+class BarsPlot:
+    """The raw-beside-reshaped bar chart on one Axes, updatable in place (what the sliders use: redrawing only the
+    bar heights, cut markers and title is several times faster than a new figure).
+
+    The ``n`` tokens shown are the most likely under ``base``; they stay in place while parameters change.
+    """
+
+    def __init__(self, ax: Axes, dist: Distribution, n: int = 12, stage: str = "final", base: str = "raw"):
+        self.ax, self.n, self.stage, self.base = ax, n, stage, base
+        data = bar_data(dist, n, stage, base)
+        self.ids = data["ids"]
+        x = np.arange(len(self.ids) + 1, dtype=float)
+        x[-1] += 0.6  # a gap before "all other tokens"
+        width = 0.4
+        self.base_bars = ax.bar(x - width / 2, [0.0] * len(x), width, color=RAW, label=f"{base} (model)")
+        colors = [FINAL] * len(self.ids) + [OTHER]
+        label = f"{stage} (sampled from)" if stage == "final" else stage
+        self.stage_bars = ax.bar(x + width / 2, [0.0] * len(x), width, color=colors, label=label)
+        self.stage_x = x + width / 2
+        (self.cut_marks,) = ax.plot([], [], "x", color=CUT, markersize=7, mew=2, label="cut to 0")
+        ax.set_xticks(x, [*data["labels"], "all other\ntokens"], rotation=40, ha="right", fontsize=9)
+        ax.set_ylabel("probability")
+        ax.legend(loc="upper right", fontsize=8, frameon=False)
+        ax.spines[["top", "right"]].set_visible(False)
+        self.update(dist)
+
+    def update(self, dist: Distribution, title: str | None = None) -> None:
+        """Show ``dist`` (same prompt and context as the one drawn first: the same tokens are shown)."""
+        base_p, stage_p = dist.stages[self.base], dist.stages[self.stage]
+        ids = torch.tensor(self.ids)
+        base_h = [*base_p[ids].tolist(), max(float(1 - base_p[ids].sum()), 0.0)]
+        stage_h = [*stage_p[ids].tolist(), max(float(1 - stage_p[ids].sum()), 0.0)]
+        for bar, h in zip(self.base_bars, base_h, strict=True):
+            bar.set_height(h)
+        for bar, h in zip(self.stage_bars, stage_h, strict=True):
+            bar.set_height(h)
+        cut = [x for x, h in zip(self.stage_x[:-1], stage_h[:-1], strict=True) if h == 0]
+        self.cut_marks.set_data(cut, [0.0] * len(cut))
+        self.ax.set_ylim(0, max(1e-3, *base_h, *stage_h) * 1.15)
+        self.ax.set_title(
+            title
+            or f"{describe(dist)}\nentropy {dist.stage_entropy(self.base):.2f} → "
+            f"{dist.stage_entropy(self.stage):.2f} bits, {dist.surviving(self.stage):,} of {dist.probs.numel():,} "
+            "tokens can be sampled",
+            fontsize=10,
+        )
+
+
+def plot_distribution(
+    dist: Distribution,
+    n: int = 12,
+    ax: Axes | None = None,
+    stage: str = "final",
+    base: str = "raw",
+    title: str | None = None,
+) -> Figure:
+    """Bars of the ``n`` most likely next tokens: ``base`` (grey) beside ``stage`` (blue); tokens cut to 0 by
+    top-k / top-p / min-p are marked with a red x, and the last pair of bars is all other tokens together."""
+    fig, ax = _new_axes(ax, (8, 3.6))
+    BarsPlot(ax, dist, n, stage, base).update(dist, title)
+    return fig
+
+
+def before_top_p(dist: Distribution) -> str:
+    """The stage top-p reads: the last one before top_p in generate's order (after temperature and top_k)."""
+    return [s for s in dist.stages if s not in ("top_p", "min_p", "greedy", "final")][-1]
+
+
+class CumulativePlot:
+    """Bar r: the probability mass of the r most likely tokens, as top-p sees them (after temperature and top-k).
+    The nucleus keeps the fewest most-likely tokens whose mass reaches top_p (blue); the rest are removed (grey).
+    Updatable in place, like ``BarsPlot``."""
+
+    def __init__(self, ax: Axes, dist: Distribution, n: int = 40):
+        self.ax, self.n = ax, n
+        self.ranks = np.arange(1, n + 1)
+        self.bars = ax.bar(self.ranks, [0.0] * n, width=0.85, color=RAW)
+        self.line = ax.axhline(1.0, color=CUT, linestyle="--", linewidth=1)
+        handles = [
+            Patch(facecolor=FINAL, label="kept"),
+            Patch(facecolor=RAW, edgecolor=OTHER, linewidth=0.5, label="removed"),
+            self.line,
+        ]
+        self.legend = ax.legend(handles=handles, loc="lower right", fontsize=8, frameon=False)
+        ax.set_xlabel("tokens, most likely first")
+        ax.set_ylim(0, 1.02)
+        ax.set_xlim(0.5, n + 0.5)
+        ax.spines[["top", "right"]].set_visible(False)
+        self.update(dist)
+
+    def update(self, dist: Distribution) -> None:
+        before = before_top_p(dist)
+        cumulative = dist.stages[before].sort(descending=True).values.cumsum(0)[: self.n].tolist()
+        kept = dist.surviving("top_p") if "top_p" in dist.stages else dist.surviving(before)
+        for rank, bar, height in zip(self.ranks, self.bars, cumulative, strict=False):
+            bar.set_height(height)
+            bar.set_facecolor(FINAL if rank <= kept else RAW)
+        top_p = dist.params.top_p
+        self.line.set_ydata([top_p, top_p])
+        self.legend.get_texts()[2].set_text(f"top_p = {top_p:g}")
+        self.ax.set_ylabel("mass of the top tokens\n" + ("(the model's)" if before == "raw" else f"(after {before})"))
+        self.ax.set_title(f"top_p={top_p:g} keeps {kept:,} token{'s' if kept != 1 else ''}", fontsize=10)
+
+
+def plot_cumulative(dist: Distribution, n: int = 40, ax: Axes | None = None) -> Figure:
+    """The cumulative-mass chart of ``CumulativePlot`` as a Figure."""
+    fig, ax = _new_axes(ax, (7, 3.4))
+    CumulativePlot(ax, dist, n)
+    return fig
+
+
+def plot_stages(dist: Distribution, n: int = 8) -> Figure:
+    """One small panel per stage, in the order generate applies them, each with the same ``n`` tokens."""
+    names = [s for s in dist.stages if s != "final"]
+    fig = Figure(figsize=(2.6 * len(names), 2.8), layout="constrained")
+    axes = fig.subplots(1, len(names), sharey=True, squeeze=False)[0]
+    ids = torch.topk(dist.stages["raw"], n).indices
+    labels = [token_label(dist.lm.token_text(i), 8) for i in ids.tolist()]
+    for i, (ax, name) in enumerate(zip(axes, names, strict=True)):
+        probs = dist.stages[name][ids].numpy()
+        ax.bar(range(n), probs, color=RAW if name == "raw" else FINAL)
+        ax.set_xticks(range(n), labels, rotation=60, ha="right", fontsize=7)
+        ax.set_title(f"{i}. {name}\n{entropy_bits(dist.stages[name]):.2f} bits", fontsize=9)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[0].set_ylabel("probability")
+    return fig
+
+
+def plot_entropy_vs_temperature(
+    dist: Distribution, temperatures: Sequence[float] | None = None, ax: Axes | None = None
+) -> Figure:
+    """Entropy (bits) of the next-token distribution as temperature varies, other parameters as in ``dist``."""
+    fig, ax = _new_axes(ax, (6, 3.2))
+    temperatures = list(temperatures) if temperatures is not None else list(np.round(np.linspace(0.05, 2.0, 40), 3))
+    values = [dist.with_params(temperature=float(t), do_sample=True).entropy for t in temperatures]
+    ax.plot(temperatures, values, color=FINAL, marker=".")
+    ax.axvline(1.0, color=OTHER, linestyle=":", linewidth=1)
+    ax.text(1.0, ax.get_ylim()[1] * 0.95, " model as trained", fontsize=8, color=OTHER, va="top")
+    ax.set_xlabel("temperature")
+    ax.set_ylabel("entropy (bits)")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_title("Higher temperature, flatter distribution, more uncertainty", fontsize=10)
+    return fig
+
+
+def plot_heatmap(
+    dist: Distribution,
+    temperatures: Sequence[float],
+    top_ps: Sequence[float],
+    metric: str = "entropy",
+    ax: Axes | None = None,
+) -> Figure:
+    """A temperature x top_p grid coloured by ``metric``: "entropy" (bits) or "surviving" (tokens, log scale)."""
+    if metric not in ("entropy", "surviving"):
+        raise ValueError(f"metric must be 'entropy' or 'surviving', got {metric!r}")
+    fig, ax = _new_axes(ax, (6.5, 4.2))
+    grid = np.array(
+        [
+            [
+                (d.entropy if metric == "entropy" else np.log10(d.surviving()))
+                for d in (dist.with_params(temperature=float(t), top_p=float(p), do_sample=True) for t in temperatures)
+            ]
+            for p in top_ps
+        ]
+    )
+    image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(temperatures)), [f"{t:g}" for t in temperatures], fontsize=8)
+    ax.set_yticks(range(len(top_ps)), [f"{p:g}" for p in top_ps], fontsize=8)
+    ax.set_xlabel("temperature")
+    ax.set_ylabel("top_p")
+    label = "entropy (bits)" if metric == "entropy" else "log10(surviving tokens)"
+    fig.colorbar(image, ax=ax, label=label)
+    ax.set_title(f"{label} over temperature x top_p", fontsize=10)
+    return fig
+
+
+def plot_steps(result: GenerationResult, sample: int = 0, ax: Axes | None = None) -> Figure:
+    """For each generated token: the probability it had when picked (bars) and the entropy of its step (line)."""
+    steps = result.samples[sample].steps
+    fig, ax = _new_axes(ax, (max(6.0, 0.32 * len(steps) + 1), 3.4))
+    x = np.arange(len(steps))
+    ax.bar(x, [s.prob for s in steps], color=[FINAL if s.rank == 0 else CUT for s in steps])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("probability when picked")
+    ax.set_xticks(x, [token_label(s.token, 10) for s in steps], rotation=70, ha="right", fontsize=8)
+    twin = ax.twinx()
+    twin.plot(x, [s.entropy for s in steps], color=OTHER, marker=".", linewidth=1)
+    twin.set_ylabel("entropy (bits)", color=OTHER)
+    ax.spines[["top"]].set_visible(False)
+    ax.set_title("each generated token (red: not the model's first choice) and how uncertain its step was", fontsize=9)
+    return fig
+
+
+def show(fig: Figure) -> Figure:
+    """Display a Figure made by these functions in a notebook (they are not attached to pyplot)."""
+    from IPython.display import display
+
+    display(fig)
+    return fig

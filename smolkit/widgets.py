@@ -1,0 +1,290 @@
+"""ipywidgets explorers: sliders that re-plot the next-token distribution live, and a token-by-token stepper.
+
+The model runs once per prompt (and once per step in the stepper); moving a slider only re-applies the sampling
+stages to the cached logits and redraws the bars in place, so the picture follows the slider at once.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import ipywidgets as W
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
+
+from smolkit.distribution import Distribution, next_token_distribution
+from smolkit.models import LoadedModel
+from smolkit.params import SamplingParams
+from smolkit.viz import BarsPlot, CumulativePlot, token_label
+
+__all__ = ["CONTROLS", "DistributionExplorer", "StepExplorer", "slider"]
+
+CONTROLS: dict[str, dict[str, Any]] = {
+    "temperature": {"min": 0.0, "max": 2.0, "step": 0.05, "help": "0 = greedy"},
+    "top_p": {"min": 0.05, "max": 1.0, "step": 0.05, "help": "1 = all tokens"},
+    "top_k": {"min": -1, "max": 100, "step": 1, "help": "-1 = all tokens"},
+    "min_p": {"min": 0.0, "max": 0.5, "step": 0.01, "help": "0 = off"},
+    "repetition_penalty": {"min": 0.5, "max": 2.0, "step": 0.05, "help": "1 = off"},
+    "presence_penalty": {"min": -2.0, "max": 2.0, "step": 0.1, "help": "0 = off"},
+    "frequency_penalty": {"min": -2.0, "max": 2.0, "step": 0.1, "help": "0 = off"},
+    "min_tokens": {"min": 0, "max": 32, "step": 1, "help": "0 = off"},
+}
+"""Slider ranges for each parameter a widget can control: every value in range is a valid SamplingParams value."""
+
+VIEWS = ("bars", "cumulative", "both")
+
+
+def slider(name: str, value: float | int) -> W.Widget:
+    """A slider for parameter ``name`` over its CONTROLS range, starting at ``value``."""
+    if name not in CONTROLS:
+        raise ValueError(f"control must be one of {sorted(CONTROLS)}, got {name!r}")
+    spec = CONTROLS[name]
+    cls = W.IntSlider if isinstance(spec["step"], int) else W.FloatSlider
+    return cls(
+        value=value,
+        min=spec["min"],
+        max=spec["max"],
+        step=spec["step"],
+        description=name,
+        continuous_update=True,
+        style={"description_width": "130px"},
+        layout=W.Layout(width="460px"),
+        tooltip=spec["help"],
+    )
+
+
+def render_png(figure: Figure, canvas: FigureCanvasAgg) -> bytes:
+    """Draw ``figure`` and encode it as PNG, quickly (fast zlib level; matplotlib's savefig is ~3x slower)."""
+    canvas.draw()
+    image = Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert("RGB")
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=1)
+    return out.getvalue()
+
+
+class _LiveFigure:
+    """A figure with a bars and/or cumulative view of a Distribution, redrawn in place into an Image widget."""
+
+    def __init__(self, dist: Distribution, view: str, n: int):
+        if view not in VIEWS:
+            raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+        self.view, self.n = view, n
+        width = 12.5 if view == "both" else 8
+        self.figure = Figure(figsize=(width, 3.8), dpi=80, layout="constrained")
+        self.canvas = FigureCanvasAgg(self.figure)
+        self.image = W.Image(format="png", layout=W.Layout(max_width="100%"))
+        self.reset(dist)
+
+    def reset(self, dist: Distribution) -> None:
+        """Rebuild for a new context (other tokens to show)."""
+        self.figure.clear()
+        self.figure.set_layout_engine("constrained")
+        if self.view == "both":
+            left, right = self.figure.subplots(1, 2, width_ratios=[3, 2])
+            self.plots = [BarsPlot(left, dist, self.n), CumulativePlot(right, dist)]
+        elif self.view == "bars":
+            self.plots = [BarsPlot(self.figure.add_subplot(), dist, self.n)]
+        else:
+            self.plots = [CumulativePlot(self.figure.add_subplot(), dist)]
+        self.draw_layout()
+        self.image.value = render_png(self.figure, self.canvas)
+
+    def draw_layout(self) -> None:
+        # Fix the layout once: the constrained layout engine costs ~10 ms a redraw and would make bars jump.
+        self.canvas.draw()
+        self.figure.set_layout_engine("none")
+
+    def update(self, dist: Distribution) -> None:
+        for plot in self.plots:
+            plot.update(dist)
+        self.image.value = render_png(self.figure, self.canvas)
+
+
+class DistributionExplorer:
+    """Sliders over sampling parameters that re-plot the next-token distribution for ``prompt`` live.
+
+    ``controls`` names the sliders (keys of CONTROLS); ``view`` is "bars" (raw beside reshaped), "cumulative"
+    (top-p's view) or "both". ``update(**changes)`` does what moving sliders does, for code and tests; ``dist``
+    is the current Distribution and ``summary()`` its numbers as text.
+    """
+
+    def __init__(
+        self,
+        lm: LoadedModel,
+        prompt: str,
+        params: SamplingParams | None = None,
+        controls: Sequence[str] = ("temperature", "top_p", "top_k"),
+        generated: str | Sequence[int] = "",
+        view: str = "bars",
+        n: int = 12,
+        image: Any = None,
+    ):
+        self.params = params or SamplingParams()
+        unknown = [c for c in controls if c not in CONTROLS]
+        if unknown:
+            raise ValueError(f"controls must be among {sorted(CONTROLS)}, got {unknown}")
+        self.dist = next_token_distribution(lm, prompt, self.params, generated=generated, image=image)
+        self.live = _LiveFigure(self.dist, view, n)
+        self.sliders = {name: slider(name, getattr(self.params, name)) for name in controls}
+        for widget in self.sliders.values():
+            widget.observe(self._on_slider, names="value")
+        self.readout = W.HTML(self._readout_html())
+        self.error = W.HTML()
+        self.last_update_seconds = 0.0
+        self._syncing = False
+        self.widget = W.VBox([*self.sliders.values(), self.readout, self.error, self.live.image])
+
+    def _on_slider(self, change: dict) -> None:
+        if not self._syncing:
+            self.update(**{name: w.value for name, w in self.sliders.items()})
+
+    def update(self, **changes: Any) -> Distribution:
+        """Change parameters, re-apply the stages to the cached logits and redraw. Returns the new Distribution."""
+        start = time.perf_counter()
+        try:
+            params = self.params.replace(**changes)
+        except (TypeError, ValueError) as err:  # shown beside the sliders; the last good picture stays
+            self.error.value = f"<span style='color:#c53030'>{err}</span>"
+            return self.dist
+        self.error.value = ""
+        self.params = params
+        self._syncing = True  # the sliders follow changes made in code without triggering a second update
+        try:
+            for name, widget in self.sliders.items():
+                widget.value = getattr(params, name)
+        finally:
+            self._syncing = False
+        self.dist = self.dist.with_params(params)
+        self.live.update(self.dist)
+        self.readout.value = self._readout_html()
+        self.last_update_seconds = time.perf_counter() - start
+        return self.dist
+
+    def summary(self, n: int = 5) -> str:
+        return self.dist.summary(n)
+
+    def _readout_html(self) -> str:
+        d = self.dist
+        return (
+            f"<code>{d.params!r}</code><br>entropy <b>{d.entropy:.2f}</b> bits &nbsp; "
+            f"<b>{d.surviving():,}</b> tokens can be sampled &nbsp; top: "
+            + ", ".join(f"{token_label(t.token)} {t.prob:.3f}" for t in d.top(3))
+        )
+
+    @property
+    def png(self) -> bytes:
+        """The current picture as PNG bytes."""
+        return self.live.image.value
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+
+class StepExplorer:
+    """Build a continuation one token at a time: pick among the top tokens, or sample with the current parameters;
+    see the distribution at each step; go back and branch.
+
+    The model runs once per new step (the context grows); the sliders re-warp the current step without a forward
+    pass. ``choose(token_id)``, ``sample()``, ``back()`` do what the buttons do.
+    """
+
+    def __init__(
+        self,
+        lm: LoadedModel,
+        prompt: str,
+        params: SamplingParams | None = None,
+        controls: Sequence[str] = ("temperature", "top_p", "top_k"),
+        choices: int = 6,
+        n: int = 10,
+    ):
+        self.lm, self.prompt, self.choices = lm, prompt, choices
+        self.params = params or SamplingParams()
+        self.token_ids: list[int] = []
+        self.generator = torch.Generator().manual_seed(self.params.seed if self.params.seed is not None else 0)
+        self.dist = next_token_distribution(lm, prompt, self.params)
+        self.live = _LiveFigure(self.dist, "bars", n)
+        self.sliders = {name: slider(name, getattr(self.params, name)) for name in controls}
+        for widget in self.sliders.values():
+            widget.observe(self._on_slider, names="value")
+        self.text = W.HTML()
+        self.buttons = W.HBox()
+        self.sample_button = W.Button(description="sample", button_style="primary", tooltip="draw the next token")
+        self.back_button = W.Button(description="back", tooltip="remove the last token (then branch)")
+        self.sample_button.on_click(lambda _: self.sample())
+        self.back_button.on_click(lambda _: self.back())
+        self.widget = W.VBox(
+            [
+                *self.sliders.values(),
+                self.text,
+                W.HBox([self.sample_button, self.back_button]),
+                self.buttons,
+                self.live.image,
+            ]
+        )
+        self._refresh(new_context=False)
+
+    @property
+    def continuation(self) -> str:
+        return self.lm.decode(self.token_ids)
+
+    def choose(self, token_id: int) -> None:
+        """Append ``token_id`` to the continuation and move to the next step."""
+        token_id = int(token_id)
+        if not 0 <= token_id < self.lm.vocab_size:
+            raise ValueError(f"token_id must be in [0, {self.lm.vocab_size - 1}], got {token_id}")
+        self.token_ids.append(token_id)
+        self.dist = next_token_distribution(self.lm, self.prompt, self.params, generated=self.token_ids)
+        self._refresh(new_context=True)
+
+    def sample(self) -> int:
+        """Draw the next token from the current distribution (the one shown) and append it; returns its id."""
+        token_id = int(torch.multinomial(self.dist.probs, 1, generator=self.generator))
+        self.choose(token_id)
+        return token_id
+
+    def back(self) -> None:
+        """Remove the last token; the distribution of that step is shown again (from the cache)."""
+        if not self.token_ids:
+            return
+        self.token_ids.pop()
+        self.dist = next_token_distribution(self.lm, self.prompt, self.params, generated=self.token_ids)
+        self._refresh(new_context=True)
+
+    def _on_slider(self, change: dict) -> None:
+        try:
+            self.params = self.params.replace(**{name: w.value for name, w in self.sliders.items()})
+        except (TypeError, ValueError):
+            return
+        self.dist = self.dist.with_params(self.params)
+        self._refresh(new_context=False)
+
+    def _refresh(self, new_context: bool) -> None:
+        if new_context:
+            self.live.reset(self.dist)
+        else:
+            self.live.update(self.dist)
+        shown = self.continuation.replace("<", "&lt;")
+        last = token_label(self.lm.token_text(self.token_ids[-1])) if self.token_ids else ""
+        self.text.value = (
+            f"<b>{len(self.token_ids)}</b> tokens: <span style='background:#ebf4ff'>{shown}</span>"
+            + (f" &nbsp; (last: <code>{last}</code>)" if last else "")
+            + f"<br>entropy {self.dist.entropy:.2f} bits, {self.dist.surviving():,} tokens can be sampled"
+        )
+        buttons = []
+        for t in self.dist.top(self.choices):
+            button = W.Button(description=f"{token_label(t.token)} {t.prob:.2f}", layout=W.Layout(width="auto"))
+            button.on_click(lambda _, i=t.id: self.choose(i))
+            buttons.append(button)
+        self.buttons.children = buttons
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
