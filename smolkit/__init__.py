@@ -7,6 +7,7 @@ smolkit.next_token_distribution(lm, "The capital of France is", params).top(5)
 smolkit.generate(lm, "Write a haiku about tea.", params).text
 """
 
+from smolkit.cutoffs import cutoff_rows, kept_mass
 from smolkit.distribution import Distribution, TokenProb, entropy_bits, next_token_distribution
 from smolkit.doctor import doctor
 from smolkit.generation import GenerationResult, Sample, Step, generate
@@ -14,6 +15,7 @@ from smolkit.images import load_image
 from smolkit.models import EMBEDDED, SMOLVLM_MODELS, LoadedModel, load_model
 from smolkit.params import SamplingParams
 from smolkit.processors import FrequencyPenaltyLogitsProcessor, PresencePenaltyLogitsProcessor
+from smolkit.tokens import TokenPiece, count_tokens, show_tokens, split_tokens
 
 __version__ = "0.1.0"
 
@@ -28,11 +30,17 @@ __all__ = [
     "Sample",
     "SamplingParams",
     "Step",
+    "TokenPiece",
     "TokenProb",
+    "count_tokens",
+    "cutoff_rows",
     "doctor",
     "entropy_bits",
     "generate",
+    "kept_mass",
     "load_image",
     "load_model",
     "next_token_distribution",
+    "show_tokens",
+    "split_tokens",
 ]
