@@ -277,6 +277,51 @@ class SamplingParams:
             procs.append(FrequencyPenaltyLogitsProcessor(self.frequency_penalty, prompt_length))
         return procs
 
+    # -- export and import (the work is in smolkit.export) -------------------------------------------------------
+
+    def to_vllm(self, as_object: bool = False) -> Any:
+        """vLLM ``SamplingParams`` keyword arguments (a dict; the object with ``as_object=True``): see
+        ``smolkit.export.to_vllm``."""
+        from smolkit import export
+
+        return export.to_vllm(self, as_object=as_object)
+
+    def to_openai(self, model: str, messages: Sequence[Any] | None = None, tokenizer: Any = None) -> dict[str, Any]:
+        """An OpenAI chat-completions request (vLLM's extensions in ``extra_body``): see
+        ``smolkit.export.to_openai``."""
+        from smolkit import export
+
+        return export.to_openai(self, model=model, messages=messages, tokenizer=tokenizer)
+
+    def snippet(self, target: str, **kwargs: Any) -> str:
+        """Code to paste that runs this preset on "transformers", "vllm" or "openai": see ``smolkit.export.snippet``."""
+        from smolkit import export
+
+        return export.snippet(self, target, **kwargs)
+
+    @classmethod
+    def from_generation_config(cls, gc: Any, logits_processor: Any = None, **kwargs: Any) -> SamplingParams:
+        """The preset a transformers GenerationConfig (+ smolkit's processors) stands for: see
+        ``smolkit.export.from_generation_config``."""
+        from smolkit import export
+
+        return export.from_generation_config(gc, logits_processor, **kwargs)
+
+    @classmethod
+    def from_openai(cls, body: Any, **kwargs: Any) -> SamplingParams:
+        """The preset an OpenAI chat-completions request body stands for: see ``smolkit.export.from_openai``."""
+        from smolkit import export
+
+        return export.from_openai(body, **kwargs)
+
+    @classmethod
+    def from_model_defaults(cls, source: Any, **kwargs: Any) -> SamplingParams:
+        """The preset a model's own generation_config.json stands for (a LoadedModel, folder or Hub id): see
+        ``smolkit.export.from_model_defaults``."""
+        from smolkit import export
+
+        return export.from_model_defaults(source, **kwargs)
+
 
 def transformers_processors(
     model: Any,
