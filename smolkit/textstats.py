@@ -1,0 +1,68 @@
+"""Numbers that describe generated text: how much it repeats itself, how different the samples are, how often the
+sampler left the model's favourites.
+
+They turn "this looks repetitive" or "these samples are all alike" into a number a notebook can print (and nbval
+can compare), and they work on token ids, so they measure what the model produced, not how it was detokenised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from smolkit.generation import GenerationResult
+
+__all__ = ["distinct_ngram_fraction", "off_top_fraction", "repeated_ngram_fraction"]
+
+
+def _ngrams(ids: Sequence[int], n: int) -> list[tuple[int, ...]]:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    ids = list(ids)
+    return [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
+
+
+def repeated_ngram_fraction(token_ids: Sequence[int], n: int = 3) -> float:
+    """Share of the ``n``-grams (runs of n tokens) of one text that already occurred earlier in it.
+
+    0 means no run of ``n`` tokens comes back; near 1 means the text is a loop. Texts shorter than ``n`` give 0.
+
+    >>> repeated_ngram_fraction([1, 2, 3, 4, 5])
+    0.0
+    >>> repeated_ngram_fraction([1, 2, 3, 1, 2, 3, 1, 2, 3], n=3)  # 7 3-grams, the last 4 are repeats
+    0.5714285714285714
+    """
+    grams = _ngrams(token_ids, n)
+    if not grams:
+        return 0.0
+    seen: set[tuple[int, ...]] = set()
+    repeats = 0
+    for gram in grams:
+        repeats += gram in seen
+        seen.add(gram)
+    return repeats / len(grams)
+
+
+def distinct_ngram_fraction(samples: Sequence[Sequence[int]], n: int = 3) -> float:
+    """Diversity of several samples: distinct ``n``-grams over all ``n``-grams, pooled across the samples.
+
+    1 means no run of ``n`` tokens is shared or repeated; identical samples give about 1 / (number of samples).
+
+    >>> distinct_ngram_fraction([[1, 2, 3, 4], [1, 2, 3, 4]], n=2)  # 6 bigrams, 3 distinct
+    0.5
+    >>> distinct_ngram_fraction([[1, 2, 3], [4, 5, 6]], n=2)
+    1.0
+    """
+    grams = [g for ids in samples for g in _ngrams(ids, n)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def off_top_fraction(result: GenerationResult, k: int = 5) -> float:
+    """Share of generated tokens (over all samples) that were not among the model's ``k`` favourites at their step.
+
+    The rank is read under the model's raw logits (``Step.rank``, 0 = its first choice): a high share means the
+    sampler often picked tokens the model itself rated as unlikely, which is where incoherent text comes from.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    steps = [step for sample in result.samples for step in sample.steps]
+    return sum(step.rank >= k for step in steps) / len(steps) if steps else 0.0
