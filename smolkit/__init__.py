@@ -11,16 +11,23 @@ from smolkit.cutoffs import cutoff_rows, kept_mass
 from smolkit.distribution import Distribution, TokenProb, entropy_bits, next_token_distribution
 from smolkit.doctor import doctor
 from smolkit.generation import GenerationResult, Sample, Step, generate
+from smolkit.hub_cache import cached_smolvlm, is_cached
 from smolkit.images import load_image
 from smolkit.models import EMBEDDED, SMOLVLM_MODELS, LoadedModel, load_model
 from smolkit.params import SamplingParams
+from smolkit.presets import PRESETS, preset
 from smolkit.processors import FrequencyPenaltyLogitsProcessor, PresencePenaltyLogitsProcessor
+from smolkit.sample_images import SAMPLE_IMAGES, sample_image
+from smolkit.stages import grid_table, in_order, penalty_rows, stage_rows
+from smolkit.textstats import distinct_ngram_fraction, off_top_fraction, repeated_ngram_fraction
 from smolkit.tokens import TokenPiece, count_tokens, show_tokens, split_tokens
 
 __version__ = "0.1.0"
 
 __all__ = [
     "EMBEDDED",
+    "PRESETS",
+    "SAMPLE_IMAGES",
     "SMOLVLM_MODELS",
     "Distribution",
     "FrequencyPenaltyLogitsProcessor",
@@ -32,15 +39,26 @@ __all__ = [
     "Step",
     "TokenPiece",
     "TokenProb",
+    "cached_smolvlm",
     "count_tokens",
     "cutoff_rows",
+    "distinct_ngram_fraction",
     "doctor",
     "entropy_bits",
     "generate",
+    "grid_table",
+    "in_order",
+    "is_cached",
     "kept_mass",
     "load_image",
     "load_model",
     "next_token_distribution",
+    "off_top_fraction",
+    "penalty_rows",
+    "preset",
+    "repeated_ngram_fraction",
+    "sample_image",
     "show_tokens",
     "split_tokens",
+    "stage_rows",
 ]
