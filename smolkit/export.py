@@ -58,6 +58,7 @@ __all__ = [
     "from_model_defaults",
     "from_openai",
     "in_vllm_order",
+    "model_id",
     "snippet",
     "to_openai",
     "to_vllm",
@@ -295,18 +296,27 @@ def _generation_config_fields(params: SamplingParams) -> dict[str, Any]:
     return fields
 
 
+def model_id(lm: Any) -> str:
+    """The name a serving stack knows ``lm`` by: the Hub id for the embedded model, else the name it was loaded as."""
+    name = getattr(lm, "name", lm)
+    return DEFAULT_MODEL_ID if name == "embedded" else str(name)
+
+
 def snippet(
     params: SamplingParams,
     target: str,
     model: str = DEFAULT_MODEL_ID,
     prompt: str = "Write a haiku about tea.",
+    vision: bool | None = None,
 ) -> str:
     """A few lines of Python that run this preset on ``target``: "transformers", "vllm" or "openai".
 
     transformers: a GenerationConfig with every sampling field set (so neither the model's generation_config.json
-    nor transformers' top_k=50 leaks in), smolkit's processors for presence/frequency penalties, the seed. vLLM:
-    ``SamplingParams(**to_vllm())`` and ``llm.chat``. OpenAI: ``client.chat.completions.create`` against a vLLM
-    server, with ``extra_body``. Raises ValueError for an unknown target, and what the export raises.
+    nor transformers' top_k=50 leaks in), smolkit's processors for presence/frequency penalties, the seed; for a
+    vision-language model (``vision``, by default when the name says SmolVLM or Idefics) the processor and
+    AutoModelForImageTextToText. vLLM: ``SamplingParams(**to_vllm())`` and ``llm.chat``. OpenAI:
+    ``client.chat.completions.create`` against a vLLM server, with ``extra_body``. Raises ValueError for an
+    unknown target, and what the export raises.
 
     >>> print(snippet(SamplingParams(temperature=0.7), "vllm").splitlines()[0])
     from vllm import LLM, SamplingParams
@@ -346,11 +356,11 @@ def snippet(
                 "    print(choice.message.content)",
             ]
         )
+    if vision is None:
+        vision = any(word in model.lower() for word in ("smolvlm", "idefics"))
     fields = _generation_config_fields(params)
-    lines = [
-        "import torch",
-        "from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig",
-    ]
+    classes = "AutoModelForImageTextToText, AutoProcessor" if vision else "AutoModelForCausalLM, AutoTokenizer"
+    lines = ["import torch", f"from transformers import {classes}, GenerationConfig"]
     penalties = [
         (name, cls.__name__, getattr(params, name))
         for name, cls in (
@@ -364,13 +374,18 @@ def snippet(
             "from transformers import LogitsProcessorList",
             f"from smolkit import {', '.join(cls for _, cls, _ in penalties)}  # transformers has no such penalty",
         ]
+    if vision:  # SmolVLM: a processor reads images and text; the message content is a list of parts
+        messages = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
+        lines += ["", f"tokenizer = AutoProcessor.from_pretrained({model!r})  # SmolVLM's processor"]
+        lines.append(f"model = AutoModelForImageTextToText.from_pretrained({model!r})")
+    else:
+        lines += ["", f"tokenizer = AutoTokenizer.from_pretrained({model!r})"]
+        lines.append(f"model = AutoModelForCausalLM.from_pretrained({model!r})")
     lines += [
-        "",
-        f"tokenizer = AutoTokenizer.from_pretrained({model!r})",
-        f"model = AutoModelForCausalLM.from_pretrained({model!r})",
         f"messages = {messages!r}",
-        'inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", '
-        "return_dict=True)",
+        "inputs = tokenizer.apply_chat_template(",
+        '    messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"',
+        ")",
         "prompt_length = inputs['input_ids'].shape[1]",
     ]
     if params.stop_token_ids:
@@ -879,11 +894,17 @@ def _build_processors(
 ) -> LogitsProcessorList:
     """The processors ``model.generate(input_ids, generation_config=gc, logits_processor=custom)`` builds.
 
-    The same private steps as ``smolkit.params.transformers_processors``, for a config the kit did not make (the
-    plain call shown by ``explain``); a test checks both agree on the kit's own config.
+    The private steps generate runs, as ``smolkit.params.transformers_processors`` does, plus the one that turns
+    min_new_tokens into min_length (prompt length + min_new_tokens), which adds a MinLengthLogitsProcessor that
+    blocks nothing min_tokens does not already block. A test checks the list against a real generate call.
     """
+    has_default_max_length = gc.max_length is None and model.generation_config.max_length is None
+    has_default_min_length = gc.min_length is None and model.generation_config.min_length is None
     merged, model_kwargs = model._prepare_generation_config(gc)
     model._prepare_special_tokens(merged, True, device=input_ids.device, batch_size=input_ids.shape[0])
+    merged = model._prepare_generated_length(
+        merged, has_default_max_length, has_default_min_length, "input_ids", prompt_length, input_ids
+    )
     model_kwargs["attention_mask"] = torch.ones_like(input_ids)
     return model._get_logits_processor(
         generation_config=merged,
@@ -895,13 +916,18 @@ def _build_processors(
     )
 
 
-def _describe(proc: Any, source_of: Any) -> ExplainedStage:
+def _describe(proc: Any, source_of: Any, gc: GenerationConfig, prompt_length: int) -> ExplainedStage:
     cls = type(proc).__name__
     pairs = _STAGE_FIELDS.get(cls, ())
     values = {field: getattr(proc, attr) for field, attr in pairs if hasattr(proc, attr)}
     fields = [field for field, _ in pairs]
     if cls in ("PresencePenaltyLogitsProcessor", "FrequencyPenaltyLogitsProcessor"):
         source = PRESET + " (smolkit's processor)"
+    elif cls == "MinLengthLogitsProcessor" and gc.min_new_tokens is not None:
+        added = proc.min_length - prompt_length
+        values = {"min_length": f"prompt + {added}"}
+        effect = "blocks nothing" if added == 0 else "the same block as min_tokens"
+        source = f"transformers, from min_new_tokens={gc.min_new_tokens} ({effect})"
     elif fields:
         source = source_of(fields[0])
     else:
@@ -934,8 +960,9 @@ def explain(
 ) -> Explanation:
     """What generate will really run for ``params`` on ``lm``, where each value came from, and the surprises.
 
-    The stages are read from the LogitsProcessorList transformers itself builds for smolkit's translation
-    (``smolkit.params.transformers_processors``), in its order. Each value's source is the preset, the model's
+    The stages are read from the LogitsProcessorList transformers itself builds for smolkit's translation, by the
+    steps generate runs (those of ``smolkit.params.transformers_processors``, plus generate's min_length derived
+    from min_new_tokens), in its order. Each value's source is the preset, the model's
     generation config, or a transformers default. For contrast, the stages a plain
     ``model.generate(**inputs, do_sample=..., temperature=..., ...)`` would build with the same values (the model's
     config and the library's defaults, e.g. top_k=50, fill what is unset), and the same stages in vLLM's order.
@@ -952,8 +979,8 @@ def explain(
         eos = _ids(base.eos_token_id) or list(lm.eos_token_ids)
         pad = base.pad_token_id if base.pad_token_id is not None else lm.pad_token_id
         input_ids = torch.full((1, 1), pad if pad is not None else 0, dtype=torch.long, device=lm.device)
-        kit_gc, _ = params.to_generation_config(prompt_length=1, eos_token_id=eos, pad_token_id=pad, base=base)
-        kit = transformers_processors(model, params, input_ids, 1, eos, pad)
+        kit_gc, custom = params.to_generation_config(prompt_length=1, eos_token_id=eos, pad_token_id=pad, base=base)
+        kit = _build_processors(model, kit_gc, custom, input_ids, 1)
         plain_kwargs = _plain_kwargs(params)
         plain_gc = GenerationConfig(**plain_kwargs)
         plain = _build_processors(model, plain_gc, LogitsProcessorList(), input_ids, 1)
@@ -971,8 +998,8 @@ def explain(
 
         return of
 
-    stages = tuple(_describe(p, source(kit_gc)) for p in kit)
-    plain_stages = tuple(_describe(p, source(plain_gc)) for p in plain)
+    stages = tuple(_describe(p, source(kit_gc), kit_gc, 1) for p in kit)
+    plain_stages = tuple(_describe(p, source(plain_gc), plain_gc, 1) for p in plain)
     vllm_order = tuple(n for n in VLLM_STAGE_ORDER if n in {s.name for s in stages})
 
     stop_text = ", ".join(str(t) for t in eos) + f" ({MODEL_CONFIG})" if eos else "none"

@@ -18,11 +18,12 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from smolkit.distribution import Distribution, next_token_distribution
+from smolkit.export import SNIPPET_TARGETS, model_id
 from smolkit.models import LoadedModel
 from smolkit.params import SamplingParams
 from smolkit.viz import BarsPlot, CumulativePlot, token_label
 
-__all__ = ["CONTROLS", "DistributionExplorer", "StepExplorer", "slider"]
+__all__ = ["CONTROLS", "DistributionExplorer", "PresetExport", "StepExplorer", "slider"]
 
 CONTROLS: dict[str, dict[str, Any]] = {
     "temperature": {"min": 0.0, "max": 2.0, "step": 0.05, "help": "0 = greedy"},
@@ -105,6 +106,41 @@ class _LiveFigure:
         self.image.value = render_png(self.figure, self.canvas)
 
 
+class PresetExport:
+    """A "copy this preset" row: pick a target (transformers, vLLM, OpenAI), press the button, and the code that
+    runs the current settings there appears below, ready to copy. The code is written only when the button is
+    pressed or the target changes, never on a slider move (a moved slider marks it out of date)."""
+
+    def __init__(self, params_of: Any, model: str):
+        self.params_of, self.model = params_of, model
+        self.target = W.Dropdown(options=SNIPPET_TARGETS, description="export to", layout=W.Layout(width="250px"))
+        self.button = W.Button(description="copy this preset", icon="copy", tooltip="write the code for these settings")
+        self.status = W.HTML()
+        self.code = W.Textarea(layout=W.Layout(width="100%", display="none"))
+        self.button.on_click(lambda _: self.show())
+        self.target.observe(lambda _: self.show() if self.code.value else None, names="value")
+        self.widget = W.VBox([W.HBox([self.target, self.button, self.status]), self.code])
+
+    def show(self) -> str:
+        """Write the code for the current settings and target into the box; returns it."""
+        try:
+            text = self.params_of().snippet(self.target.value, model=self.model)
+            self.status.value = "select the code below and copy it (Ctrl+A, Ctrl+C)"
+        except ValueError as err:  # a value the target cannot hold, e.g. temperature > 2 for vLLM
+            text = f"# cannot export to {self.target.value}: {err}"
+            self.status.value = "<span style='color:#c53030'>this target cannot hold these settings</span>"
+        self.code.value = text
+        self.code.rows = min(text.count("\n") + 1, 30)
+        self.code.layout.display = None
+        return text
+
+    def mark_stale(self) -> None:
+        if self.code.value:
+            self.status.value = (
+                "<span style='color:#b7791f'>settings changed: press <i>copy this preset</i> again</span>"
+            )
+
+
 class DistributionExplorer:
     """Sliders over sampling parameters that re-plot the next-token distribution for ``prompt`` live.
 
@@ -137,7 +173,8 @@ class DistributionExplorer:
         self.error = W.HTML()
         self.last_update_seconds = 0.0
         self._syncing = False
-        self.widget = W.VBox([*self.sliders.values(), self.readout, self.error, self.live.image])
+        self.export = PresetExport(lambda: self.params, model_id(lm))
+        self.widget = W.VBox([*self.sliders.values(), self.readout, self.error, self.live.image, self.export.widget])
 
     def _on_slider(self, change: dict) -> None:
         if not self._syncing:
@@ -162,6 +199,7 @@ class DistributionExplorer:
         self.dist = self.dist.with_params(params)
         self.live.update(self.dist)
         self.readout.value = self._readout_html()
+        self.export.mark_stale()
         self.last_update_seconds = time.perf_counter() - start
         return self.dist
 

@@ -1,0 +1,707 @@
+"""smolkit.export: presets to transformers / vLLM / OpenAI and back, and explain (what generate really runs).
+
+Parity with transformers: the exported GenerationConfig + processors, run through the model's own ``generate``,
+give the probabilities ``next_token_distribution`` shows (within 1e-5 absolute; both are float32 softmaxes of the
+same logits, the differences seen are ~1e-7) and the same greedy tokens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import types
+import warnings
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from transformers import GenerationConfig, LogitsProcessorList, TopKLogitsWarper
+
+import smolkit
+from smolkit import SamplingParams
+from smolkit.distribution import Distribution, next_token_distribution, prepare_inputs, stage_name
+from smolkit.export import (
+    SNIPPET_TARGETS,
+    ExportWarning,
+    _build_processors,
+    equivalent,
+    explain,
+    from_generation_config,
+    from_openai,
+    in_vllm_order,
+    to_openai,
+    to_vllm,
+)
+from smolkit.models import embedded_cache_path
+from smolkit.params import transformers_processors
+
+PROB_ATOL = 1e-5
+
+# vLLM 0.24's SamplingParams fields (vllm/sampling_params.py) that a preset can set, and the fields of its
+# OpenAI-compatible ChatCompletionRequest (vllm/entrypoints/openai/chat_completion/protocol.py).
+VLLM_SAMPLING_FIELDS = {
+    "n",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "seed",
+    "stop",
+    "stop_token_ids",
+    "ignore_eos",
+    "max_tokens",
+    "min_tokens",
+}
+OPENAI_CHAT_FIELDS = {  # https://platform.openai.com/docs/api-reference/chat/create
+    "model",
+    "messages",
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "max_completion_tokens",
+    "n",
+    "presence_penalty",
+    "response_format",
+    "seed",
+    "stop",
+    "stream",
+    "temperature",
+    "top_p",
+    "tools",
+    "tool_choice",
+    "user",
+}
+VLLM_CHAT_EXTRA_FIELDS = {
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "stop_token_ids",
+    "min_tokens",
+    "ignore_eos",
+    "use_beam_search",
+    "length_penalty",
+    "include_stop_str_in_output",
+    "skip_special_tokens",
+}
+
+PROMPTS = ["What is the capital of France?", "Write a haiku about tea.", "Name three fruits."]
+PRESETS = [
+    SamplingParams(temperature=0.7, top_p=0.9),
+    SamplingParams(temperature=1.3, top_k=20, min_p=0.05),
+    SamplingParams(temperature=0.8, repetition_penalty=1.3, presence_penalty=0.8, frequency_penalty=0.5),
+    SamplingParams(temperature=0.6, top_p=0.8, min_p=0.1, min_tokens=2, stop_token_ids=[198]),
+]
+
+
+@contextlib.contextmanager
+def model_generation_config(lm, gc):
+    saved = lm.model.generation_config
+    lm.model.generation_config = gc
+    try:
+        yield
+    finally:
+        lm.model.generation_config = saved
+
+
+def exported(lm, params, prompt, base=None):
+    """Inputs, GenerationConfig and processors for plain ``model.generate``, exported the documented way."""
+    inputs = lm.inputs(prompt)
+    gc, procs = params.to_generation_config(
+        prompt_length=inputs["input_ids"].shape[1],
+        eos_token_id=lm.eos_token_ids,
+        pad_token_id=lm.pad_token_id,
+        base=base if base is not None else lm.model.generation_config,
+    )
+    return inputs, gc, procs
+
+
+@torch.inference_mode()
+def plain_generate(lm, inputs, gc, procs, **updates):
+    gc.update(**updates)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return lm.model.generate(**inputs, generation_config=gc, logits_processor=procs)
+
+
+# -- vLLM ------------------------------------------------------------------------------------------------------
+
+
+def test_vllm_fields_and_values():
+    params = SamplingParams(
+        max_new_tokens=12,
+        temperature=0.5,
+        top_p=0.8,
+        top_k=40,
+        min_p=0.05,
+        repetition_penalty=1.2,
+        presence_penalty=0.4,
+        frequency_penalty=-0.3,
+        seed=7,
+        min_tokens=3,
+        stop_token_ids=[13, 198],
+        n=2,
+    )
+    kwargs = to_vllm(params)
+    assert set(kwargs) <= VLLM_SAMPLING_FIELDS
+    assert kwargs == {
+        "n": 2,
+        "presence_penalty": 0.4,
+        "frequency_penalty": -0.3,
+        "repetition_penalty": 1.2,
+        "temperature": 0.5,
+        "top_p": 0.8,
+        "top_k": 40,
+        "min_p": 0.05,
+        "seed": 7,
+        "stop_token_ids": [13, 198],
+        "max_tokens": 12,
+        "min_tokens": 3,
+    }
+    assert params.to_vllm() == kwargs
+    json.dumps(kwargs)  # plain data
+
+
+@pytest.mark.parametrize(
+    ("params", "temperature", "top_k"),
+    [
+        (SamplingParams(do_sample=False, temperature=0.7), 0.0, -1),  # vLLM has no do_sample
+        (SamplingParams(temperature=0.0), 0.0, -1),
+        (SamplingParams(temperature=0.9, top_k=0), 0.9, -1),  # all tokens: -1 works in every vLLM release
+    ],
+)
+def test_vllm_greedy_and_all_tokens(params, temperature, top_k):
+    kwargs = to_vllm(params)
+    assert kwargs["temperature"] == temperature and kwargs["top_k"] == top_k
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [(SamplingParams(temperature=2.5), "temperature"), (SamplingParams(temperature=0, n=3), "n")],
+)
+def test_vllm_rejects_what_it_cannot_hold(params, field):
+    with pytest.raises(ValueError, match=rf"^{field}="):
+        to_vllm(params)
+    with pytest.raises(ValueError, match=rf"^{field}="):
+        to_openai(params, model="m")
+
+
+def test_vllm_raises_tiny_temperatures_and_says_so():
+    with pytest.warns(ExportWarning, match=r"temperature=0.005.*0.01"):
+        assert to_vllm(SamplingParams(temperature=0.005))["temperature"] == 0.005
+
+
+def test_vllm_object(monkeypatch):
+    if "vllm" not in sys.modules:
+        with pytest.raises(ImportError, match="needs vLLM"):
+            to_vllm(SamplingParams(), as_object=True)
+    fake = types.ModuleType("vllm")
+    fake.SamplingParams = lambda **kwargs: ("vllm.SamplingParams", kwargs)
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    params = SamplingParams(temperature=0.3, top_k=5)
+    assert params.to_vllm(as_object=True) == ("vllm.SamplingParams", to_vllm(params))
+
+
+# -- OpenAI ----------------------------------------------------------------------------------------------------
+
+
+def test_openai_body_field_names_and_warning(lm):
+    params = SamplingParams(
+        max_new_tokens=20, temperature=0.7, top_p=0.9, top_k=30, min_p=0.05, repetition_penalty=1.1, seed=3
+    )
+    with pytest.warns(ExportWarning, match=r"plain OpenAI endpoint.*top_k=30.*min_p=0.05.*repetition_penalty=1.1"):
+        body = params.to_openai(
+            model="HuggingFaceTB/SmolLM2-135M-Instruct", messages=[{"role": "user", "content": "Hi"}]
+        )
+    top = set(body) - {"extra_body"}
+    assert top <= OPENAI_CHAT_FIELDS
+    assert set(body["extra_body"]) <= VLLM_CHAT_EXTRA_FIELDS
+    assert body["max_completion_tokens"] == 20 and "max_tokens" not in body  # max_tokens is deprecated
+    assert body["temperature"] == 0.7 and body["top_p"] == 0.9 and body["seed"] == 3 and body["n"] == 1
+    assert body["extra_body"] == {
+        "top_k": 30,
+        "min_p": 0.05,
+        "repetition_penalty": 1.1,
+        "min_tokens": 0,
+        "stop_token_ids": [],
+    }
+    json.dumps(body)
+
+
+def test_openai_no_warning_when_the_body_alone_samples_the_same():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        body = to_openai(SamplingParams(temperature=0.4, top_p=0.5, presence_penalty=1.0), model="m")
+    assert "seed" not in body  # unset: the server picks
+
+
+def test_openai_stop_strings_from_the_tokenizer(lm):
+    newline = lm.tokenizer("\n", add_special_tokens=False)["input_ids"][0]
+    params = SamplingParams(stop_token_ids=[newline])
+    with pytest.warns(ExportWarning, match="stop_token_ids"):
+        body = to_openai(params, model="m", tokenizer=lm)
+    assert body["stop"] == ["\n"] and body["extra_body"]["stop_token_ids"] == [newline]
+    assert from_openai(body, tokenizer=lm) == params
+    assert from_openai({"stop": ["\n"]}, tokenizer=lm) == params  # a one-token stop string becomes a stop id
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        (SamplingParams(seed=2**63), r"^seed=9223372036854775808.*64-bit"),
+        (SamplingParams(temperature=3), r"^temperature"),
+    ],
+)
+def test_openai_rejects_what_it_cannot_hold(params, match):
+    with pytest.raises(ValueError, match=match):
+        to_openai(params, model="m")
+
+
+def test_openai_needs_a_model_name():
+    with pytest.raises(ValueError, match="model must be"):
+        to_openai(SamplingParams(), model="")
+
+
+# -- round trips -------------------------------------------------------------------------------------------------
+
+exportable = st.builds(
+    SamplingParams,
+    max_new_tokens=st.integers(8, 512),
+    do_sample=st.booleans(),
+    temperature=st.one_of(st.just(0.0), st.floats(0.01, 2)),
+    top_p=st.floats(0, 1, exclude_min=True),
+    top_k=st.integers(-1, 1000),
+    min_p=st.floats(0, 1),
+    repetition_penalty=st.floats(0.01, 5),
+    presence_penalty=st.floats(-2, 2),
+    frequency_penalty=st.floats(-2, 2),
+    seed=st.none() | st.integers(0, 2**63 - 1),
+    min_tokens=st.integers(0, 8),
+    stop_token_ids=st.lists(st.integers(3, 49151), max_size=4, unique=True),
+    n=st.integers(1, 4),
+).filter(lambda p: not (p.greedy and p.n > 1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(exportable)
+def test_openai_round_trip(params):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExportWarning)
+        back = from_openai(to_openai(params, model="m"))
+    assert equivalent(back, params)
+    if not params.greedy:  # lossless: only top_k 0 (all tokens) comes back as its synonym -1
+        assert back == params.replace(top_k=-1 if params.top_k == 0 else params.top_k)
+
+
+@settings(max_examples=200, deadline=None)
+@given(exportable)
+def test_vllm_round_trip(params):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExportWarning)
+        back = from_openai(to_vllm(params))  # vLLM's names (max_tokens) are read too
+    assert equivalent(back, params)
+
+
+@settings(max_examples=200, deadline=None)
+@given(exportable)
+def test_generation_config_round_trip(params):
+    gc, procs = params.to_generation_config(prompt_length=5, eos_token_id=2, pad_token_id=2)
+    back = from_generation_config(gc, procs, eos_token_id=2)
+    # A GenerationConfig holds no seed (torch's generator does) and no n (the batch does); the model's own EOS
+    # is no stop id.
+    expected = params.replace(seed=None, n=1, stop_token_ids=[t for t in params.stop_token_ids if t != 2])
+    assert equivalent(back, expected)
+    if not params.greedy:
+        assert back == expected.replace(top_k=-1 if expected.top_k == 0 else expected.top_k)
+
+
+def test_generation_config_from_json_dict():
+    gc, _ = SamplingParams(temperature=0.5, top_k=7).to_generation_config(prompt_length=1, eos_token_id=2)
+    assert from_generation_config(json.loads(gc.to_json_string())) == SamplingParams(temperature=0.5, top_k=7)
+
+
+# -- what cannot cross -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"num_beams": 4}, "num_beams=4"),
+        ({"do_sample": True, "typical_p": 0.9}, "typical_p=0.9"),
+        ({"do_sample": True, "epsilon_cutoff": 3e-4, "eta_cutoff": 1e-3}, "epsilon_cutoff=0.0003, eta_cutoff=0.001"),
+        ({"no_repeat_ngram_size": 3}, "no_repeat_ngram_size=3"),
+    ],
+)
+def test_generation_config_fields_that_cannot_cross(fields, named):
+    gc = GenerationConfig(max_new_tokens=8, **fields)
+    with pytest.raises(ValueError, match=named):
+        from_generation_config(gc)
+    with pytest.warns(ExportWarning, match="vLLM server ignores"):  # vLLM reads past them
+        from_generation_config(gc, defaults="vllm")
+
+
+def test_generation_config_foreign_processor():
+    with pytest.raises(ValueError, match="TopKLogitsWarper"):
+        from_generation_config(GenerationConfig(max_new_tokens=4), LogitsProcessorList([TopKLogitsWarper(5)]))
+
+
+def test_generation_config_unset_fields_read_as_each_stack_does():
+    gc = GenerationConfig(do_sample=True, temperature=0.6, top_p=0.9, max_new_tokens=30)
+    with pytest.warns(ExportWarning, match="top_k=50"):
+        assert from_generation_config(gc) == SamplingParams(max_new_tokens=30, temperature=0.6, top_p=0.9, top_k=50)
+    assert from_generation_config(gc, defaults="vllm") == SamplingParams(max_new_tokens=30, temperature=0.6, top_p=0.9)
+    greedy = GenerationConfig(temperature=0.6, max_new_tokens=30)  # do_sample unset: transformers decodes greedily
+    assert from_generation_config(greedy).greedy
+    assert not from_generation_config(greedy, defaults="vllm").greedy  # vLLM samples at 0.6
+    with pytest.warns(ExportWarning, match="max_length=20 counts the prompt"):
+        from_generation_config(GenerationConfig(max_length=20))
+
+
+@pytest.mark.parametrize(
+    ("body", "error", "match"),
+    [
+        ({"logit_bias": {"50": 5}}, ValueError, "logit_bias"),
+        ({"response_format": {"type": "json_object"}}, ValueError, "response_format"),
+        ({"extra_body": {"use_beam_search": True}}, ValueError, "use_beam_search"),
+        ({"temperature": -1}, ValueError, "temperature"),
+        ({"top_p": 1.5}, ValueError, "top_p"),
+        ({"seed": -5}, ValueError, "seed"),
+        ({"extra_body": {"top_k": 2.5}}, TypeError, "top_k"),
+        ("temperature=1", TypeError, "body"),
+    ],
+)
+def test_openai_import_errors_name_the_field(body, error, match):
+    with pytest.raises(error, match=match):
+        from_openai(body)
+
+
+def test_openai_import_warns_for_what_it_drops(lm):
+    with pytest.warns(ExportWarning, match="not imported.*frobnicate"):
+        from_openai({"model": "m", "frobnicate": 1})
+    with pytest.warns(ExportWarning, match=r"stop strings \['THE END'\]"):
+        assert from_openai({"stop": "THE END"}) == SamplingParams()
+    assert from_openai({"seed": -1}).seed is None  # vLLM's "no seed"
+    assert from_openai({"temperature": None, "messages": [], "stream": True}) == SamplingParams()
+    nudge = SamplingParams(temperature=0.6, top_p=0.9)
+    assert from_openai({"top_p": 0.5}, defaults=nudge) == SamplingParams(temperature=0.6, top_p=0.5)
+
+
+def test_model_defaults(lm, tmp_path):
+    # The embedded model's generation_config.json sets no sampling fields: transformers' generate decodes
+    # greedily, a vLLM server samples at temperature 1 over all tokens.
+    assert SamplingParams.from_model_defaults(lm).greedy
+    assert SamplingParams.from_model_defaults(lm, defaults="vllm") == SamplingParams()
+    GenerationConfig(do_sample=True, temperature=0.6, top_p=0.9, eos_token_id=[2, 5]).save_pretrained(tmp_path)
+    with pytest.warns(ExportWarning, match="top_k=50"):
+        as_transformers = SamplingParams.from_model_defaults(str(tmp_path))
+    assert as_transformers == SamplingParams(temperature=0.6, top_p=0.9, top_k=50)  # eos ids stay the model's
+    assert SamplingParams.from_model_defaults(tmp_path, defaults="vllm") == SamplingParams(temperature=0.6, top_p=0.9)
+    with pytest.raises(TypeError, match="source must be"):
+        SamplingParams.from_model_defaults(3)
+
+
+# -- parity with plain transformers --------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("prompt", "params"), list(zip(PROMPTS + PROMPTS, PRESETS, strict=False)), ids=repr)
+def test_exported_config_samples_what_smolkit_shows(lm, prompt, params):
+    """Four steps of a plain ``model.generate``: each step's distribution is the one next_token_distribution shows
+    for the same prompt and generated tokens (penalties and min_tokens included)."""
+    inputs, gc, procs = exported(lm, params, prompt)
+    prompt_length = inputs["input_ids"].shape[1]
+    torch.manual_seed(0)
+    out = plain_generate(lm, inputs, gc, procs, max_new_tokens=4, output_scores=True, return_dict_in_generate=True)
+    generated = out.sequences[0, prompt_length:].tolist()
+    for step, scores in enumerate(out.scores):
+        shown = next_token_distribution(lm, prompt, params, generated=generated[:step])
+        plain = torch.softmax(scores[0].float(), dim=-1)
+        assert torch.allclose(plain, shown.probs, atol=PROB_ATOL, rtol=0), f"step {step}"
+        assert int((plain > 0).sum()) == shown.surviving()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prompt", PROMPTS[:2])
+def test_exported_greedy_config_gives_smolkit_greedy_tokens(lm, prompt):
+    params = SamplingParams(temperature=0, max_new_tokens=8, repetition_penalty=1.2)
+    inputs, gc, procs = exported(lm, params, prompt)
+    out = plain_generate(lm, inputs, gc, procs)
+    assert tuple(out[0, inputs["input_ids"].shape[1] :].tolist()) == smolkit.generate(lm, prompt, params).token_ids
+
+
+@pytest.mark.slow
+def test_model_generation_defaults_do_not_leak(lm):
+    """A model whose generation_config.json switches stages on (and plain transformers' top_k=50): the exported
+    config still samples from exactly the distribution smolkit shows for the preset, over all tokens."""
+    prompt, params = PROMPTS[1], SamplingParams(temperature=1.2)
+    shown = next_token_distribution(lm, prompt, params)
+    assert shown.surviving() > 1000  # top_k=-1: every token can be drawn
+    noisy = GenerationConfig(
+        do_sample=False,
+        temperature=0.3,
+        top_k=20,
+        top_p=0.5,
+        min_p=0.2,
+        typical_p=0.5,
+        repetition_penalty=1.3,
+        no_repeat_ngram_size=2,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
+    for model_config in (noisy, GenerationConfig(eos_token_id=2, pad_token_id=2)):
+        with model_generation_config(lm, model_config):
+            inputs, gc, procs = exported(lm, params, prompt)
+            out = plain_generate(
+                lm, inputs, gc, procs, max_new_tokens=1, output_scores=True, return_dict_in_generate=True
+            )
+            plain = torch.softmax(out.scores[0][0], dim=-1)
+            assert torch.allclose(plain, shown.probs, atol=PROB_ATOL, rtol=0)
+            # The control: the same values passed the plain way pick up the model's stages or top_k=50.
+            naive = GenerationConfig(do_sample=True, temperature=1.2, max_new_tokens=1)
+            naive.update(output_scores=True, return_dict_in_generate=True)
+            out = plain_generate(lm, inputs, naive, LogitsProcessorList())
+            assert int((out.scores[0][0] > -float("inf")).sum()) <= 50
+
+
+# -- snippets ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", SNIPPET_TARGETS)
+@pytest.mark.parametrize("params", [*PRESETS, SamplingParams(temperature=0, seed=5), SamplingParams(n=3, seed=1)])
+def test_snippets_compile(target, params):
+    code = params.snippet(target)
+    compile(code, f"<{target} snippet>", "exec")
+    assert len(code.splitlines()) <= 40
+
+
+def test_snippet_rejects_unknown_targets():
+    with pytest.raises(ValueError, match=r"target must be one of 'transformers', 'vllm', 'openai', got 'tgi'"):
+        SamplingParams().snippet("tgi")
+    with pytest.raises(ValueError, match=r"^temperature"):
+        SamplingParams(temperature=2.5).snippet("vllm")
+
+
+def test_vllm_snippet_passes_the_exported_values(monkeypatch, capsys):
+    params = SamplingParams(temperature=0.7, top_p=0.9, min_p=0.05, seed=3, stop_token_ids=[198])
+    seen = {}
+
+    class LLM:
+        def __init__(self, model):
+            seen["model"] = model
+
+        def chat(self, messages, sampling):
+            seen["messages"], seen["sampling"] = messages, sampling
+            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text="ok")])]
+
+    fake = types.ModuleType("vllm")
+    fake.LLM, fake.SamplingParams = LLM, lambda **kwargs: kwargs
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    exec(params.snippet("vllm", prompt="Hi"), {})
+    assert seen == {
+        "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "sampling": to_vllm(params),
+    }
+    assert capsys.readouterr().out == "ok\n"
+
+
+def test_openai_snippet_passes_the_exported_body(monkeypatch, capsys):
+    params = SamplingParams(temperature=0.7, top_k=40, repetition_penalty=1.1, n=2)
+    seen = {}
+
+    class Completions:
+        def create(self, **kwargs):
+            seen.update(kwargs)
+            message = types.SimpleNamespace(content="ok")
+            return types.SimpleNamespace(choices=[types.SimpleNamespace(message=message)] * 2)
+
+    class OpenAI:
+        def __init__(self, base_url, api_key):
+            self.chat = types.SimpleNamespace(completions=Completions())
+
+    fake = types.ModuleType("openai")
+    fake.OpenAI = OpenAI
+    monkeypatch.setitem(sys.modules, "openai", fake)
+    exec(params.snippet("openai", model="smol", prompt="Hi"), {})
+    with pytest.warns(ExportWarning):
+        assert seen == to_openai(params, model="smol", messages=[{"role": "user", "content": "Hi"}])
+    assert capsys.readouterr().out == "ok\nok\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(temperature=0, max_new_tokens=12),
+        SamplingParams(temperature=0.9, top_p=0.95, presence_penalty=0.6, seed=11, max_new_tokens=12),
+    ],
+    ids=repr,
+)
+def test_transformers_snippet_generates_what_smolkit_generates(lm, params, capsys):
+    """The pasted code, run on the embedded model's weights: the same text as smolkit.generate (same seed too)."""
+    prompt = "Name three fruits."
+    code = params.snippet("transformers", model=str(embedded_cache_path()), prompt=prompt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exec(code, {})
+    assert capsys.readouterr().out == smolkit.generate(lm, prompt, params).text + "\n"
+
+
+def test_vision_snippet_uses_the_processor():
+    code = SamplingParams(temperature=0.5).snippet("transformers", model="HuggingFaceTB/SmolVLM-256M-Instruct")
+    assert "AutoProcessor" in code and "AutoModelForImageTextToText" in code and '"type": "text"' not in code
+    assert "'type': 'text'" in code
+
+
+# -- explain -----------------------------------------------------------------------------------------------------
+
+EXPLAINED = [
+    SamplingParams(),
+    SamplingParams(temperature=0.7, top_p=0.9, min_p=0.05),
+    SamplingParams(temperature=1.1, top_k=30, repetition_penalty=1.2, presence_penalty=0.5, frequency_penalty=0.2),
+    SamplingParams(temperature=0.8, min_tokens=3, stop_token_ids=[198]),
+    SamplingParams(do_sample=False, temperature=0.7),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("params", EXPLAINED, ids=repr)
+def test_explain_order_is_what_generate_builds(lm, params, monkeypatch):
+    """Record the LogitsProcessorList that a real smolkit.generate call makes transformers build."""
+    built = []
+    original = lm.model._get_logits_processor
+
+    def spy(*args, **kwargs):
+        built.append(original(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(lm.model, "_get_logits_processor", spy)
+    smolkit.generate(lm, PROMPTS[0], params.replace(max_new_tokens=max(params.min_tokens, 1)))
+    monkeypatch.undo()
+    assert explain(params, lm).stage_names == [stage_name(p) for p in built[0]]
+
+
+@pytest.mark.parametrize("params", EXPLAINED, ids=repr)
+def test_explain_list_is_the_kits_plus_generates_min_length(lm, params):
+    """explain's list is the kit's (transformers_processors, what Distribution.stages shows) plus the
+    MinLengthLogitsProcessor generate derives from min_new_tokens: min_length = prompt + min_tokens, which blocks
+    nothing beyond what min_tokens blocks."""
+    ids = torch.tensor([[1, 2, 3]])
+    gc, custom = params.to_generation_config(prompt_length=3, eos_token_id=[2], pad_token_id=2)
+    full = _build_processors(lm.model, gc, custom, ids, 3)
+    derived = [p for p in full if type(p).__name__ == "MinLengthLogitsProcessor"]
+    assert [p.min_length for p in derived] == [3 + params.min_tokens]
+    kit = transformers_processors(lm.model, params, ids, 3, [2], 2)
+    assert [type(p) for p in full if p not in derived] == [type(p) for p in kit]
+
+
+def test_explain_values_sources_and_surprises(lm):
+    params = SamplingParams(temperature=0.7, top_p=0.9, min_p=0.05, repetition_penalty=1.1, presence_penalty=0.3)
+    ex = explain(params, lm)
+    assert ex.stage_names == ["repetition_penalty", "min_length", "presence_penalty", "temperature", "top_p", "min_p"]
+    assert {s.name: s.values for s in ex.stages}["top_p"] == {"top_p": 0.9}
+    assert all(s.source.startswith("your preset") for s in ex.stages if s.name != "min_length")
+    assert ex.stages[1].values == {"min_length": "prompt + 0"} and "blocks nothing" in ex.stages[1].source
+    assert ex.vllm_order == ("repetition_penalty", "presence_penalty", "temperature", "min_p", "top_p")
+    assert ex.note_kinds == [
+        "top_k_default",
+        "top_k_minus_one",
+        "min_p_order",
+        "repetition_counts_prompt",
+        "penalties_count_generated",
+    ]
+    top_k = next(s for s in ex.plain_stages if s.name == "top_k")
+    assert top_k.values == {"top_k": 50} and top_k.source == "transformers' default"
+    text = str(ex)
+    table = text.split("stages, in generate's order:")[1]
+    assert table.index("repetition_penalty=1.1") < table.index("temperature=0.7") < table.index("min_p=0.05")
+    assert "vLLM's order for the same stages: repetition_penalty, presence_penalty, temperature, min_p, top_p" in text
+    assert "top_k=50 (transformers' default)" in text
+
+
+def test_explain_greedy(lm):
+    ex = explain(SamplingParams(do_sample=False, temperature=0.7, top_p=0.5), lm)
+    assert ex.stage_names == ["min_length"] and ex.note_kinds == ["greedy_ignores_sampling"]
+    assert "temperature=0.7, top_p=0.5 change nothing" in str(ex)
+    assert explain(SamplingParams(temperature=0), lm).note_kinds == ["temperature_zero"]
+
+
+def test_explain_with_a_models_own_sampling_defaults(lm):
+    """A generation_config.json that sets sampling fields (as many Hub models do): the plain call picks them up,
+    smolkit switches them off, a vLLM server would use them as request defaults."""
+    config = GenerationConfig(do_sample=True, temperature=0.6, top_p=0.9, top_k=20, min_p=0.1, eos_token_id=2)
+    ex = explain(SamplingParams(temperature=0.7), lm, generation_config=config)
+    assert ex.stage_names == ["min_length", "temperature", "min_p"]
+    assert ex.stages[2].values == {"min_p": 0.0} and ex.stages[2].source.startswith("smolkit (switches off")
+    sources = {s.name: s.source for s in ex.plain_stages}
+    assert sources == {
+        "temperature": "your preset",
+        "top_k": "the model's generation config",
+        "top_p": "the model's generation config",
+        "min_p": "the model's generation config",
+    }
+    assert ex.note_kinds.count("plain_generate_differs") == 3 and "vllm_server_defaults" in ex.note_kinds
+    assert "temperature=0.6, top_k=20, top_p=0.9, min_p=0.1 (and ignores its do_sample)" in str(ex)
+    assert lm.model.generation_config.top_k is None  # the model's own config is back
+
+
+def test_explain_pretty(lm):
+    ex = explain(SamplingParams(temperature=0.5), lm)
+    printed = []
+    ex._repr_pretty_(types.SimpleNamespace(text=printed.append), False)
+    assert printed == [str(ex)] and str(ex).startswith("What generate runs for 'embedded'")
+    with pytest.raises(TypeError, match="params must be"):
+        explain({"temperature": 0.5}, lm)
+
+
+def test_vllm_order_keeps_other_tokens(lm):
+    """min_p before top_p (vLLM) can keep fewer tokens than after it (transformers), on the same logits."""
+    params = SamplingParams(temperature=1.0, top_p=0.75, min_p=0.4)
+    logits = torch.full((lm.vocab_size,), -1e4)
+    logits[:4] = torch.tensor([0.4, 0.3, 0.2, 0.1]).log()
+    inputs, prompt_length = prepare_inputs(lm, "Hi", params)
+    dist = Distribution.from_logits(lm, params, logits, inputs["input_ids"], prompt_length)
+    assert dist.surviving() == 3
+    vllm = in_vllm_order(dist)
+    assert int((vllm > 0).sum()) == 2 and torch.allclose(vllm[:2], torch.tensor([4 / 7, 3 / 7]))
+    same = Distribution.from_logits(lm, params.replace(min_p=0.0), logits, inputs["input_ids"], prompt_length)
+    assert torch.allclose(in_vllm_order(same), same.probs)  # no min_p: the order does not matter
+
+
+# -- the explorer's "copy this preset" button ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_explorer_copy_button(lm):
+    from smolkit.widgets import DistributionExplorer
+
+    explorer = DistributionExplorer(lm, PROMPTS[0], SamplingParams(temperature=0.7))
+    panel = explorer.export
+    assert panel.code.value == "" and panel.code.layout.display == "none"
+    panel.button.click()
+    assert panel.code.value == SamplingParams(temperature=0.7).snippet("transformers")
+    panel.target.value = "vllm"
+    assert panel.code.value == SamplingParams(temperature=0.7).snippet("vllm")
+    explorer.update(temperature=0.4)  # a slider move: the code is not rewritten, only marked out of date
+    assert "temperature=0.7" in panel.code.value and "settings changed" in panel.status.value
+    panel.button.click()
+    assert "temperature=0.4" in panel.code.value and "settings changed" not in panel.status.value
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(SNIPPET_TARGETS), st.floats(2.01, 5))
+def test_explorer_panel_reports_unexportable_settings(target, temperature):
+    from smolkit.widgets import PresetExport
+
+    panel = PresetExport(lambda: SamplingParams(temperature=temperature), model="m")
+    panel.target.value = target
+    text = panel.show()
+    if target == "transformers":  # transformers has no upper bound
+        assert text.startswith("import torch")
+    else:
+        assert text.startswith(f"# cannot export to {target}: temperature=") and "cannot hold" in panel.status.value
