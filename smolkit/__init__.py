@@ -10,6 +10,7 @@ smolkit.generate(lm, "Write a haiku about tea.", params).text
 from smolkit.cutoffs import cutoff_rows, kept_mass
 from smolkit.distribution import Distribution, TokenProb, entropy_bits, next_token_distribution
 from smolkit.doctor import doctor
+from smolkit.export import ExportWarning, explain, in_vllm_order
 from smolkit.generation import GenerationResult, Sample, Step, generate
 from smolkit.hub_cache import cached_smolvlm, is_cached
 from smolkit.images import load_image
@@ -30,6 +31,7 @@ __all__ = [
     "SAMPLE_IMAGES",
     "SMOLVLM_MODELS",
     "Distribution",
+    "ExportWarning",
     "FrequencyPenaltyLogitsProcessor",
     "GenerationResult",
     "LoadedModel",
@@ -45,9 +47,11 @@ __all__ = [
     "distinct_ngram_fraction",
     "doctor",
     "entropy_bits",
+    "explain",
     "generate",
     "grid_table",
     "in_order",
+    "in_vllm_order",
     "is_cached",
     "kept_mass",
     "load_image",
