@@ -94,33 +94,40 @@ def stage_rows(dist: Distribution) -> list[dict[str, Any]]:
 def penalty_rows(
     dist: Distribution,
     n: int = 6,
-    repetition_penalty: float = 1.3,
-    presence_penalty: float = 1.0,
-    frequency_penalty: float = 0.5,
+    repetition_penalty: float | None = None,
+    presence_penalty: float | None = None,
+    frequency_penalty: float | None = None,
     token_ids: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
     """The penalty arithmetic for the ``n`` most likely next tokens (or ``token_ids``), one penalty at a time.
 
-    Columns: in the prompt? times already generated, the raw logit, then the logit after each penalty alone:
+    Columns: in the prompt (True or False), times already generated, the raw logit, then the logit after each penalty given, alone:
     repetition (multiplicative, prompt and generated: logit / r if positive, logit * r if negative), presence
-    (``logit - p`` once generated) and frequency (``logit - f * count``). A logit is the model's score before the
-    softmax; a token's probability is proportional to exp(logit).
+    (``logit - p`` once generated) and frequency (``logit - f * count``). With no penalty given, all three are shown
+    at 1.3, 1.0 and 0.5. A logit is the model's score before the softmax; probabilities are proportional to
+    exp(logit), so subtracting 1 from a logit divides that token's odds by e (about 2.7).
     """
+    if repetition_penalty is None and presence_penalty is None and frequency_penalty is None:
+        repetition_penalty, presence_penalty, frequency_penalty = 1.3, 1.0, 0.5
     ids = list(token_ids) if token_ids is not None else [t.id for t in dist.top(n, "raw")]
     input_ids, logits = dist.input_ids, dist.logits.unsqueeze(0)
     counts = generated_token_counts(input_ids, dist.prompt_length, logits.shape[-1])[0]
     prompt = set(input_ids[0, : dist.prompt_length].tolist())
-    after = {
-        f"repetition {repetition_penalty:g}": RepetitionPenaltyLogitsProcessor(repetition_penalty),
-        f"presence {presence_penalty:g}": PresencePenaltyLogitsProcessor(presence_penalty, dist.prompt_length),
-        f"frequency {frequency_penalty:g}": FrequencyPenaltyLogitsProcessor(frequency_penalty, dist.prompt_length),
-    }
+    after: dict[str, Any] = {}
+    if repetition_penalty is not None:
+        after[f"repetition {repetition_penalty:g}"] = RepetitionPenaltyLogitsProcessor(repetition_penalty)
+    if presence_penalty is not None:
+        after[f"presence {presence_penalty:g}"] = PresencePenaltyLogitsProcessor(presence_penalty, dist.prompt_length)
+    if frequency_penalty is not None:
+        after[f"frequency {frequency_penalty:g}"] = FrequencyPenaltyLogitsProcessor(
+            frequency_penalty, dist.prompt_length
+        )
     penalised = {name: proc(input_ids, logits.clone())[0] for name, proc in after.items()}
     rows = []
     for i in ids:
         row: dict[str, Any] = {
             "token": dist.lm.token_text(i),
-            "in prompt": "yes" if i in prompt else "no",
+            "in prompt": i in prompt,
             "generated": int(counts[i]),
             "logit": float(dist.logits[i]),
         }

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from smolkit.generation import GenerationResult
 
-__all__ = ["distinct_ngram_fraction", "off_top_fraction", "repeated_ngram_fraction"]
+__all__ = ["distinct_ngram_fraction", "off_top_fraction", "repeated_ngram_fraction", "sample_stats"]
 
 
 def _ngrams(ids: Sequence[int], n: int) -> list[tuple[int, ...]]:
@@ -66,3 +66,16 @@ def off_top_fraction(result: GenerationResult, k: int = 5) -> float:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
     steps = [step for sample in result.samples for step in sample.steps]
     return sum(step.rank >= k for step in steps) / len(steps) if steps else 0.0
+
+
+def sample_stats(result: GenerationResult, n: int = 3, k: int = 5) -> dict[str, float]:
+    """A row of numbers for a set of samples: mean length in tokens, diversity across the samples
+    (``distinct_ngram_fraction``), mean repetition within a sample (``repeated_ngram_fraction``) and the share of
+    tokens outside the model's top ``k`` (``off_top_fraction``). Print rows with ``format_rows``."""
+    ids = [sample.token_ids for sample in result.samples]
+    return {
+        "tokens": sum(len(i) for i in ids) / len(ids),
+        f"distinct {n}-grams": distinct_ngram_fraction(ids, n),
+        f"repeated {n}-grams": sum(repeated_ngram_fraction(i, n) for i in ids) / len(ids),
+        f"off top-{k}": off_top_fraction(result, k),
+    }

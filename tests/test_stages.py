@@ -83,7 +83,7 @@ def test_penalty_rows_follow_the_formulas(lm):
     for token_id, row in zip(ids, rows, strict=True):
         logit, count = row["logit"], generated.count(token_id)
         assert row["generated"] == count
-        assert row["in prompt"] == ("yes" if token_id in prompt else "no")
+        assert row["in prompt"] == (token_id in prompt)
         seen = token_id in prompt or count > 0
         expected_rep = (logit / 1.5 if logit > 0 else logit * 1.5) if seen else logit
         assert row["repetition 1.5"] == pytest.approx(expected_rep, rel=1e-5)
@@ -105,3 +105,17 @@ def test_grid_table_holds_the_heatmap_numbers(lm):
     assert entropy == f"{dist.with_params(top_p=0.9).entropy:.2f}"
     with pytest.raises(ValueError, match="metric"):
         grid_table(dist, temps, top_ps, metric="mass")
+
+
+def test_penalty_rows_show_only_the_penalties_asked_for(lm):
+    dist = next_token_distribution(lm, PROMPT, SamplingParams(), generated=REPETITIVE)
+    assert list(penalty_rows(dist, n=2, repetition_penalty=1.2)[0]) == [
+        "token",
+        "in prompt",
+        "generated",
+        "logit",
+        "repetition 1.2",
+    ]
+    assert list(penalty_rows(dist, n=2)[0])[4:] == ["repetition 1.3", "presence 1", "frequency 0.5"]
+    ids = [dist.top(5, "raw")[4].id]
+    assert [r["token"] for r in penalty_rows(dist, token_ids=ids)] == [lm.token_text(ids[0])]

@@ -6,7 +6,7 @@ import pytest
 
 from smolkit import SamplingParams
 from smolkit.generation import GenerationResult, Sample, Step
-from smolkit.textstats import distinct_ngram_fraction, off_top_fraction, repeated_ngram_fraction
+from smolkit.textstats import distinct_ngram_fraction, off_top_fraction, repeated_ngram_fraction, sample_stats
 
 
 def _result(ranks_per_sample):
@@ -42,6 +42,18 @@ def test_off_top_fraction_counts_ranks_at_or_beyond_k():
     assert off_top_fraction(_result([[]])) == 0.0
     with pytest.raises(ValueError, match="k must"):
         off_top_fraction(result, k=0)
+
+
+def test_sample_stats_combines_the_measures():
+    result = _result([[0, 7, 0, 0], [0, 0, 0, 9]])
+    stats = sample_stats(result, n=2, k=5)
+    ids = [s.token_ids for s in result.samples]
+    assert stats == {
+        "tokens": 4.0,
+        "distinct 2-grams": distinct_ngram_fraction(ids, 2),
+        "repeated 2-grams": 0.0,
+        "off top-5": 2 / 8,
+    }
 
 
 def test_greedy_loops_score_higher_than_penalised_text(lm):
