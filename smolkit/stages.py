@@ -101,11 +101,11 @@ def penalty_rows(
 ) -> list[dict[str, Any]]:
     """The penalty arithmetic for the ``n`` most likely next tokens (or ``token_ids``), one penalty at a time.
 
-    Columns: in the prompt (True or False), times already generated, the raw logit, then the logit after each penalty given, alone:
-    repetition (multiplicative, prompt and generated: logit / r if positive, logit * r if negative), presence
-    (``logit - p`` once generated) and frequency (``logit - f * count``). With no penalty given, all three are shown
-    at 1.3, 1.0 and 0.5. A logit is the model's score before the softmax; probabilities are proportional to
-    exp(logit), so subtracting 1 from a logit divides that token's odds by e (about 2.7).
+    Columns: in the prompt (True or False), times already generated, the raw logit, then the logit after each
+    penalty given, alone: repetition (multiplicative, prompt and generated: logit / r if positive, logit * r if
+    negative), presence (``logit - p`` once generated) and frequency (``logit - f * count``). With no penalty
+    given, all three are shown at 1.3, 1.0 and 0.5. A logit is the model's score before the softmax; probabilities
+    are proportional to exp(logit), so subtracting 1 from a logit divides that token's odds by e (about 2.7).
     """
     if repetition_penalty is None and presence_penalty is None and frequency_penalty is None:
         repetition_penalty, presence_penalty, frequency_penalty = 1.3, 1.0, 0.5
