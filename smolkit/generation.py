@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import torch
 
+from smolkit import fastpath
 from smolkit.distribution import TokenProb, entropy_bits, prepare_inputs
 from smolkit.models import LoadedModel
 from smolkit.params import SamplingParams
@@ -119,11 +120,14 @@ def generate(
     params: SamplingParams | None = None,
     image: Any = None,
     chat: bool = True,
+    fast: bool | None = None,
 ) -> GenerationResult:
     """Generate ``params.n`` continuations of ``prompt`` (and ``image`` for SmolVLM) in one batched call.
 
     Parameters mean what the seed's (vLLM's) vocabulary says: see ``smolkit.SamplingParams``. Invalid input raises
-    before any model work.
+    before any model work. ``fast``: None picks the GPU fast path (``smolkit.fastpath``: decode and sampling
+    captured in CUDA graphs) on CUDA when the model allows it, else plain transformers ``generate``; False forces
+    plain transformers (for comparison); True forces the fast path (eagerly on the CPU, for tests and teaching).
     """
     params = params or SamplingParams()
     inputs, prompt_length = prepare_inputs(lm, prompt, params, image=image, chat=chat)
@@ -135,6 +139,10 @@ def generate(
             stacklevel=2,
         )
         params = params.replace(max_new_tokens=max_new, min_tokens=min(params.min_tokens, max_new))
+    if fast is None:
+        fast = lm.device.type == "cuda" and fastpath.fast_path_problem(lm) is None
+    if fast:
+        return _generate_fast(lm, prompt, params, inputs, prompt_length)
     gc, processors = params.to_generation_config(
         prompt_length=prompt_length,
         eos_token_id=lm.eos_token_ids,
@@ -160,6 +168,50 @@ def generate(
     stop_ids = set(gc.eos_token_id or [])
     samples = tuple(_sample(lm, new_ids[i], scores[i], logits[i], stop_ids) for i in range(params.n))
     return GenerationResult(prompt, params, samples, prompt_length, seconds, "transformers")
+
+
+def _generate_fast(
+    lm: LoadedModel, prompt: str, params: SamplingParams, inputs: dict[str, torch.Tensor], prompt_length: int
+) -> GenerationResult:
+    decoder = fastpath.get_fast_decoder(lm)
+    decoder.prepare(params.n, prompt_length + params.max_new_tokens)  # capture before seeding: it draws numbers
+    stop_ids = list(dict.fromkeys([*lm.eos_token_ids, *params.stop_token_ids]))
+    with seeded(params.seed, lm.device):
+        state, seconds = decoder.generate(inputs, params, stop_ids, lm.pad_token_id or 0)
+    samples = tuple(fast_sample(lm, state, row, params.max_new_tokens, set(stop_ids)) for row in range(params.n))
+    backend = "smolkit fast path (CUDA graphs)" if decoder.use_graphs else "smolkit fast path (eager)"
+    return GenerationResult(prompt, params, samples, prompt_length, seconds, backend)
+
+
+def fast_sample(lm: LoadedModel, state: fastpath.SamplerState, row: int, max_new: int, stop_ids: set[int]) -> Sample:
+    """A Sample from the fast path's device buffers: tokens cut at the first stop, step records as recorded."""
+    ids = state.tokens[row, :max_new].tolist()
+    token_ids: list[int] = []
+    finish: Literal["stop", "length"] = "length"
+    for token in ids:
+        token_ids.append(token)
+        if token in stop_ids:
+            finish = "stop"
+            break
+    n = len(token_ids)
+    probs, ranks, entropy = (state.probs[row, :n].tolist(), state.ranks[row, :n].tolist(),
+                             state.entropy[row, :n].tolist())  # fmt: skip
+    top_ids, top_probs = state.top_ids[row, :n].tolist(), state.top_probs[row, :n].tolist()
+    steps = tuple(
+        Step(
+            index=t,
+            token_id=token,
+            token=lm.token_text(token),
+            prob=probs[t],
+            rank=ranks[t],
+            entropy=entropy[t],
+            top=tuple(
+                TokenProb(lm.token_text(i), i, p) for i, p in zip(top_ids[t], top_probs[t], strict=True) if p > 0
+            ),
+        )
+        for t, token in enumerate(token_ids)
+    )
+    return Sample(lm.decode(token_ids, skip_special_tokens=True), tuple(token_ids), steps, finish)
 
 
 def _sample(

@@ -120,6 +120,7 @@ class LoadedModel:
     dtype: torch.dtype
     description: str = ""
     load_seconds: float = 0.0
+    fast_decoder: Any = dataclasses.field(default=None, repr=False)
     logits_cache: OrderedDict = dataclasses.field(default_factory=OrderedDict, repr=False)
 
     @property
