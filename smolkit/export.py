@@ -841,7 +841,7 @@ class Explanation:
 
     def __str__(self) -> str:
         lines = [f"What generate runs for {self.model!r} with {self.params!r}"]
-        lines += [f"  {name}: {value}  ({source})" for name, value, source in self.settings]
+        lines += [f"  {name}: {value}" + (f"  ({source})" if source else "") for name, value, source in self.settings]
         if self.stages:
             rows = [("#", "stage", "value", "from")] + [
                 (str(i), s.name, s.value_text(), s.source) for i, s in enumerate(self.stages, 1)
@@ -872,7 +872,7 @@ def _fmt(value: Any) -> str:
         return f"{value:g}"
     if isinstance(value, torch.Tensor):
         return str(_ids(value))
-    return repr(value) if isinstance(value, str) else str(value)
+    return str(value)
 
 
 @contextlib.contextmanager
@@ -1002,9 +1002,9 @@ def explain(
     plain_stages = tuple(_describe(p, source(plain_gc), plain_gc, 1) for p in plain)
     vllm_order = tuple(n for n in VLLM_STAGE_ORDER if n in {s.name for s in stages})
 
-    stop_text = ", ".join(str(t) for t in eos) + f" ({MODEL_CONFIG})" if eos else "none"
+    stop_text = f"{', '.join(map(str, eos))} (the model's EOS, from its generation config)" if eos else "no EOS"
     if params.stop_token_ids:
-        stop_text += f"; {', '.join(map(str, params.stop_token_ids))} ({PRESET})"
+        stop_text += f"; {', '.join(map(str, params.stop_token_ids))} (your stop_token_ids)"
     if params.greedy:
         why = "do_sample=False" if not params.do_sample else f"temperature={params.temperature:g} < 1e-5"
         decoding = f"greedy ({why}): always the most likely token"
@@ -1013,7 +1013,7 @@ def explain(
     settings = [
         ("decoding", decoding, PRESET),
         ("max_new_tokens", str(params.max_new_tokens), PRESET),
-        ("stops at", stop_text, "EOS and stop ids"),
+        ("stops at token", stop_text, ""),
     ]
     if params.seed is not None:
         settings.append(("seed", str(params.seed), PRESET))

@@ -684,9 +684,9 @@ def test_explorer_copy_button(lm):
     panel = explorer.export
     assert panel.code.value == "" and panel.code.layout.display == "none"
     panel.button.click()
-    assert panel.code.value == SamplingParams(temperature=0.7).snippet("transformers")
+    assert panel.code.value == SamplingParams(temperature=0.7).snippet("transformers", prompt=PROMPTS[0])
     panel.target.value = "vllm"
-    assert panel.code.value == SamplingParams(temperature=0.7).snippet("vllm")
+    assert panel.code.value == SamplingParams(temperature=0.7).snippet("vllm", prompt=PROMPTS[0])
     explorer.update(temperature=0.4)  # a slider move: the code is not rewritten, only marked out of date
     assert "temperature=0.7" in panel.code.value and "settings changed" in panel.status.value
     panel.button.click()
