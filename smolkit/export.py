@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import sys
 import textwrap
@@ -51,7 +50,6 @@ __all__ = [
     "ExplainedStage",
     "Explanation",
     "ExportWarning",
-    "dumps",
     "equivalent",
     "explain",
     "from_generation_config",
@@ -447,7 +445,7 @@ _UNSUPPORTED_GENERATION_FIELDS = (
 _NEUTRAL_EXTRA = {"guidance_scale": 1.0, "renormalize_logits": False}
 
 
-def library_defaults() -> dict[str, Any]:
+def _library_defaults() -> dict[str, Any]:
     """transformers' own defaults for fields a GenerationConfig leaves unset (top_k=50, do_sample=False, ...)."""
     read = getattr(GenerationConfig, "_get_default_generation_params", None)
     return dict(read()) if read is not None else GenerationConfig().to_dict()
@@ -509,7 +507,7 @@ def from_generation_config(
     if defaults not in ("transformers", "vllm"):
         raise ValueError(f"defaults must be 'transformers' or 'vllm', got {defaults!r}")
     gc = _as_generation_config(gc)
-    lib = library_defaults()
+    lib = _library_defaults()
     vllm_mode = defaults == "vllm"
 
     bad = [
@@ -984,7 +982,7 @@ def explain(
         plain_kwargs = _plain_kwargs(params)
         plain_gc = GenerationConfig(**plain_kwargs)
         plain = _build_processors(model, plain_gc, LogitsProcessorList(), input_ids, 1)
-    lib = library_defaults()
+    lib = _library_defaults()
 
     def source(gc: GenerationConfig) -> Any:
         def of(field: str) -> str:
@@ -1136,8 +1134,3 @@ def in_vllm_order(dist: Distribution) -> torch.Tensor:
         out[int(scores[0].argmax())] = 1.0
         return out
     return torch.softmax(scores, dim=-1)[0]
-
-
-def dumps(body: Mapping[str, Any]) -> str:
-    """``body`` as indented JSON (for showing a request)."""
-    return json.dumps(body, indent=2, allow_nan=False)
