@@ -111,8 +111,8 @@ class PresetExport:
     runs the current settings there appears below, ready to copy. The code is written only when the button is
     pressed or the target changes, never on a slider move (a moved slider marks it out of date)."""
 
-    def __init__(self, params_of: Any, model: str, prompt: str = "Write a haiku about tea."):
-        self.params_of, self.model, self.prompt = params_of, model, prompt
+    def __init__(self, params_of: Any, model: str, prompt: str = "Write a haiku about tea.", vision: bool = False):
+        self.params_of, self.model, self.prompt, self.vision = params_of, model, prompt, vision
         self.target = W.Dropdown(options=SNIPPET_TARGETS, description="export to", layout=W.Layout(width="250px"))
         self.button = W.Button(description="copy this preset", icon="copy", tooltip="write the code for these settings")
         self.status = W.HTML()
@@ -124,7 +124,8 @@ class PresetExport:
     def show(self) -> str:
         """Write the code for the current settings and target into the box; returns it."""
         try:
-            text = self.params_of().snippet(self.target.value, model=self.model, prompt=self.prompt)
+            params = self.params_of()
+            text = params.snippet(self.target.value, model=self.model, prompt=self.prompt, vision=self.vision)
             self.status.value = "select the code below and copy it (Ctrl+A, Ctrl+C)"
         except ValueError as err:  # a value the target cannot hold, e.g. temperature > 2 for vLLM
             text = f"# cannot export to {self.target.value}: {err}"
@@ -173,7 +174,7 @@ class DistributionExplorer:
         self.error = W.HTML()
         self.last_update_seconds = 0.0
         self._syncing = False
-        self.export = PresetExport(lambda: self.params, model_id(lm), prompt)
+        self.export = PresetExport(lambda: self.params, model_id(lm), prompt, lm.is_vision)
         self.widget = W.VBox([*self.sliders.values(), self.readout, self.error, self.live.image, self.export.widget])
 
     def _on_slider(self, change: dict) -> None:

@@ -586,6 +586,23 @@ def test_explain_order_is_what_generate_builds(lm, params, monkeypatch):
     assert explain(params, lm).stage_names == [stage_name(p) for p in built[0]]
 
 
+@pytest.mark.slow
+def test_explain_on_a_vision_model(tiny_vlm, monkeypatch):
+    """SmolVLM's architecture (the tiny random stand-in): the same reading of what generate builds."""
+    params = SamplingParams(temperature=0.7, top_k=10, min_tokens=1, max_new_tokens=1)
+    built = []
+    original = tiny_vlm.model._get_logits_processor
+    monkeypatch.setattr(
+        tiny_vlm.model, "_get_logits_processor", lambda *a, **k: built.append(original(*a, **k)) or built[-1]
+    )
+    smolkit.generate(tiny_vlm, "Hi", params)
+    monkeypatch.undo()
+    ex = explain(params, tiny_vlm)
+    assert ex.stage_names == [stage_name(p) for p in built[0]]
+    assert ex.stage_names == ["min_length", "min_tokens", "temperature", "top_k"]
+    assert "AutoModelForImageTextToText" in params.snippet("transformers", model=str(tiny_vlm.name), vision=True)
+
+
 @pytest.mark.parametrize("params", EXPLAINED, ids=repr)
 def test_explain_list_is_the_kits_plus_generates_min_length(lm, params):
     """explain's list is the kit's (transformers_processors, what Distribution.stages shows) plus the
