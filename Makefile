@@ -10,13 +10,19 @@ export JUPYTER_PLATFORM_DIRS := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 STAMP := $(VENV)/.smolkit-setup-$(TORCH)
 KERNEL := $(VENV)/share/jupyter/kernels/smolkit/kernel.json
+CHROMIUM ?= /usr/bin/chromium
+PROXY := environment/proxy/node_modules/.bin/configurable-http-proxy
 
 .PHONY: help setup kernel doctor lab test lint test-unit test-notebooks test-gpu notebooks clean
+.PHONY: chromium proxy test-browser test-hub workshop
 
 help:
 	@echo "make lab        set up .venv, register the 'smolkit' kernel, run the doctor, start JupyterLab"
 	@echo "make test       set up if needed, then lint and run the whole test suite (CPU)"
 	@echo "make test-gpu   GPU unit tests (on a machine with CUDA)"
+	@echo "make test-browser  JupyterLab in headless Chromium: run notebook 03, move its slider (screenshots in artifacts/)"
+	@echo "make test-hub   the workshop JupyterHub on loopback: two participants run a notebook each"
+	@echo "make workshop   prepare and start the workshop JupyterHub (environment/README.md, Workshop)"
 	@echo "make doctor     check Python, torch, CUDA, Jupyter and the models"
 	@echo "make notebooks  re-execute the notebooks on the CPU and save their outputs (NB=path for one; FORCE=1)"
 
@@ -41,7 +47,7 @@ lint: setup
 	$(VENV)/bin/ruff check smolkit tests
 
 test-unit: kernel
-	$(PY) -m pytest -q -m "not gpu" tests smolkit
+	$(PY) -m pytest -q -m "not gpu and not browser and not hub" tests smolkit
 
 # nbval compares each notebook's text outputs with the committed ones (strict mode), on the CPU.
 NBVAL := --nbval --nbval-kernel-name smolkit --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 900
@@ -51,7 +57,30 @@ test-notebooks: kernel
 notebooks: kernel
 	$(PY) environment/execute_notebooks.py $(if $(FORCE),--force) $(NB)
 
-test: lint test-unit test-notebooks
+# Debian's Chromium for the browser test (Playwright cannot download its own browser here); installed when missing.
+chromium:
+	@[ -x $(CHROMIUM) ] || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "the browser test needs Chromium: sudo apt-get install chromium (or set CHROMIUM=path)" >&2; exit 1; fi; }
+
+test-browser: kernel chromium
+	SMOLKIT_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q -m browser tests
+
+# JupyterHub's proxy, pinned by environment/proxy/package-lock.json.
+$(PROXY): environment/proxy/package-lock.json
+	npm ci --prefix environment/proxy --no-audit --no-fund --loglevel=error
+	touch $@
+
+proxy: $(PROXY)
+
+test-hub: kernel proxy
+	$(PY) -m pytest -q -m hub tests
+
+workshop: kernel proxy
+	VENV=$(VENV) bash environment/workshop.sh prepare
+	VENV=$(VENV) bash environment/workshop.sh start
+
+test: lint test-unit test-notebooks test-browser test-hub
 
 test-gpu: kernel
 	$(PY) -m pytest -q -m gpu tests
