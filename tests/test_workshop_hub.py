@@ -46,9 +46,12 @@ c.JupyterHub.load_roles = [{{
 """
 PROBE = """
 import json, os, torch
+from smolkit.doctor import doctor
 from smolkit.models import embedded_cache_path
 probe = smolkit.load_model(device="cpu")
+report = doctor(verbose=False)
 print(json.dumps({
+    "doctor": str(report) if not report.ok else "ok",
     "env": {k: os.environ.get(k) for k in ENV_KEYS},
     "home": os.path.expanduser("~"),
     "cwd": os.getcwd(),
@@ -180,9 +183,7 @@ def test_two_participants_run_a_notebook_each(hub, lm):
         probe = result["probe"]
         home = hub["workshop"] / "homes" / name
         assert result["notebooks"] == sorted(p.name for p in (REPO / "notebooks").glob("*.ipynb")), name
-        assert "ready for the notebooks: True" in result["notebook_output"], (
-            f"{name}: notebook 00's doctor found a problem:\n{result['notebook_output']}"
-        )
+        assert probe["doctor"] == "ok", f"{name}: the doctor found a problem in the participant's server:\n{probe}"
         assert probe["env"] == {
             "HF_HOME": str(cache / "hf"),
             "SMOLKIT_CACHE_DIR": str(cache / "smolkit"),
@@ -242,15 +243,14 @@ def run_participant(hub: dict, name: str) -> dict:
         header=[f"Authorization: {user['Authorization']}"], timeout=CELL_S,
     )  # fmt: skip
     try:
-        outputs = []
         for cell in notebook["cells"]:
             if cell["cell_type"] == "code":
-                outputs.append(execute(ws, "".join(cell["source"]), f"{name}, {NOTEBOOK}"))
+                execute(ws, "".join(cell["source"]), f"{name}, {NOTEBOOK}")
         setup = f"PROMPT = {PROMPT!r}\nENV_KEYS = {ENV_KEYS!r}\n"
         probe = json.loads(execute(ws, setup + PROBE, f"{name}, probe").strip().splitlines()[-1])
     finally:
         ws.close()
-    return {"notebooks": notebooks, "notebook_output": "\n".join(outputs), "probe": probe}
+    return {"notebooks": notebooks, "probe": probe}
 
 
 def execute(ws: websocket.WebSocket, code: str, where: str) -> str:
