@@ -7,6 +7,7 @@ the notebooks folder, so that the committed notebook is never saved over; drives
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -177,7 +178,8 @@ def test_temperature_slider_redraws_the_figure(lab):
                 )
                 assert_no_errors(page, "after moving the slider")
             except BaseException:
-                page.screenshot(path=ARTIFACTS / "failure.png")
+                with contextlib.suppress(Exception):  # keep the original error if the page is gone too
+                    page.screenshot(path=ARTIFACTS / "failure.png")
                 raise
         finally:
             browser.close()
