@@ -81,9 +81,12 @@ def random_lm(kind: str, dtype: torch.dtype) -> LoadedModel:
 
     from smolkit.models import cache_problem, convert_embedded, embedded_cache_path
 
-    if cache_problem(embedded_cache_path()) is not None:
-        convert_embedded()
-    tokenizer = AutoTokenizer.from_pretrained(str(embedded_cache_path()))
+    folder = os.environ.get("SMOLKIT_BENCH_TOKENIZER")  # a folder with tokenizer files, where no GGUF travelled
+    if folder is None:
+        if cache_problem(embedded_cache_path()) is not None:
+            convert_embedded()
+        folder = str(embedded_cache_path())
+    tokenizer = AutoTokenizer.from_pretrained(folder)
     torch.manual_seed(0)
     with torch.device("cuda"):
         if kind == "smollm2":

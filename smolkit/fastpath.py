@@ -20,6 +20,7 @@ import dataclasses
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -31,9 +32,9 @@ from smolkit.params import SamplingParams
 
 __all__ = ["FastDecoder", "compile_cache_dir", "fast_path_problem", "get_fast_decoder"]
 
-CHUNK = 16
+CHUNK = 32
 """Decode steps per CUDA graph replay: the host checks for finished sequences once per chunk."""
-TOP_RECORDS = 5
+TOP_RECORDS = 5  # as smolkit.generation.TOP_ALTERNATIVES
 """Alternatives recorded per step (Step.top)."""
 NEG_INF = float("-inf")
 
@@ -85,6 +86,7 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
 
 def layer_step(
     x: torch.Tensor,
+    delta: torch.Tensor,
     cos: torch.Tensor,
     sin: torch.Tensor,
     mask: torch.Tensor,
@@ -100,23 +102,81 @@ def layer_step(
     eps: float,
     n_heads: int,
     n_kv: int,
-) -> torch.Tensor:
-    """One decoder layer for one new token per row. x: (B, H); caches: (B, n_kv, L, head_dim), written at ``pos``."""
-    batch = x.shape[0]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decoder layer for T new tokens per row; x: (B, T, H), caches: (B, n_kv, L, head_dim) written at ``pos``
+    (T positions), ``mask`` (T, L) additive. Decode steps use T = 1, the prompt T = its length.
+
+    The residual stream is carried as (x, delta): the layer adds the previous layer's MLP output first, so that this
+    add and the following RMSNorm fuse into one kernel when compiled. Returns (x, this layer's MLP output).
+    """
+    x = x + delta
+    batch, steps, _ = x.shape
     head_dim = k_cache.shape[-1]
     qkv = F.linear(_rms_norm(x, ln1, eps), wqkv)
     q, k, v = qkv.split([n_heads * head_dim, n_kv * head_dim, n_kv * head_dim], dim=-1)
-    q = _rope(q.view(batch, n_heads, head_dim), cos, sin)
-    k = _rope(k.view(batch, n_kv, head_dim), cos, sin)
-    k_cache.index_copy_(2, pos, k.unsqueeze(2))
-    v_cache.index_copy_(2, pos, v.view(batch, n_kv, 1, head_dim))
+    q = _rope(q.view(batch, steps, n_heads, head_dim).transpose(1, 2), cos, sin)  # (B, n_heads, T, hd)
+    k = _rope(k.view(batch, steps, n_kv, head_dim).transpose(1, 2), cos, sin)
+    k_cache.index_copy_(2, pos, k)
+    v_cache.index_copy_(2, pos, v.view(batch, steps, n_kv, head_dim).transpose(1, 2))
     group = n_heads // n_kv
-    q = q.view(batch, n_kv, group, head_dim)
-    scores = torch.matmul(q, k_cache.transpose(-1, -2)).float() * (head_dim**-0.5) + mask
-    attn = torch.matmul(torch.softmax(scores, dim=-1).to(v_cache.dtype), v_cache)
-    x = x + F.linear(attn.reshape(batch, n_heads * head_dim), wo)
+    q = q.reshape(batch, n_kv, group * steps, head_dim)  # query heads of a kv head side by side
+    scores = torch.matmul(q, k_cache.transpose(-1, -2)).float() * (head_dim**-0.5)
+    scores = scores.view(batch, n_kv, group, steps, -1) + mask
+    probs = torch.softmax(scores, dim=-1).to(v_cache.dtype).view(batch, n_kv, group * steps, -1)
+    attn = torch.matmul(probs, v_cache).view(batch, n_heads, steps, head_dim).transpose(1, 2)
+    x = x + F.linear(attn.reshape(batch, steps, n_heads * head_dim), wo)
     gate, up = F.linear(_rms_norm(x, ln2, eps), wgu).chunk(2, dim=-1)
-    return x + F.linear(F.silu(gate) * up, wd)
+    return x, F.linear(F.silu(gate) * up, wd)
+
+
+SMALL_BATCH = 4
+"""Up to this many rows, decode steps use decode_layer_small (matrix-vector products as fused reductions)."""
+
+
+def decode_layer_small(
+    x: torch.Tensor,
+    delta: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    mask: torch.Tensor,
+    pos: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    ln1: torch.Tensor,
+    wqkv: torch.Tensor,
+    wo: torch.Tensor,
+    ln2: torch.Tensor,
+    wgu: torch.Tensor,
+    wd: torch.Tensor,
+    eps: float,
+    n_heads: int,
+    n_kv: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """layer_step for one token per row at small batch, written for the compiler: every product is an elementwise
+    multiply and a sum, which inductor fuses with the norms, RoPE, softmax and activations around it (measured on
+    an H100 at batch 1: 24.5 us a layer against 30 us for cuBLAS GEMVs; see bench/RESULTS.md). Same maths as
+    layer_step, accumulated in float32; only for compiled decoding (eagerly it would materialise the products)."""
+
+    def matvec(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return (v.float().unsqueeze(-2) * w.float()).sum(-1).to(v.dtype)
+
+    x = x + delta
+    batch = x.shape[0]
+    head_dim = k_cache.shape[-1]
+    group = n_heads // n_kv
+    qkv = matvec(_rms_norm(x, ln1, eps), wqkv)
+    q, k, v = qkv.split([n_heads * head_dim, n_kv * head_dim, n_kv * head_dim], dim=-1)
+    q = _rope(q.view(batch, 1, n_heads, head_dim).transpose(1, 2), cos, sin)
+    k = _rope(k.view(batch, 1, n_kv, head_dim).transpose(1, 2), cos, sin)
+    k_cache.index_copy_(2, pos, k)
+    v_cache.index_copy_(2, pos, v.view(batch, 1, n_kv, head_dim).transpose(1, 2))
+    q = q.reshape(batch, n_kv, group, 1, head_dim).float()
+    scores = (q * k_cache.unsqueeze(2).float()).sum(-1) * (head_dim**-0.5) + mask  # (B, n_kv, group, L)
+    probs = torch.softmax(scores, dim=-1).to(v_cache.dtype).float()
+    attn = (probs.unsqueeze(-1) * v_cache.unsqueeze(2).float()).sum(-2).to(x.dtype)  # (B, n_kv, group, head_dim)
+    x = x + matvec(attn.reshape(batch, 1, n_heads * head_dim), wo)
+    gate, up = matvec(_rms_norm(x, ln2, eps), wgu).chunk(2, dim=-1)
+    return x, matvec(F.silu(gate) * up, wd)
 
 
 @dataclasses.dataclass
@@ -159,7 +219,7 @@ class SamplerState:
     min_tokens: torch.Tensor  # () int64
     max_new: torch.Tensor  # () int64
     greedy: torch.Tensor  # () bool
-    stop_ids: torch.Tensor  # (S,) int64, EOS and stop tokens, padded with -1
+    stop_mask: torch.Tensor  # (V,) bool: EOS and stop tokens
     pad_id: torch.Tensor  # () int64
     seen: torch.Tensor  # (B, V) bool: prompt and generated tokens (repetition penalty)
     counts: torch.Tensor  # (B, V) float32: generated tokens only (presence / frequency)
@@ -174,7 +234,7 @@ class SamplerState:
     full_probs: torch.Tensor | None = None  # (B, max_len, V) float32, only when asked for (parity tests)
 
     @classmethod
-    def allocate(cls, batch: int, vocab: int, max_len: int, stops: int, device: torch.device, keep_probs: bool):
+    def allocate(cls, batch: int, vocab: int, max_len: int, device: torch.device, keep_probs: bool):
         def z(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
             return torch.zeros(shape, dtype=dtype, device=device)
 
@@ -189,7 +249,7 @@ class SamplerState:
             min_tokens=z(dtype=torch.int64),
             max_new=z(dtype=torch.int64),
             greedy=z(dtype=torch.bool),
-            stop_ids=z(stops, dtype=torch.int64),
+            stop_mask=z(vocab, dtype=torch.bool),
             pad_id=z(dtype=torch.int64),
             seen=z(batch, vocab, dtype=torch.bool),
             counts=z(batch, vocab),
@@ -217,9 +277,8 @@ class SamplerState:
         self.min_tokens.fill_(params.min_tokens)
         self.max_new.fill_(params.max_new_tokens)
         self.greedy.fill_(greedy)
-        stops = torch.full((self.stop_ids.numel(),), -1, dtype=torch.int64)
-        stops[: len(stop_ids)] = torch.tensor(stop_ids, dtype=torch.int64)
-        self.stop_ids.copy_(stops)
+        self.stop_mask.zero_()
+        self.stop_mask[torch.tensor(stop_ids, dtype=torch.int64)] = True
         self.pad_id.fill_(pad_id)
         self.seen.zero_()
         self.seen[:, prompt_ids.flatten().to(self.seen.device)] = True
@@ -234,75 +293,172 @@ def _entropy_bits(probs: torch.Tensor) -> torch.Tensor:
     return -(probs * logs).sum(-1)
 
 
-def sample_step(logits: torch.Tensor, noise: torch.Tensor, s: SamplerState) -> torch.Tensor:
-    """Apply transformers' stages to ``logits`` (B, V) float32, draw one token per row, record it, advance.
+def penalise(
+    raw: torch.Tensor,
+    seen: torch.Tensor,
+    counts: torch.Tensor,
+    stop_mask: torch.Tensor,
+    step: torch.Tensor,
+    min_tokens: torch.Tensor,
+    repetition: torch.Tensor,
+    presence: torch.Tensor,
+    frequency: torch.Tensor,
+    temperature: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stages before the cut-offs; returns (scores greedy decoding compares, scores after temperature)."""
+    # repetition penalty: multiplicative, over prompt and generated tokens, at most once per token
+    scores = torch.where(seen, torch.where(raw > 0, raw / repetition, raw * repetition), raw)
+    # min_tokens: EOS and stop tokens blocked while fewer than min_tokens tokens exist
+    scores = torch.where(stop_mask & (step < min_tokens), NEG_INF, scores)
+    # presence and frequency: additive, generated tokens only
+    scores = scores - presence * (counts > 0) - frequency * counts
+    return scores, scores / temperature
 
-    ``noise`` (B, V) holds Exp(1) draws: argmax(p / noise) is a draw from p (the exponential race, equivalent to
-    multinomial sampling), made by the caller with torch's own generator so that seeds and CUDA graphs behave.
+
+def nucleus(sorted_scores: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Which tokens top_k and then top_p remove, in ascending sorted order (``sorted_scores`` sorted ascending).
+
+    top_k keeps tokens >= the k-th largest (ties kept), as TopKLogitsWarper; top_p then drops the least likely
+    tokens whose cumulative mass is <= 1 - top_p and keeps at least one, as TopPLogitsWarper.
+    """
+    vocab = sorted_scores.shape[-1]
+    rank = torch.arange(vocab, device=sorted_scores.device)
+    k = top_k.clamp(min=1, max=vocab)
+    kth = torch.where(rank == vocab - k, sorted_scores, NEG_INF).amax(-1, keepdim=True)  # the k-th largest
+    below_k = (sorted_scores < kth) & (top_k > 0)
+    masked = sorted_scores.masked_fill(below_k, NEG_INF)
+    cumulative = torch.softmax(masked, dim=-1).cumsum(dim=-1)
+    below_p = (cumulative <= (1 - top_p)) & (top_p < 1) & (rank < vocab - 1)  # the most likely token always stays
+    return below_k | below_p
+
+
+def _argmax(x: torch.Tensor, block: int = 1024) -> torch.Tensor:
+    """argmax over the last dimension in two passes (blocks, then their winners), first index on ties like
+    torch.argmax: one pass over 49,152 entries is a single serial program for the compiler at batch 1."""
+    batch, vocab = x.shape
+    if vocab % block:
+        return x.argmax(-1)
+    values, within = x.view(batch, vocab // block, block).max(-1)
+    best = values.argmax(-1, keepdim=True)
+    return (best * block + within.gather(-1, best)).squeeze(-1)
+
+
+def draw(
+    scores: torch.Tensor,
+    remove_sorted: torch.Tensor,
+    sorted_ids: torch.Tensor,
+    min_p: torch.Tensor,
+    noise: torch.Tensor,
+    greedy_scores: torch.Tensor,
+    greedy: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply the cut-offs and min_p (as MinPLogitsWarper), then draw: returns (tokens, the distribution reported).
+
+    ``noise`` holds Exp(1) draws: argmax(p / noise) is a draw from p (the exponential race, equivalent to
+    multinomial sampling). Greedy decoding takes the argmax of the penalised scores, as transformers does.
+    """
+    remove = torch.zeros_like(remove_sorted).scatter(-1, sorted_ids, remove_sorted)
+    scores = scores.masked_fill(remove, NEG_INF)
+    probs = torch.softmax(scores, dim=-1)
+    scores = torch.where(probs < min_p * probs.amax(-1, keepdim=True), NEG_INF, scores)
+    probs = torch.softmax(scores, dim=-1)
+    token = torch.where(greedy, _argmax(greedy_scores), _argmax(probs / noise))
+    shown = torch.where(greedy, torch.softmax(greedy_scores, dim=-1), probs)
+    return token, shown
+
+
+def record(raw: torch.Tensor, token: torch.Tensor, shown: torch.Tensor, s: SamplerState) -> torch.Tensor:
+    """Write the step's token and records into the state, update counts and finished rows, advance the step.
+
+    Rows already finished emit the pad token and stop changing. Returns the tokens (B,).
+    """
+    active = ~s.finished
+    token = torch.where(active, token, s.pad_id)
+    column = token.view(-1, 1)
+    index = s.step.clamp(max=s.tokens.shape[1] - 1).view(1)  # past max_new_tokens every row is finished
+    s.tokens.index_copy_(1, index, column)
+    s.probs.index_copy_(1, index, shown.gather(-1, column))
+    s.ranks.index_copy_(1, index, (raw > raw.gather(-1, column)).sum(-1, keepdim=True))
+    s.entropy.index_copy_(1, index, _entropy_bits(shown).view(-1, 1))
+    top_values, top_ids = torch.topk(shown, TOP_RECORDS, dim=-1)
+    s.top_ids.index_copy_(1, index, top_ids.unsqueeze(1))
+    s.top_probs.index_copy_(1, index, top_values.unsqueeze(1))
+    if s.full_probs is not None:
+        s.full_probs.index_copy_(1, index, shown.unsqueeze(1))
+    s.counts.scatter_add_(1, column, active.float().view(-1, 1))
+    s.seen.scatter_(1, column, active.view(-1, 1) | s.seen.gather(1, column))
+    s.step.add_(1)
+    s.finished.copy_(s.finished | s.stop_mask[token] | (s.step >= s.max_new))
+    return token
+
+
+class Sampler:
+    """transformers' stages on the device, with tensors for every parameter, in four pieces.
 
     Stage by stage as transformers' processors compute them (RepetitionPenaltyLogitsProcessor,
     MinNewTokensLengthLogitsProcessor, smolkit's presence/frequency processors, TemperatureLogitsWarper,
-    TopKLogitsWarper, TopPLogitsWarper, MinPLogitsWarper), with neutral values where a stage is off. Rows already
-    finished emit the pad token and stop changing. Returns the new tokens (B,).
+    TopKLogitsWarper, TopPLogitsWarper, MinPLogitsWarper), with neutral values where a stage is off. Each piece is
+    compiled separately when asked, and runs eagerly should the compiler fail on it (``problems`` says which).
     """
-    raw = logits
-    # repetition penalty: multiplicative, over prompt and generated tokens, at most once per token
-    penalised = torch.where(raw > 0, raw / s.repetition, raw * s.repetition)
-    scores = torch.where(s.seen, penalised, raw)
-    # min_tokens: EOS and stop tokens blocked while fewer than min_tokens tokens exist
-    vocab = raw.shape[-1]
-    slots = torch.where(s.stop_ids >= 0, s.stop_ids, vocab)  # -1 pads the list: send them past the vocabulary
-    is_stop = torch.zeros(vocab + 1, dtype=torch.bool, device=raw.device).index_fill_(0, slots, True)[:vocab]
-    scores = torch.where(is_stop & (s.step < s.min_tokens), NEG_INF, scores)
-    # presence and frequency: additive, generated tokens only
-    scores = scores - s.presence * (s.counts > 0) - s.frequency * s.counts
-    greedy_scores = scores
-    # temperature
-    scores = scores / s.temperature
-    # top_k: keep tokens >= the k-th largest (ties kept), as TopKLogitsWarper
-    sorted_scores, sorted_ids = torch.sort(scores, dim=-1, descending=False)
-    k = s.top_k.clamp(min=1, max=vocab)
-    kth = sorted_scores.gather(-1, (vocab - k).expand(scores.shape[0], 1))
-    kth = torch.where(s.top_k > 0, kth, NEG_INF)
-    scores = torch.where(scores < kth, NEG_INF, scores)
-    sorted_scores = torch.where(sorted_scores < kth, NEG_INF, sorted_scores)
-    # top_p: drop the least likely tokens whose cumulative mass is <= 1 - top_p, keep at least one, as TopPLogitsWarper
-    cumulative = torch.softmax(sorted_scores, dim=-1).cumsum(dim=-1)
-    remove_sorted = cumulative <= (1 - s.top_p)
-    remove_sorted[..., -1] = False
-    remove_sorted &= s.top_p < 1
-    remove = torch.zeros_like(remove_sorted).scatter(-1, sorted_ids, remove_sorted)
-    scores = scores.masked_fill(remove, NEG_INF)
-    # min_p: drop tokens below min_p x the top probability, as MinPLogitsWarper
-    probs = torch.softmax(scores, dim=-1)
-    scores = torch.where(probs < s.min_p * probs.amax(-1, keepdim=True), NEG_INF, scores)
-    probs = torch.softmax(scores, dim=-1)
-    # the draw: exponential race (argmax p / E, E ~ Exp(1)) is a draw from p; greedy takes the argmax
-    race = probs / noise
-    token = torch.where(s.greedy, greedy_scores.argmax(-1), race.argmax(-1))
-    shown = torch.where(s.greedy, torch.softmax(greedy_scores, dim=-1), probs)  # what a step record reports
 
-    active = ~s.finished
-    token = torch.where(active, token, s.pad_id)
-    index = s.step.view(1)
-    s.tokens.index_copy_(1, index, token.view(-1, 1))
-    chosen = shown.gather(-1, token.view(-1, 1))
-    s.probs.index_copy_(1, index, chosen)
-    rank = (raw > raw.gather(-1, token.view(-1, 1))).sum(-1, keepdim=True)
-    s.ranks.index_copy_(1, index, rank)
-    s.entropy.index_copy_(1, index, _entropy_bits(shown).view(-1, 1))
-    top_p_vals, top_i = torch.topk(shown, TOP_RECORDS, dim=-1)
-    s.top_ids.index_copy_(1, index, top_i.unsqueeze(1))
-    s.top_probs.index_copy_(1, index, top_p_vals.unsqueeze(1))
-    if s.full_probs is not None:
-        s.full_probs.index_copy_(1, index, shown.unsqueeze(1))
-    one = active.float().view(-1, 1)
-    s.counts.scatter_add_(1, token.view(-1, 1), one)
-    s.seen.scatter_(1, token.view(-1, 1), active.view(-1, 1) | s.seen.gather(1, token.view(-1, 1)))
-    s.step.add_(1)
-    stopped = (token.view(-1, 1) == s.stop_ids.view(1, -1)).any(-1)
-    s.finished.copy_(s.finished | stopped | (s.step >= s.max_new))
-    return token
+    def __init__(self, compile: bool):
+        self.penalise = _MaybeCompiled(penalise, compile)
+        self.nucleus = _MaybeCompiled(nucleus, compile)
+        self.draw = _MaybeCompiled(draw, compile)
+        self.record = _MaybeCompiled(record, compile)
+
+    @property
+    def problems(self) -> dict[str, str]:
+        pieces = (self.penalise, self.nucleus, self.draw, self.record)
+        return {piece.fn.__name__: piece.problem for piece in pieces if piece.problem}
+
+    def __call__(self, logits: torch.Tensor, noise: torch.Tensor, s: SamplerState) -> torch.Tensor:
+        """Sample one token per row from ``logits`` (B, V) float32, record it and advance ``s``."""
+        greedy_scores, scores = self.penalise(
+            logits, s.seen, s.counts, s.stop_mask, s.step, s.min_tokens, s.repetition, s.presence, s.frequency,
+            s.temperature,
+        )  # fmt: skip
+        sorted_scores, sorted_ids = torch.sort(scores, dim=-1)
+        remove_sorted = self.nucleus(sorted_scores, s.top_k, s.top_p)
+        token, shown = self.draw(scores, remove_sorted, sorted_ids, s.min_p, noise, greedy_scores, s.greedy)
+        return self.record(logits, token, shown, s)
+
+
+def sample_step(logits: torch.Tensor, noise: torch.Tensor, s: SamplerState) -> torch.Tensor:
+    """One sampling step, eagerly (see Sampler): draw, record, advance; returns the tokens (B,)."""
+    return _EAGER_SAMPLER(logits, noise, s)
+
+
+class _MaybeCompiled:
+    """``fn`` through torch.compile when asked; if the compiler fails on it, ``fn`` itself from then on.
+
+    The first call must happen outside CUDA-graph capture (the warm-up does it), so that a failure is caught there.
+    """
+
+    def __init__(self, fn: Callable[..., Any], compile: bool):
+        self.fn = fn
+        self.compiled = torch.compile(fn, fullgraph=True, dynamic=False) if compile else None
+        self.problem: str | None = None
+        self.first_call_seconds: float | None = None  # compile time, for the benchmark's record
+
+    def __call__(self, *args: Any) -> Any:
+        if self.compiled is not None:
+            try:
+                if self.first_call_seconds is None:
+                    start = time.perf_counter()
+                    out = self.compiled(*args)
+                    self.first_call_seconds = time.perf_counter() - start
+                    return out
+                return self.compiled(*args)
+            except Exception as err:  # a compiler failure must not cost the user the fast path
+                self.problem = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"
+                warnings.warn(f"smolkit fast path: torch.compile failed on {self.fn.__name__}, running it eagerly "
+                              f"({self.problem})", stacklevel=2)  # fmt: skip
+                self.compiled = None
+        return self.fn(*args)
+
+
+_EAGER_SAMPLER = Sampler(compile=False)
 
 
 # -- the decoder object: static buffers, compiled step, graphs -------------------------------------------------
@@ -342,14 +498,26 @@ class FastDecoder:
             )
             for layer in decoder.layers
         ]
-        self.layer_fn: Callable[..., torch.Tensor] = layer_step
-        self.sample_fn: Callable[..., torch.Tensor] = sample_step
-        if self.compile:
-            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", compile_cache_dir())
-            self.layer_fn = torch.compile(layer_step, fullgraph=True, dynamic=False)
-            self.sample_fn = torch.compile(sample_step, fullgraph=True, dynamic=False)
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", compile_cache_dir())
+        # One compiled graph for a decoder layer, reused by every layer (per batch shape), and the sampler's pieces.
+        self.layer = _MaybeCompiled(layer_step, self.compile)
+        self.layer_small = _MaybeCompiled(decode_layer_small, self.compile)
+        self.sampler = Sampler(self.compile)
         self._buffers: dict[tuple[int, int, bool], _Buffers] = {}
         self.setup_seconds: dict[str, float] = {}
+
+    @property
+    def compile_seconds(self) -> dict[str, float]:
+        """How long the first call of each compiled piece took (compiling it, or loading it from the cache)."""
+        pieces = (self.layer, self.layer_small, self.sampler.penalise, self.sampler.nucleus, self.sampler.draw,
+                  self.sampler.record)  # fmt: skip
+        return {p.fn.__name__: round(p.first_call_seconds, 2) for p in pieces if p.first_call_seconds is not None}
+
+    @property
+    def compile_problems(self) -> dict[str, str]:
+        """What torch.compile failed on (those parts run eagerly inside the CUDA graph); empty when all compiled."""
+        layers = {p.fn.__name__: p.problem for p in (self.layer, self.layer_small) if p.problem}
+        return {**layers, **self.sampler.problems}
 
     # -- pieces ------------------------------------------------------------------------------------------------
 
@@ -359,27 +527,35 @@ class FastDecoder:
         cos, sin = self.rotary(dummy, positions)
         return cos[0], sin[0]  # (length, head_dim)
 
-    def _forward_step(self, buf: _Buffers) -> torch.Tensor:
-        """Logits (B, V) float32 for the tokens in ``buf.token`` at position ``buf.pos`` (one decode step)."""
-        x = self.embed(buf.token)
-        cos = buf.cos.index_select(0, buf.pos).unsqueeze(1)  # (1, 1, head_dim), broadcast over rows and heads
-        sin = buf.sin.index_select(0, buf.pos).unsqueeze(1)
-        mask = torch.where(buf.arange <= buf.pos, 0.0, NEG_INF)
+    def _run_layers(self, x: torch.Tensor, buf: _Buffers, cos, sin, mask, pos, rows: int, layer_fn) -> torch.Tensor:
+        delta = torch.zeros_like(x)
         for layer, (k_cache, v_cache) in zip(self.layers, buf.caches, strict=True):
-            x = self.layer_fn(
-                x, cos, sin, mask, buf.pos, k_cache, v_cache,
+            x, delta = layer_fn(
+                x, delta, cos, sin, mask, pos, k_cache[:rows], v_cache[:rows],
                 layer.ln1, layer.wqkv, layer.wo, layer.ln2, layer.wgu, layer.wd,
                 self.eps, self.n_heads, self.n_kv,
             )  # fmt: skip
-        return F.linear(_rms_norm(x, self.norm.weight, self.eps), self.lm_head).float()
+        return _rms_norm(x + delta, self.norm.weight, self.eps)
+
+    def _forward_step(self, buf: _Buffers) -> torch.Tensor:
+        """Logits (B, V) float32 for the tokens in ``buf.token`` at position ``buf.pos`` (one decode step)."""
+        x = self.embed(buf.token).unsqueeze(1)  # (B, 1, H)
+        cos = buf.cos.index_select(0, buf.pos)  # (1, head_dim): broadcast over rows and heads
+        sin = buf.sin.index_select(0, buf.pos)
+        mask = torch.where(buf.arange <= buf.pos, 0.0, NEG_INF).unsqueeze(0)  # (1, L)
+        rows = buf.token.shape[0]
+        layer = self.layer_small if self.compile and rows <= SMALL_BATCH else self.layer
+        h = self._run_layers(x, buf, cos, sin, mask, buf.pos, rows, layer)
+        return F.linear(h[:, -1], self.lm_head).float()
 
     def _decode_chunk(self, buf: _Buffers, steps: int) -> None:
         for _ in range(steps):
             # Past max_new_tokens (the tail of the last chunk) every row is finished: clamp to stay in the cache.
-            buf.pos.copy_((buf.prompt_len + buf.state.step - 1).clamp(max=buf.arange.numel() - 1))
+            buf.pos.copy_((buf.prompt_len + buf.state.step - 1).clamp(0, buf.arange.numel() - 1))
             logits = self._forward_step(buf)
-            buf.token.copy_(self.sample_fn(logits, buf.noise.exponential_(), buf.state))
+            buf.token.copy_(self.sampler(logits, buf.noise.exponential_(), buf.state))
 
+    @torch.inference_mode()
     def prepare(self, batch: int, positions: int, keep_probs: bool = False) -> _Buffers:
         """Buffers (and, on CUDA, the captured graph) for ``batch`` rows and ``positions`` (prompt + new tokens).
 
@@ -395,15 +571,30 @@ class FastDecoder:
 
     @torch.inference_mode()
     def _prefill(self, inputs: dict[str, torch.Tensor], buf: _Buffers) -> torch.Tensor:
-        """Run the prompt through the transformers model once (it handles images, masks, everything), copy its KV
-        cache into the static cache for every row, and return the last position's logits (1, V) float32."""
-        out = self.lm.model(**inputs, use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
+        """Fill the static cache with the prompt for every row; return the last position's logits (1, V) float32.
+
+        A text prompt runs through the kit's own layers (eagerly: one pass); a prompt with an image runs through
+        the transformers model (vision tower and all), whose KV cache is then copied in.
+        """
         length = inputs["input_ids"].shape[1]
-        for (k_cache, v_cache), layer in zip(buf.caches, cache.layers, strict=True):
-            k_cache[:, :, :length].copy_(layer.keys.expand(k_cache.shape[0], -1, -1, -1))
-            v_cache[:, :, :length].copy_(layer.values.expand(v_cache.shape[0], -1, -1, -1))
-        return out.logits[:, -1].float()
+        rows = buf.token.shape[0]
+        if set(inputs) <= {"input_ids", "attention_mask"} and self.use_graphs:
+            return buf.prefill(self, inputs["input_ids"])
+        if set(inputs) <= {"input_ids", "attention_mask"}:
+            pos = torch.arange(length, device=self.device)
+            mask = torch.where(buf.arange.unsqueeze(0) <= pos.unsqueeze(1), 0.0, NEG_INF)  # causal, (T, L)
+            x = self.embed(inputs["input_ids"][:1])
+            h = self._run_layers(x, buf, buf.cos[:length], buf.sin[:length], mask, pos, 1, layer_step)
+            logits = F.linear(h[:, -1], self.lm_head).float()
+            sources = [(k[:1, :, :length], v[:1, :, :length]) for k, v in buf.caches]
+        else:
+            out = self.lm.model(**inputs, use_cache=True, logits_to_keep=1)
+            logits = out.logits[:, -1].float()
+            sources = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        for (k_cache, v_cache), (keys, values) in zip(buf.caches, sources, strict=True):
+            k_cache[:, :, :length].copy_(keys.expand(rows, -1, -1, -1))
+            v_cache[:, :, :length].copy_(values.expand(rows, -1, -1, -1))
+        return logits
 
     # -- generate ----------------------------------------------------------------------------------------------
 
@@ -424,14 +615,14 @@ class FastDecoder:
         buf.state.load(params, stop_ids, pad_id, inputs["input_ids"])
         buf.prompt_len.fill_(prompt_len)
         logits = self._prefill(inputs, buf).expand(params.n, -1).contiguous()
-        buf.token.copy_(self.sample_fn(logits, buf.noise.exponential_(), buf.state))
-        for _ in range(math.ceil((params.max_new_tokens - 1) / CHUNK)):
-            if bool(buf.state.finished.all()):
-                break
+        buf.token.copy_(self.sampler(logits, buf.noise.exponential_(), buf.state))
+        remaining = params.max_new_tokens - 1
+        while remaining > 0 and not bool(buf.state.finished.all()):
             if self.use_graphs:
-                buf.graph.replay()
+                buf.graph.replay()  # a whole chunk; steps past max_new_tokens find every row finished
             else:
-                self._decode_chunk(buf, CHUNK)
+                self._decode_chunk(buf, min(CHUNK, remaining))
+            remaining -= CHUNK
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return buf.state, time.perf_counter() - start
@@ -451,6 +642,7 @@ class _Buffers:
     caches: list[tuple[torch.Tensor, torch.Tensor]]
     state: SamplerState
     graph: Any = None
+    prefills: dict[int, _PrefillGraph] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def allocate(cls, dec: FastDecoder, batch: int, length: int, keep_probs: bool) -> _Buffers:
@@ -459,9 +651,8 @@ class _Buffers:
         shape = (batch, dec.n_kv, length, dec.head_dim)
         caches = [(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
                   for _ in dec.layers]  # fmt: skip
-        max_stops = 8 + len(dec.lm.eos_token_ids)
         # Records have room for the steps a last chunk runs past max_new_tokens.
-        state = SamplerState.allocate(batch, dec.lm.vocab_size, length + CHUNK, max_stops, device, keep_probs)
+        state = SamplerState.allocate(batch, dec.lm.vocab_size, length + CHUNK, device, keep_probs)
         return cls(
             token=torch.zeros(batch, dtype=torch.int64, device=device),
             pos=torch.zeros(1, dtype=torch.int64, device=device),
@@ -474,6 +665,29 @@ class _Buffers:
             state=state,
         )
 
+    def prefill(self, dec: FastDecoder, input_ids: torch.Tensor) -> torch.Tensor:
+        """Run the prompt pass through a CUDA graph for its length bucket (captured on first use); (1, V) logits."""
+        length = input_ids.shape[1]
+        steps = min(self.arange.numel(), max(16, 1 << math.ceil(math.log2(length))))
+        if steps not in self.prefills:
+            ids = torch.zeros(1, steps, dtype=torch.int64, device=self.token.device)
+            last = torch.zeros(1, dtype=torch.int64, device=self.token.device)
+            stream = torch.cuda.Stream(self.token.device)
+            stream.wait_stream(torch.cuda.current_stream(self.token.device))
+            with torch.cuda.stream(stream):
+                _prefill_body(dec, self, ids, last)
+            torch.cuda.current_stream(self.token.device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                logits = _prefill_body(dec, self, ids, last)
+            self.prefills[steps] = _PrefillGraph(graph, ids, last, logits)
+        pg = self.prefills[steps]
+        pg.ids.zero_()
+        pg.ids[:, :length].copy_(input_ids[:1])
+        pg.last.fill_(length - 1)
+        pg.graph.replay()
+        return pg.logits
+
     def capture(self, dec: FastDecoder) -> None:
         """Capture CHUNK decode steps in a CUDA graph (after warm-up runs that also compile the kernels).
 
@@ -485,7 +699,7 @@ class _Buffers:
         stream = torch.cuda.Stream(self.token.device)
         stream.wait_stream(torch.cuda.current_stream(self.token.device))
         with torch.cuda.stream(stream):
-            for _ in range(2):
+            for _ in range(2):  # compiles (or finds that it cannot) and warms the kernels outside the capture
                 dec._decode_chunk(self, 1)
         torch.cuda.current_stream(self.token.device).wait_stream(stream)
         torch.cuda.synchronize(self.token.device)
@@ -498,6 +712,31 @@ class _Buffers:
         key = f"b={self.token.shape[0]} L={self.arange.numel()}"
         dec.setup_seconds[f"compile+warm-up {key}"] = warm - start
         dec.setup_seconds[f"capture {key}"] = time.perf_counter() - warm
+
+
+@dataclasses.dataclass
+class _PrefillGraph:
+    """A captured prompt pass for prompts of up to ``ids.shape[1]`` tokens (padded; causal, so padding is harmless:
+    it only writes cache positions that decoding overwrites before reading)."""
+
+    graph: Any
+    ids: torch.Tensor  # (1, T) int64
+    last: torch.Tensor  # (1,) int64: index of the prompt's last token
+    logits: torch.Tensor  # (1, V) float32
+
+
+def _prefill_body(dec: FastDecoder, buf: _Buffers, ids: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    steps = ids.shape[1]
+    pos = buf.arange[:steps]
+    mask = torch.where(buf.arange.unsqueeze(0) <= pos.unsqueeze(1), 0.0, NEG_INF)
+    h = dec._run_layers(dec.embed(ids), buf, buf.cos[:steps], buf.sin[:steps], mask, pos, 1, layer_step)
+    logits = F.linear(h.index_select(1, last)[:, 0], dec.lm_head).float()
+    rows = buf.token.shape[0]
+    if rows > 1:
+        for k_cache, v_cache in buf.caches:
+            k_cache[1:, :, :steps].copy_(k_cache[:1, :, :steps].expand(rows - 1, -1, -1, -1))
+            v_cache[1:, :, :steps].copy_(v_cache[:1, :, :steps].expand(rows - 1, -1, -1, -1))
+    return logits
 
 
 def _bucket(length: int) -> int:

@@ -11,13 +11,13 @@ import contextlib
 import dataclasses
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import torch
 
 from smolkit import fastpath
-from smolkit.distribution import TokenProb, entropy_bits, prepare_inputs
+from smolkit.distribution import TokenProb, prepare_inputs
 from smolkit.models import LoadedModel
 from smolkit.params import SamplingParams
 
@@ -44,6 +44,68 @@ class Step:
     top: tuple[TokenProb, ...]
 
 
+class StepRecords(Sequence[Step]):
+    """The Step records of one sample, as arrays, turned into Step objects on first access: a batch of 64 samples of
+    64 tokens holds 4,096 steps and 20,480 alternatives, which would cost more to build than to generate."""
+
+    def __init__(
+        self,
+        lm: LoadedModel,
+        token_ids: list[int],
+        probs: list[float],
+        ranks: list[int],
+        entropy: list[float],
+        top_ids: list[list[int]],
+        top_probs: list[list[float]],
+    ):
+        self._lm = lm
+        self._columns = (token_ids, probs, ranks, entropy, top_ids, top_probs)
+        self._steps: tuple[Step, ...] | None = None
+
+    def _build(self) -> tuple[Step, ...]:
+        if self._steps is None:
+            token_ids, probs, ranks, entropy, top_ids, top_probs = self._columns
+            needed = [*token_ids, *(i for top in top_ids for i in top)]
+            texts = dict(zip(needed, self._lm.token_texts(needed), strict=True))
+            self._steps = tuple(
+                Step(t, token, texts[token], probs[t], ranks[t], entropy[t],
+                     tuple(TokenProb(texts[i], i, p) for i, p in zip(top_ids[t], top_probs[t], strict=True) if p > 0))
+                for t, token in enumerate(token_ids)
+            )  # fmt: skip
+        return self._steps
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self._build()[index]
+
+    def __len__(self) -> int:
+        return len(self._columns[0])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and tuple(self) == tuple(other)
+
+    def __repr__(self) -> str:
+        return f"StepRecords({len(self)} steps)"
+
+
+def records_from_probs(lm: LoadedModel, token_ids: list[int], probs: torch.Tensor, logits: torch.Tensor) -> StepRecords:
+    """Step records for ``token_ids`` from the distributions they were drawn from (steps x vocab, probabilities)
+    and the raw logits (steps x vocab), computed for all steps at once."""
+    steps = len(token_ids)
+    probs, logits = probs[:steps], logits[:steps]
+    chosen = torch.tensor(token_ids, dtype=torch.int64).view(-1, 1)
+    top_p, top_i = torch.topk(probs, TOP_ALTERNATIVES, dim=-1)
+    logp = torch.where(probs > 0, probs.double().log2(), torch.zeros((), dtype=torch.float64))
+    return StepRecords(
+        lm,
+        list(token_ids),
+        probs.gather(-1, chosen).flatten().tolist(),
+        (logits > logits.gather(-1, chosen)).sum(-1).tolist(),
+        (-(probs.double() * logp).sum(-1) + 0.0).tolist(),
+        top_i.tolist(),
+        top_p.tolist(),
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Sample:
     """One continuation: its text (special tokens removed), token ids, steps, and why it ended.
@@ -54,7 +116,7 @@ class Sample:
 
     text: str
     token_ids: tuple[int, ...]
-    steps: tuple[Step, ...]
+    steps: Sequence[Step]
     finish_reason: Literal["stop", "length"]
 
     def __len__(self) -> int:
@@ -81,7 +143,7 @@ class GenerationResult:
         return self.samples[0].token_ids
 
     @property
-    def steps(self) -> tuple[Step, ...]:
+    def steps(self) -> Sequence[Step]:
         return self.samples[0].steps
 
     @property
@@ -178,80 +240,35 @@ def _generate_fast(
     stop_ids = list(dict.fromkeys([*lm.eos_token_ids, *params.stop_token_ids]))
     with seeded(params.seed, lm.device):
         state, seconds = decoder.generate(inputs, params, stop_ids, lm.pad_token_id or 0)
-    samples = tuple(fast_sample(lm, state, row, params.max_new_tokens, set(stop_ids)) for row in range(params.n))
+    samples = fast_samples(lm, state, params.n, params.max_new_tokens, set(stop_ids))
     backend = "smolkit fast path (CUDA graphs)" if decoder.use_graphs else "smolkit fast path (eager)"
     return GenerationResult(prompt, params, samples, prompt_length, seconds, backend)
 
 
-def fast_sample(lm: LoadedModel, state: fastpath.SamplerState, row: int, max_new: int, stop_ids: set[int]) -> Sample:
-    """A Sample from the fast path's device buffers: tokens cut at the first stop, step records as recorded."""
-    ids = state.tokens[row, :max_new].tolist()
-    token_ids: list[int] = []
-    finish: Literal["stop", "length"] = "length"
-    for token in ids:
-        token_ids.append(token)
-        if token in stop_ids:
-            finish = "stop"
-            break
-    n = len(token_ids)
-    probs, ranks, entropy = (state.probs[row, :n].tolist(), state.ranks[row, :n].tolist(),
-                             state.entropy[row, :n].tolist())  # fmt: skip
-    top_ids, top_probs = state.top_ids[row, :n].tolist(), state.top_probs[row, :n].tolist()
-    steps = tuple(
-        Step(
-            index=t,
-            token_id=token,
-            token=lm.token_text(token),
-            prob=probs[t],
-            rank=ranks[t],
-            entropy=entropy[t],
-            top=tuple(
-                TokenProb(lm.token_text(i), i, p) for i, p in zip(top_ids[t], top_probs[t], strict=True) if p > 0
-            ),
-        )
-        for t, token in enumerate(token_ids)
-    )
-    return Sample(lm.decode(token_ids, skip_special_tokens=True), tuple(token_ids), steps, finish)
+def fast_samples(lm: LoadedModel, state: fastpath.SamplerState, n: int, max_new: int, stop_ids: set[int]):
+    """Samples from the fast path's device buffers (copied to the host once): tokens cut at the first stop, step
+    records as recorded on the device."""
+    columns = [t[:n, :max_new].cpu().tolist() for t in (state.tokens, state.probs, state.ranks, state.entropy)]
+    top_ids, top_probs = state.top_ids[:n, :max_new].cpu().tolist(), state.top_probs[:n, :max_new].cpu().tolist()
+    samples = []
+    for row in range(n):
+        tokens, probs, ranks, entropy = (column[row] for column in columns)
+        length = next((t + 1 for t, token in enumerate(tokens) if token in stop_ids), len(tokens))
+        kept = tokens[:length]
+        records = StepRecords(lm, kept, probs[:length], ranks[:length], entropy[:length], top_ids[row][:length],
+                              top_probs[row][:length])  # fmt: skip
+        finish: Literal["stop", "length"] = "stop" if kept[-1] in stop_ids else "length"
+        samples.append(Sample(lm.decode(kept, skip_special_tokens=True), tuple(kept), records, finish))
+    return tuple(samples)
 
 
 def _sample(
     lm: LoadedModel, ids: torch.Tensor, scores: torch.Tensor, logits: torch.Tensor, stop_ids: set[int]
 ) -> Sample:
     """Cut one row at its first stop token (generate pads finished rows) and build its step records."""
-    token_ids: list[int] = []
-    finish: Literal["stop", "length"] = "length"
-    for token in ids.tolist():
-        token_ids.append(token)
-        if token in stop_ids:
-            finish = "stop"
-            break
-    return Sample(
-        text=lm.decode(token_ids, skip_special_tokens=True),
-        token_ids=tuple(token_ids),
-        steps=tuple(step_records(lm, token_ids, scores, logits)),
-        finish_reason=finish,
-    )
-
-
-def step_records(lm: LoadedModel, token_ids: list[int], scores: torch.Tensor, logits: torch.Tensor) -> list[Step]:
-    """Step records for ``token_ids`` given the processed ``scores`` and raw ``logits`` (both steps x vocab)."""
-    steps = []
-    probs_all = torch.softmax(scores[: len(token_ids)], dim=-1)
-    for t, token in enumerate(token_ids):
-        probs = probs_all[t]
-        top_p, top_i = torch.topk(probs, TOP_ALTERNATIVES)
-        keep = top_p > 0
-        steps.append(
-            Step(
-                index=t,
-                token_id=token,
-                token=lm.token_text(token),
-                prob=float(probs[token]),
-                rank=int((logits[t] > logits[t, token]).sum()),
-                entropy=entropy_bits(probs),
-                top=tuple(
-                    TokenProb(lm.token_text(i), int(i), float(p)) for p, i in zip(top_p[keep], top_i[keep], strict=True)
-                ),
-            )
-        )
-    return steps
+    tokens = ids.tolist()
+    length = next((t + 1 for t, token in enumerate(tokens) if token in stop_ids), len(tokens))
+    kept = tokens[:length]
+    finish: Literal["stop", "length"] = "stop" if kept and kept[-1] in stop_ids else "length"
+    records = records_from_probs(lm, kept, torch.softmax(scores[:length], dim=-1), logits[:length])
+    return Sample(lm.decode(kept, skip_special_tokens=True), tuple(kept), records, finish)

@@ -17,7 +17,7 @@ import tempfile
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +121,7 @@ class LoadedModel:
     description: str = ""
     load_seconds: float = 0.0
     fast_decoder: Any = dataclasses.field(default=None, repr=False)
+    token_text_cache: dict[int, str] = dataclasses.field(default_factory=dict, repr=False)
     logits_cache: OrderedDict = dataclasses.field(default_factory=OrderedDict, repr=False)
 
     @property
@@ -209,7 +210,15 @@ class LoadedModel:
 
     def token_text(self, token_id: int) -> str:
         """The text one token adds (e.g. ' Paris'), for display."""
-        return self.tokenizer.decode([int(token_id)])
+        return self.token_texts([int(token_id)])[0]
+
+    def token_texts(self, token_ids: Sequence[int]) -> list[str]:
+        """The text of each token, decoded in one batch and remembered (step records need thousands at once)."""
+        cache = self.token_text_cache
+        missing = list({int(i) for i in token_ids} - cache.keys())
+        if missing:
+            cache.update(zip(missing, self.tokenizer.batch_decode([[i] for i in missing]), strict=True))
+        return [cache[int(i)] for i in token_ids]
 
 
 # -- the embedded model and its cache ----------------------------------------------------------------------------

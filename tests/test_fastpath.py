@@ -60,7 +60,7 @@ def test_draws_follow_the_distribution(lm):
     logits = torch.topk(next_token_distribution(lm, "Once upon a time", params).logits, 1000).values
     expected = torch.softmax(torch.where(logits >= logits[7], logits / 0.9, float("-inf")), dim=-1)
     rows = 10_000
-    state = fastpath.SamplerState.allocate(rows, 1000, 2, 2, torch.device("cpu"), keep_probs=False)
+    state = fastpath.SamplerState.allocate(rows, 1000, 2, torch.device("cpu"), keep_probs=False)
     state.load(params, [999], 0, torch.zeros(1, 0, dtype=torch.int64))
     gen = torch.Generator().manual_seed(0)
     noise = torch.empty(rows, 1000).exponential_(generator=gen)
@@ -131,3 +131,13 @@ def test_gpu_steps_sample_from_the_kits_distribution(gpu_lm):
     for t in range(24):
         dist = next_token_distribution(gpu_lm, STORY, params, generated=tokens[:t])
         torch.testing.assert_close(state.full_probs[0, t].cpu(), dist.probs, rtol=0, atol=2e-3)
+
+
+def test_two_pass_argmax_equals_argmax():
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        x = torch.randn(3, 4096, generator=gen)
+        assert torch.equal(fastpath._argmax(x), x.argmax(-1))
+    x = torch.full((1, 4096), float("-inf"))
+    x[0, 4000] = 0.0
+    assert fastpath._argmax(x).item() == 4000
