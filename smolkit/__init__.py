@@ -20,7 +20,7 @@ from smolkit.presets import PRESETS, preset
 from smolkit.processors import FrequencyPenaltyLogitsProcessor, PresencePenaltyLogitsProcessor
 from smolkit.sample_images import SAMPLE_IMAGES, sample_image
 from smolkit.stages import grid_table, in_order, penalty_rows, stage_rows
-from smolkit.textstats import distinct_ngram_fraction, off_top_fraction, repeated_ngram_fraction
+from smolkit.textstats import distinct_ngram_fraction, off_top_fraction, repeated_ngram_fraction, sample_stats
 from smolkit.tokens import TokenPiece, count_tokens, show_tokens, split_tokens
 
 __version__ = "0.1.0"
@@ -62,6 +62,7 @@ __all__ = [
     "preset",
     "repeated_ngram_fraction",
     "sample_image",
+    "sample_stats",
     "show_tokens",
     "split_tokens",
     "stage_rows",
