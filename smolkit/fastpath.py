@@ -152,9 +152,9 @@ def decode_layer_small(
     n_heads: int,
     n_kv: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """layer_step for one token per row at small batch, written for the compiler: every product is an elementwise
-    multiply and a sum, which inductor fuses with the norms, RoPE, softmax and activations around it (measured on
-    an H100 at batch 1: 24.5 us a layer against 30 us for cuBLAS GEMVs; see bench/RESULTS.md). Same maths as
+    """layer_step for one token per row at small batch, written for the compiler: every matrix-vector product is an
+    elementwise multiply and a sum, which inductor fuses with the norms and activations around it (measured on an
+    H100 at batch 1: 24 us a layer against 30 us with cuBLAS GEMVs; see bench/RESULTS.md). Same maths as
     layer_step, accumulated in float32; only for compiled decoding (eagerly it would materialise the products)."""
 
     def matvec(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -170,10 +170,9 @@ def decode_layer_small(
     k = _rope(k.view(batch, 1, n_kv, head_dim).transpose(1, 2), cos, sin)
     k_cache.index_copy_(2, pos, k)
     v_cache.index_copy_(2, pos, v.view(batch, 1, n_kv, head_dim).transpose(1, 2))
-    q = q.reshape(batch, n_kv, group, 1, head_dim).float()
-    scores = (q * k_cache.unsqueeze(2).float()).sum(-1) * (head_dim**-0.5) + mask  # (B, n_kv, group, L)
-    probs = torch.softmax(scores, dim=-1).to(v_cache.dtype).float()
-    attn = (probs.unsqueeze(-1) * v_cache.unsqueeze(2).float()).sum(-2).to(x.dtype)  # (B, n_kv, group, head_dim)
+    q = q.reshape(batch, n_kv, group, head_dim)
+    scores = torch.matmul(q, k_cache.transpose(-1, -2)).float() * (head_dim**-0.5) + mask  # (B, n_kv, group, L)
+    attn = torch.matmul(torch.softmax(scores, dim=-1).to(v_cache.dtype), v_cache)  # (B, n_kv, group, head_dim)
     x = x + matvec(attn.reshape(batch, 1, n_heads * head_dim), wo)
     gate, up = matvec(_rms_norm(x, ln2, eps), wgu).chunk(2, dim=-1)
     return x, matvec(F.silu(gate) * up, wd)

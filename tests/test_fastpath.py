@@ -141,3 +141,27 @@ def test_two_pass_argmax_equals_argmax():
     x = torch.full((1, 4096), float("-inf"))
     x[0, 4000] = 0.0
     assert fastpath._argmax(x).item() == 4000
+
+
+def test_small_batch_layer_computes_what_layer_step_computes():
+    """decode_layer_small (for the compiler) and layer_step give the same layer output and cache writes (float32)."""
+    gen = torch.Generator().manual_seed(0)
+    batch, hidden, n_heads, n_kv, head_dim, length = 2, 64, 4, 2, 16, 32
+
+    def r(*shape):
+        return torch.randn(*shape, generator=gen)
+
+    weights = (1 + 0.1 * r(hidden), r(hidden + 2 * n_kv * head_dim, hidden) / 8, r(hidden, hidden) / 8,
+               1 + 0.1 * r(hidden), r(2 * 96, hidden) / 8, r(hidden, 96) / 8)  # fmt: skip
+    x, delta = r(batch, 1, hidden), r(batch, 1, hidden)
+    cos, sin = r(1, head_dim), r(1, head_dim)
+    pos = torch.tensor([5])
+    mask = torch.where(torch.arange(length) <= 5, 0.0, float("-inf")).unsqueeze(0)
+    k, v = r(batch, n_kv, length, head_dim), r(batch, n_kv, length, head_dim)
+    caches = [(k.clone(), v.clone()) for _ in range(2)]
+    a = fastpath.layer_step(x, delta, cos, sin, mask, pos, *caches[0], *weights, 1e-5, n_heads, n_kv)
+    b = fastpath.decode_layer_small(x, delta, cos, sin, mask, pos, *caches[1], *weights, 1e-5, n_heads, n_kv)
+    for u, v in zip(a, b, strict=True):
+        torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(caches[0][0][:, :, :6], caches[1][0][:, :, :6])
+    torch.testing.assert_close(caches[0][1][:, :, :6], caches[1][1][:, :, :6])
