@@ -130,8 +130,10 @@ def bench_model(lm: LoadedModel, rows: list[dict], static: bool, plain: bool, la
     many = FULL.replace(n=64, max_new_tokens=64, min_tokens=64)
     # smolkit fast path: set-up (compile + capture) first, then warm timings
     start = time.perf_counter()
-    fastpath.get_fast_decoder(lm).prepare(1, lm.encode(PROMPT).shape[1] + TOKENS)
+    decoder = fastpath.get_fast_decoder(lm)
+    decoder.prepare(1, lm.encode(PROMPT).shape[1] + TOKENS)
     add("smolkit fast path: compile + capture, batch 1", time.perf_counter() - start, 0)
+    print(f"  first calls (compile or cache load): {decoder.compile_seconds}; problems: {decoder.compile_problems}")
     smolkit_generate(lm, long)
     seconds, tokens = timed(lambda: smolkit_generate(lm, long), 5)
     add("smolkit generate, batch 1, full parameter set", seconds, tokens)
