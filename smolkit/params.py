@@ -40,6 +40,11 @@ GREEDY_TEMPERATURE = 1e-5
 
 SEED_MAX = 2**64 - 1
 
+REPETITION_PENALTY_RANGE = (0.01, 100.0)
+"""The kit's range for repetition_penalty. vLLM and transformers accept any value > 0, but the penalty divides or
+multiplies float32 logits: below ~1e-38 a repeated token's score overflows to inf and every probability becomes NaN
+(sampling then fails). 0.01-100 already makes repeated tokens all but certain or impossible."""
+
 _NEUTRAL: dict[str, Any] = {
     "min_length": 0,
     "no_repeat_ngram_size": 0,
@@ -96,7 +101,8 @@ class SamplingParams:
     min_p: float = 0.0
     """Drop tokens whose probability is below min_p times the top token's probability; 0 keeps all."""
     repetition_penalty: float = 1.0
-    """Multiplicative penalty on tokens seen in the prompt or the generated text: > 1 discourages, < 1 encourages."""
+    """Multiplicative penalty on tokens seen in the prompt or the generated text: > 1 discourages, < 1 encourages
+    (0.01 to 100)."""
     presence_penalty: float = 0.0
     """Additive: logit -= presence_penalty for every token already generated at least once (prompt not counted)."""
     frequency_penalty: float = 0.0
@@ -140,8 +146,12 @@ class SamplingParams:
         put(self, "min_p", min_p)
 
         repetition = _number("repetition_penalty", self.repetition_penalty)
-        if repetition <= 0:
-            raise ValueError(f"repetition_penalty must be > 0 (1 means no penalty), got {repetition!r}")
+        lo, hi = REPETITION_PENALTY_RANGE
+        if not lo <= repetition <= hi:
+            raise ValueError(
+                f"repetition_penalty must be > 0 and in [{lo:g}, {hi:g}] (1 means no penalty; vLLM accepts any "
+                f"value > 0, but the extremes overflow float32 scores), got {repetition!r}"
+            )
         put(self, "repetition_penalty", repetition)
 
         lo, hi = PENALTY_RANGE
