@@ -24,9 +24,11 @@ NOTEBOOKS = ROOT / "notebooks"
 
 
 def uncommitted(path: Path) -> bool:
-    """True when git sees changes to ``path`` that are not committed (or the file is untracked)."""
+    """True when git sees changes to ``path`` that are not committed (or the file is untracked).
+
+    Asks the repository the notebook lives in (a notebook outside any git repository is an error)."""
     out = subprocess.run(
-        ["git", "status", "--porcelain", "--", str(path)], cwd=ROOT, capture_output=True, text=True, check=True
+        ["git", "status", "--porcelain", "--", path.name], cwd=path.parent, capture_output=True, text=True, check=True
     ).stdout
     return bool(out.strip())
 
@@ -45,15 +47,32 @@ def execute(path: Path, timeout: int) -> float:
     start = time.perf_counter()
     client.execute(env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONHASHSEED": "0"})
     seconds = time.perf_counter() - start
+    write_atomically(nb, path)
+    return seconds
+
+
+def write_atomically(nb: nbformat.NotebookNode, path: Path) -> None:
+    """Write ``nb`` to ``path`` through a temporary file in the same folder and a rename, so that a crash leaves
+    the old notebook or the new one, never half of one. It gets the mode a plain write would give (0644 under the
+    usual umask 022), not mkstemp's 0600, which would hide it from the other users of a shared workshop folder."""
+    mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".ipynb.tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             nbformat.write(nb, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return seconds
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read the umask is to set it
+    os.umask(mask)
+    return mask
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,11 +86,19 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"no such notebook: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
-    dirty = [p for p in paths if uncommitted(p)]
-    if dirty and not args.force:
-        names = ", ".join(p.name for p in dirty)
-        print(f"refusing: uncommitted changes in {names}; commit them, or run with FORCE=1 (--force)", file=sys.stderr)
-        return 2
+    if not args.force:
+        try:
+            dirty = [p for p in paths if uncommitted(p)]
+        except (OSError, subprocess.CalledProcessError) as err:
+            detail = getattr(err, "stderr", None) or err
+            print(f"refusing: cannot tell whether the notebooks have uncommitted changes (git: {str(detail).strip()});"
+                  " run with FORCE=1 (--force) to execute them anyway", file=sys.stderr)  # fmt: skip
+            return 2
+        if dirty:
+            names = ", ".join(p.name for p in dirty)
+            print(f"refusing: uncommitted changes in {names}; commit them, or run with FORCE=1 (--force)",
+                  file=sys.stderr)  # fmt: skip
+            return 2
     total = 0.0
     for path in paths:
         seconds = execute(path, args.timeout)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import operator
 import re
 import warnings
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 
-from smolkit.models import LoadedModel
+from smolkit.models import LoadedModel, check_text
 from smolkit.params import SamplingParams, transformers_processors
 
 __all__ = [
@@ -165,6 +166,8 @@ def prepare_inputs(
         raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
     if not prompt.strip():
         raise ValueError("prompt is empty: type a question or the start of a text")
+    if not isinstance(chat, bool):
+        raise TypeError(f"chat must be True or False, got {chat!r}")
     params.check_vocab(lm.vocab_size)
     inputs = lm.inputs(prompt, chat=chat, image=image)
     prompt_length = int(inputs["input_ids"].shape[1])
@@ -175,11 +178,12 @@ def prepare_inputs(
             f"generated text). Shorten the prompt."
         )
     if isinstance(generated, str):
+        check_text("generated", generated)
         extra = lm.tokenizer(generated, add_special_tokens=False)["input_ids"] if generated else []
     elif isinstance(generated, torch.Tensor):
-        extra = generated.flatten().tolist()
+        extra = _token_ids(generated.flatten().tolist())
     elif isinstance(generated, Sequence):
-        extra = [int(t) for t in generated]
+        extra = _token_ids(generated)
     else:
         raise TypeError(f"generated must be text or a list of token ids, got {type(generated).__name__}")
     if any(not 0 <= t < lm.vocab_size for t in extra):
@@ -191,6 +195,22 @@ def prepare_inputs(
     if inputs["input_ids"].shape[1] >= context:
         raise ValueError(f"prompt plus generated text is {inputs['input_ids'].shape[1]} tokens; the limit is {context}")
     return inputs, prompt_length
+
+
+def _token_ids(values: Sequence[Any]) -> list[int]:
+    """``values`` as ints; a float (1.5), a bool or a string among them is a mistake, not a token id."""
+    out = []
+    for value in values:
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            out.append(operator.index(value))
+        except TypeError:
+            raise TypeError(
+                f"generated must be text or a list of token ids (integers), got {value!r} ({type(value).__name__}) "
+                "in the list"
+            ) from None
+    return out
 
 
 def _cache_key(inputs: dict[str, torch.Tensor]) -> tuple:
@@ -229,7 +249,7 @@ def next_token_distribution(
     ``generated`` counts for the penalties and min_tokens exactly as generated tokens do in ``smolkit.generate``.
     The model runs once per (prompt, generated, image); other parameters reuse its cached logits.
     """
-    params = params or SamplingParams()
+    params = SamplingParams() if params is None else params
     inputs, prompt_length = prepare_inputs(lm, prompt, params, generated, image, chat)
     logits = next_logits(lm, inputs)
     return _build(lm, params, logits, inputs["input_ids"].cpu(), prompt_length)

@@ -191,7 +191,9 @@ def generate(
     captured in CUDA graphs) on CUDA when the model allows it, else plain transformers ``generate``; False forces
     plain transformers (for comparison); True forces the fast path (eagerly on the CPU, for tests and teaching).
     """
-    params = params or SamplingParams()
+    params = SamplingParams() if params is None else params
+    if fast is not None and not isinstance(fast, bool):
+        raise TypeError(f"fast must be None (automatic), True or False, got {fast!r}")
     inputs, prompt_length = prepare_inputs(lm, prompt, params, image=image, chat=chat)
     max_new = min(params.max_new_tokens, lm.context_length - prompt_length)
     if max_new < params.max_new_tokens:

@@ -170,6 +170,7 @@ class LoadedModel:
         """
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+        check_text("prompt", prompt)
         if image is not None and not self.is_vision:
             raise ValueError(
                 f"image: model {self.name!r} is text-only and cannot read images; load a SmolVLM model, e.g. "
@@ -219,6 +220,26 @@ class LoadedModel:
         if missing:
             cache.update(zip(missing, self.tokenizer.batch_decode([[i] for i in missing]), strict=True))
         return [cache[int(i)] for i in token_ids]
+
+
+def check_text(name: str, text: str) -> None:
+    r"""Raise ValueError when ``text`` holds a lone surrogate (e.g. half of an emoji from badly decoded JSON): it is
+    not Unicode text, and tokenizers fail on it with an obscure TypeError. Everything else (emoji, right-to-left
+    scripts, combining marks, zero-width and control characters, NUL) is text the tokenizer reads.
+
+    >>> check_text("prompt", "emoji \U0001f916, RTL \u05e9\u05dc\u05d5\u05dd, e\u0301, NUL \x00: all fine")
+    >>> check_text("prompt", "half an emoji \ud83e")
+    Traceback (most recent call last):
+    ...
+    ValueError: prompt holds '\ud83e' at position 14: half of a UTF-16 surrogate pair, not a character; remove it
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"{name} holds {text[err.start]!r} at position {err.start}: half of a UTF-16 surrogate pair, not a "
+            "character; remove it"
+        ) from None
 
 
 # -- the embedded model and its cache ----------------------------------------------------------------------------
@@ -286,6 +307,11 @@ def cache_problem(folder: Path, gguf: Path | None = None) -> str | None:
             return f"{name} is missing"
         if path.stat().st_size != size:
             return f"{name} has {path.stat().st_size} bytes, expected {size}"
+        if name.endswith(".json"):  # config, tokenizer: a garbled one would fail later with an obscure error
+            try:
+                json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as err:
+                return f"{name} is unreadable ({err})"
     try:
         from safetensors import safe_open
 
@@ -319,8 +345,10 @@ def convert_embedded(folder: Path | None = None, gguf: Path | None = None) -> Pa
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(
+                str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, trust_remote_code=False
+            )
         save_model(model, str(tmp / "model.safetensors"))
         config = model.config.to_dict()
         config.pop("quantization_config", None)
@@ -387,8 +415,10 @@ def _load_embedded(device: torch.device, dtype: torch.dtype) -> LoadedModel:
         print(f"smolkit: converting the embedded GGUF to safetensors once (about 15 s) into {folder}")
         convert_embedded(folder, gguf)
     with _quiet_progress():
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, use_safetensors=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(folder), dtype=dtype, use_safetensors=True, trust_remote_code=False
+        )
     return LoadedModel(model, tokenizer, None, device, EMBEDDED, dtype, EMBEDDED_DESCRIPTION)
 
 
@@ -430,6 +460,8 @@ def _load_hub(name: str, device: torch.device, dtype: torch.dtype, image_splitti
         except (OSError, ValueError) as err2:
             raise _not_available(name, f"it is not cached and the Hub could not be reached ({err2})") from None
         local_only = False
+    if is_folder:
+        _check_weights(local_folder)
 
     kwargs = dict(dtype=dtype, use_safetensors=True, trust_remote_code=False, local_files_only=local_only)
     is_vision = hasattr(config, "vision_config")
@@ -446,6 +478,24 @@ def _load_hub(name: str, device: torch.device, dtype: torch.dtype, image_splitti
             model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     kind = "vision-language" if is_vision else "text"
     return LoadedModel(model, tokenizer, processor, device, name, dtype, f"{name} ({kind}, {config.model_type})")
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _check_weights(folder: Path) -> None:
+    """Refuse a model folder without safetensors weights before any loading: the kit never unpickles weights."""
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ValueError(
+            f"model folder {str(folder)!r} holds only PyTorch pickle weights ({', '.join(pickles)}); smolkit loads "
+            "safetensors (or the embedded GGUF) only, because loading a pickle can run code. If you trust its "
+            "source, re-save it with transformers: from_pretrained(folder, use_safetensors=False)"
+            ".save_pretrained(folder) writes model.safetensors"
+        )
+    raise FileNotFoundError(f"model folder {str(folder)!r} holds no model.safetensors weights")
 
 
 def _configure_images(processor: Any, device: torch.device, image_splitting: bool | None) -> None:
@@ -498,12 +548,28 @@ def load_model(
         raise ValueError(
             f"unknown model name {name!r}: use 'embedded', a Hub id such as {SMOLVLM_MODELS[0]!r}, or a local folder"
         )
+    elif not Path(name).expanduser().is_dir() and not _is_repo_id(name):
+        raise FileNotFoundError(
+            f"model {name!r}: no such folder, and not a Hub id ('owner/name'); use 'embedded', a Hub id such as "
+            f"{SMOLVLM_MODELS[0]!r}, or an existing local folder"
+        )
     else:
         lm = _load_hub(name, dev, dt, image_splitting)
     lm.model.to(dev)
     lm.model.eval()
     lm.load_seconds = time.perf_counter() - start
     return lm
+
+
+def _is_repo_id(name: str) -> bool:
+    """True when ``name`` is a valid Hugging Face repo id ('owner/name'), as huggingface_hub checks it."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return name.count("/") == 1
 
 
 def _apply_gpu_memory_cap(device: torch.device) -> None:

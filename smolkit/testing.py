@@ -46,7 +46,7 @@ def build_tiny_idefics3(folder: str | Path, tile: int = 64, patch: int = 16, see
     folder.mkdir(parents=True, exist_ok=True)
     embedded = load_model(EMBEDDED, device="cpu")
     embedded.tokenizer.save_pretrained(str(folder / "_tok"))
-    tokenizer = AutoTokenizer.from_pretrained(str(folder / "_tok"))
+    tokenizer = AutoTokenizer.from_pretrained(str(folder / "_tok"), trust_remote_code=False)
     shutil.rmtree(folder / "_tok")
     tokenizer.add_special_tokens({"additional_special_tokens": IMAGE_SPECIAL_TOKENS})
     tokenizer.add_special_tokens({"eos_token": "<end_of_utterance>"})

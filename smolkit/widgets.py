@@ -59,6 +59,12 @@ def slider(name: str, value: float | int) -> W.Widget:
     )
 
 
+def _check_controls(controls: Sequence[str]) -> None:
+    unknown = [c for c in controls if c not in CONTROLS]
+    if isinstance(controls, str) or unknown:
+        raise ValueError(f"controls must be a list of names among {sorted(CONTROLS)}, got {controls!r}")
+
+
 def render_png(figure: Figure, canvas: FigureCanvasAgg) -> bytes:
     """Draw ``figure`` and encode it as PNG, quickly (fast zlib level; matplotlib's savefig is ~3x slower)."""
     canvas.draw()
@@ -161,10 +167,10 @@ class DistributionExplorer:
         n: int = 12,
         image: Any = None,
     ):
-        self.params = params or SamplingParams()
-        unknown = [c for c in controls if c not in CONTROLS]
-        if unknown:
-            raise ValueError(f"controls must be among {sorted(CONTROLS)}, got {unknown}")
+        self.params = SamplingParams() if params is None else params
+        _check_controls(controls)
+        if view not in VIEWS:
+            raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
         self.dist = next_token_distribution(lm, prompt, self.params, generated=generated, image=image)
         self.live = _LiveFigure(self.dist, view, n)
         self.sliders = {name: slider(name, getattr(self.params, name)) for name in controls}
@@ -244,7 +250,10 @@ class StepExplorer:
         n: int = 10,
     ):
         self.lm, self.prompt, self.choices = lm, prompt, choices
-        self.params = params or SamplingParams()
+        self.params = SamplingParams() if params is None else params
+        if not isinstance(self.params, SamplingParams):
+            raise TypeError(f"params must be a smolkit.SamplingParams, got {type(self.params).__name__}")
+        _check_controls(controls)
         self.token_ids: list[int] = []
         self.generator = torch.Generator().manual_seed(self.params.seed if self.params.seed is not None else 0)
         self.dist = next_token_distribution(lm, prompt, self.params)
@@ -252,6 +261,7 @@ class StepExplorer:
         self.sliders = {name: slider(name, getattr(self.params, name)) for name in controls}
         for widget in self.sliders.values():
             widget.observe(self._on_slider, names="value")
+        self.error = W.HTML()
         self.text = W.HTML()
         self.buttons = W.HBox()
         self.sample_button = W.Button(description="sample", button_style="primary", tooltip="draw the next token")
@@ -261,6 +271,7 @@ class StepExplorer:
         self.widget = W.VBox(
             [
                 *self.sliders.values(),
+                self.error,
                 self.text,
                 W.HBox([self.sample_button, self.back_button]),
                 self.buttons,
@@ -299,8 +310,10 @@ class StepExplorer:
     def _on_slider(self, change: dict) -> None:
         try:
             self.params = self.params.replace(**{name: w.value for name, w in self.sliders.items()})
-        except (TypeError, ValueError):
+        except (TypeError, ValueError) as err:  # shown beside the sliders; the last good picture stays
+            self.error.value = f"<span style='color:#c53030'>{err}</span>"
             return
+        self.error.value = ""
         self.dist = self.dist.with_params(self.params)
         self._refresh(new_context=False)
 
