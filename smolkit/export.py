@@ -39,7 +39,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessorList
 
 from smolkit.distribution import Distribution, stage_name
-from smolkit.params import _NEUTRAL, GREEDY_TEMPERATURE, SamplingParams, transformers_processors
+from smolkit.params import _NEUTRAL, GREEDY_TEMPERATURE, SamplingParams, generate_processors, transformers_processors
 from smolkit.processors import FrequencyPenaltyLogitsProcessor, PresencePenaltyLogitsProcessor
 
 __all__ = [
@@ -225,6 +225,8 @@ def to_openai(
     _check_n(params, "an OpenAI-style request")
     body: dict[str, Any] = {"model": model}
     if messages is not None:
+        if isinstance(messages, (str, bytes, Mapping)) or not all(isinstance(m, Mapping) for m in messages):
+            raise TypeError(f"messages must be a list of {{'role': ..., 'content': ...}} dicts, got {messages!r}")
         body["messages"] = [dict(m) for m in messages]
     body.update(
         temperature=_sampling_temperature(params, "an OpenAI-style request"),
@@ -320,6 +322,8 @@ def snippet(
     from vllm import LLM, SamplingParams
     """
     target = _check_target(target)
+    if not isinstance(model, str) or not model:
+        raise TypeError(f"model must be the model's name (a Hub id), e.g. {DEFAULT_MODEL_ID!r}, got {model!r}")
     messages = [{"role": "user", "content": prompt}]
     if target == "vllm":
         return "\n".join(
@@ -887,33 +891,6 @@ def _generation_config_of(model: Any, gc: GenerationConfig | None) -> Iterator[N
         model.generation_config = saved
 
 
-def _build_processors(
-    model: Any, gc: GenerationConfig, custom: LogitsProcessorList, input_ids: torch.Tensor, prompt_length: int
-) -> LogitsProcessorList:
-    """The processors ``model.generate(input_ids, generation_config=gc, logits_processor=custom)`` builds.
-
-    The private steps generate runs, as ``smolkit.params.transformers_processors`` does, plus the one that turns
-    min_new_tokens into min_length (prompt length + min_new_tokens), which adds a MinLengthLogitsProcessor that
-    blocks nothing min_tokens does not already block. A test checks the list against a real generate call.
-    """
-    has_default_max_length = gc.max_length is None and model.generation_config.max_length is None
-    has_default_min_length = gc.min_length is None and model.generation_config.min_length is None
-    merged, model_kwargs = model._prepare_generation_config(gc)
-    model._prepare_special_tokens(merged, True, device=input_ids.device, batch_size=input_ids.shape[0])
-    merged = model._prepare_generated_length(
-        merged, has_default_max_length, has_default_min_length, "input_ids", prompt_length, input_ids
-    )
-    model_kwargs["attention_mask"] = torch.ones_like(input_ids)
-    return model._get_logits_processor(
-        generation_config=merged,
-        input_ids_seq_length=prompt_length,
-        encoder_input_ids=input_ids,
-        logits_processor=custom,
-        device=input_ids.device,
-        model_kwargs=model_kwargs,
-    )
-
-
 def _describe(proc: Any, source_of: Any, gc: GenerationConfig, prompt_length: int) -> ExplainedStage:
     cls = type(proc).__name__
     pairs = _STAGE_FIELDS.get(cls, ())
@@ -959,8 +936,8 @@ def explain(
     """What generate will really run for ``params`` on ``lm``, where each value came from, and the surprises.
 
     The stages are read from the LogitsProcessorList transformers itself builds for smolkit's translation, by the
-    steps generate runs (those of ``smolkit.params.transformers_processors``, plus generate's min_length derived
-    from min_new_tokens), in its order. Each value's source is the preset, the model's
+    steps generate runs (``smolkit.params.generate_processors``, which Distribution.stages shows too), in its
+    order. Each value's source is the preset, the model's
     generation config, or a transformers default. For contrast, the stages a plain
     ``model.generate(**inputs, do_sample=..., temperature=..., ...)`` would build with the same values (the model's
     config and the library's defaults, e.g. top_k=50, fill what is unset), and the same stages in vLLM's order.
@@ -969,6 +946,8 @@ def explain(
     """
     if not isinstance(params, SamplingParams):
         raise TypeError(f"params must be a smolkit.SamplingParams, got {type(params).__name__}")
+    if not hasattr(lm, "model") or not hasattr(lm, "eos_token_ids"):
+        raise TypeError(f"lm must be a model from smolkit.load_model(), got {type(lm).__name__}")
     model = lm.model
     base_override = _as_generation_config(generation_config) if generation_config is not None else None
     with _generation_config_of(model, base_override), warnings.catch_warnings():
@@ -978,10 +957,10 @@ def explain(
         pad = base.pad_token_id if base.pad_token_id is not None else lm.pad_token_id
         input_ids = torch.full((1, 1), pad if pad is not None else 0, dtype=torch.long, device=lm.device)
         kit_gc, custom = params.to_generation_config(prompt_length=1, eos_token_id=eos, pad_token_id=pad, base=base)
-        kit = _build_processors(model, kit_gc, custom, input_ids, 1)
+        kit = generate_processors(model, kit_gc, custom, input_ids, 1)
         plain_kwargs = _plain_kwargs(params)
         plain_gc = GenerationConfig(**plain_kwargs)
-        plain = _build_processors(model, plain_gc, LogitsProcessorList(), input_ids, 1)
+        plain = generate_processors(model, plain_gc, LogitsProcessorList(), input_ids, 1)
     lib = _library_defaults()
 
     def source(gc: GenerationConfig) -> Any:
@@ -1118,6 +1097,8 @@ def in_vllm_order(dist: Distribution) -> torch.Tensor:
     moved: temperature, min_p, top_k, top_p after the penalties. Greedy decoding is the same in both (the argmax).
     An illustration of the ordering difference, not a reimplementation of vLLM's kernels.
     """
+    if not isinstance(dist, Distribution):
+        raise TypeError(f"dist must be a Distribution (from next_token_distribution), got {type(dist).__name__}")
     lm, params = dist.lm, dist.params
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -10,7 +10,8 @@ temperature=0                 do_sample=False                        transformer
 top_k=-1 or 0 (all tokens)    top_k=0                                transformers rejects -1 and, when unset,
                                                                      silently applies its default top_k=50
 presence/frequency_penalty    smolkit's own LogitsProcessors         transformers has none
-min_tokens                    min_new_tokens (blocks EOS + stops)    also blocks every stop_token_id, as vLLM
+min_tokens                    min_new_tokens (blocks EOS + stops)    also blocks every stop_token_id, as vLLM;
+                                                                     generate derives min_length from it too
 stop_token_ids                eos_token_id=[model EOS, *stops]
 seed                          torch.Generator state around generate  transformers has no seed argument
 min_p                         min_p                                  transformers applies it after top_p;
@@ -33,7 +34,7 @@ from transformers import GenerationConfig, LogitsProcessorList
 
 from smolkit.processors import PENALTY_RANGE, FrequencyPenaltyLogitsProcessor, PresencePenaltyLogitsProcessor
 
-__all__ = ["GREEDY_TEMPERATURE", "SamplingParams", "transformers_processors"]
+__all__ = ["GREEDY_TEMPERATURE", "SamplingParams", "generate_processors", "transformers_processors"]
 
 GREEDY_TEMPERATURE = 1e-5
 """Temperatures below this mean greedy decoding, as in vLLM (its _SAMPLING_EPS)."""
@@ -47,6 +48,7 @@ multiplies float32 logits: below ~1e-38 a repeated token's score overflows to in
 
 _NEUTRAL: dict[str, Any] = {
     "min_length": 0,
+    "min_new_tokens": 0,
     "no_repeat_ngram_size": 0,
     "encoder_repetition_penalty": 1.0,
     "min_p": 0.0,
@@ -259,13 +261,15 @@ class SamplingParams:
         stops = list(dict.fromkeys([*eos, *self.stop_token_ids]))
         fields: dict[str, Any] = {
             "max_new_tokens": self.max_new_tokens,
-            "min_new_tokens": self.min_tokens,
             "do_sample": not self.greedy,
             "num_beams": 1,
             "repetition_penalty": self.repetition_penalty,
             "eos_token_id": stops or None,
             "pad_token_id": pad_token_id if pad_token_id is not None else (stops[0] if stops else None),
         }
+        if self.min_tokens > 0:
+            # generate also derives min_length = prompt + min_new_tokens from it: a second stage, same block
+            fields["min_new_tokens"] = self.min_tokens
         if not self.greedy:
             # Explicit values, not None: None would be filled in from the model's config or transformers' defaults.
             fields.update(temperature=self.temperature, top_k=self.top_k_for_transformers, top_p=self.top_p)
@@ -341,20 +345,42 @@ def transformers_processors(
     eos_token_id: int | Sequence[int] | None,
     pad_token_id: int | None = None,
 ) -> LogitsProcessorList:
-    """The exact LogitsProcessorList ``model.generate`` builds for these params, read from transformers itself.
+    """The exact LogitsProcessorList ``model.generate`` builds for these params (see generate_processors).
 
-    Not a copy of generate's logic: this calls the same (private) steps generate runs, so the stages the kit shows
-    are, by construction, the ones generate applies, in generate's order. ``input_ids`` is the sequence the next
-    token follows (prompt plus anything generated so far); ``prompt_length`` where the prompt ends.
+    ``input_ids`` is the sequence the next token follows (prompt plus anything generated so far); ``prompt_length``
+    where the prompt ends.
     """
     gc, custom = params.to_generation_config(
         prompt_length=prompt_length, eos_token_id=eos_token_id, pad_token_id=pad_token_id, base=model.generation_config
     )
-    gc, model_kwargs = model._prepare_generation_config(gc)
-    model._prepare_special_tokens(gc, True, device=input_ids.device, batch_size=input_ids.shape[0])
+    return generate_processors(model, gc, custom, input_ids, prompt_length)
+
+
+def generate_processors(
+    model: Any,
+    gc: GenerationConfig,
+    custom: LogitsProcessorList,
+    input_ids: torch.LongTensor,
+    prompt_length: int,
+) -> LogitsProcessorList:
+    """The processors ``model.generate(prompt, generation_config=gc, logits_processor=custom)`` builds, read from
+    transformers itself.
+
+    Not a copy of generate's logic: this calls the same (private) steps generate runs, in its order (merge the
+    model's generation config and the library defaults, prepare the special tokens, derive the lengths, build the
+    list), so the stages the kit shows are by construction the ones generate applies. Tests check the list against
+    a real generate call, so a transformers release that changes these steps fails loudly.
+    """
+    has_default_max_length = gc.max_length is None and model.generation_config.max_length is None
+    has_default_min_length = gc.min_length is None and model.generation_config.min_length is None
+    merged, model_kwargs = model._prepare_generation_config(gc)
+    model._prepare_special_tokens(merged, True, device=input_ids.device, batch_size=input_ids.shape[0])
+    merged = model._prepare_generated_length(
+        merged, has_default_max_length, has_default_min_length, "input_ids", prompt_length, input_ids
+    )
     model_kwargs["attention_mask"] = torch.ones_like(input_ids)
     return model._get_logits_processor(
-        generation_config=gc,
+        generation_config=merged,
         input_ids_seq_length=prompt_length,
         encoder_input_ids=input_ids,
         logits_processor=custom,

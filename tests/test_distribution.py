@@ -76,7 +76,7 @@ def test_stage_order_is_generates_order(lm):
     )
     dist = next_token_distribution(lm, PROMPT, params)
     assert list(dist.stages) == [
-        "raw", "repetition_penalty", "min_tokens", "presence_penalty", "frequency_penalty",
+        "raw", "repetition_penalty", "min_length", "min_tokens", "presence_penalty", "frequency_penalty",
         "temperature", "top_k", "top_p", "min_p", "final",
     ]  # fmt: skip
     assert dist.probs is dist.stages["min_p"]

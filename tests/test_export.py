@@ -25,7 +25,6 @@ from smolkit.distribution import Distribution, next_token_distribution, prepare_
 from smolkit.export import (
     SNIPPET_TARGETS,
     ExportWarning,
-    _build_processors,
     equivalent,
     explain,
     from_generation_config,
@@ -604,26 +603,27 @@ def test_explain_on_a_vision_model(tiny_vlm, monkeypatch):
 
 
 @pytest.mark.parametrize("params", EXPLAINED, ids=repr)
-def test_explain_list_is_the_kits_plus_generates_min_length(lm, params):
-    """explain's list is the kit's (transformers_processors, what Distribution.stages shows) plus the
+def test_explain_list_is_the_kits(lm, params):
+    """explain's list is the kit's (transformers_processors, what Distribution.stages shows), including the
     MinLengthLogitsProcessor generate derives from min_new_tokens: min_length = prompt + min_tokens, which blocks
-    nothing beyond what min_tokens blocks."""
+    nothing beyond what min_tokens blocks, and exists only when min_tokens > 0."""
     ids = torch.tensor([[1, 2, 3]])
-    gc, custom = params.to_generation_config(prompt_length=3, eos_token_id=[2], pad_token_id=2)
-    full = _build_processors(lm.model, gc, custom, ids, 3)
-    derived = [p for p in full if type(p).__name__ == "MinLengthLogitsProcessor"]
-    assert [p.min_length for p in derived] == [3 + params.min_tokens]
     kit = transformers_processors(lm.model, params, ids, 3, [2], 2)
-    assert [type(p) for p in full if p not in derived] == [type(p) for p in kit]
+    derived = [p for p in kit if type(p).__name__ == "MinLengthLogitsProcessor"]
+    assert [p.min_length for p in derived] == ([3 + params.min_tokens] if params.min_tokens else [])
+    assert explain(params, lm).stage_names == [stage_name(p) for p in transformers_processors(
+        lm.model, params, torch.tensor([[2]]), 1, [2], 2)]  # fmt: skip
 
 
 def test_explain_values_sources_and_surprises(lm):
     params = SamplingParams(temperature=0.7, top_p=0.9, min_p=0.05, repetition_penalty=1.1, presence_penalty=0.3)
     ex = explain(params, lm)
-    assert ex.stage_names == ["repetition_penalty", "min_length", "presence_penalty", "temperature", "top_p", "min_p"]
+    assert ex.stage_names == ["repetition_penalty", "presence_penalty", "temperature", "top_p", "min_p"]
     assert {s.name: s.values for s in ex.stages}["top_p"] == {"top_p": 0.9}
-    assert all(s.source.startswith("your preset") for s in ex.stages if s.name != "min_length")
-    assert ex.stages[1].values == {"min_length": "prompt + 0"} and "blocks nothing" in ex.stages[1].source
+    assert all(s.source.startswith("your preset") for s in ex.stages)
+    with_min = explain(params.replace(min_tokens=3), lm)
+    derived = with_min.stages[with_min.stage_names.index("min_length")]
+    assert derived.values == {"min_length": "prompt + 3"} and "the same block as min_tokens" in derived.source
     assert ex.vllm_order == ("repetition_penalty", "presence_penalty", "temperature", "min_p", "top_p")
     assert ex.note_kinds == [
         "top_k_default",
@@ -643,7 +643,7 @@ def test_explain_values_sources_and_surprises(lm):
 
 def test_explain_greedy(lm):
     ex = explain(SamplingParams(do_sample=False, temperature=0.7, top_p=0.5), lm)
-    assert ex.stage_names == ["min_length"] and ex.note_kinds == ["greedy_ignores_sampling"]
+    assert ex.stage_names == [] and ex.note_kinds == ["greedy_ignores_sampling"]
     assert "temperature=0.7, top_p=0.5 change nothing" in str(ex)
     assert explain(SamplingParams(temperature=0), lm).note_kinds == ["temperature_zero"]
 
@@ -653,8 +653,8 @@ def test_explain_with_a_models_own_sampling_defaults(lm):
     smolkit switches them off, a vLLM server would use them as request defaults."""
     config = GenerationConfig(do_sample=True, temperature=0.6, top_p=0.9, top_k=20, min_p=0.1, eos_token_id=2)
     ex = explain(SamplingParams(temperature=0.7), lm, generation_config=config)
-    assert ex.stage_names == ["min_length", "temperature", "min_p"]
-    assert ex.stages[2].values == {"min_p": 0.0} and ex.stages[2].source.startswith("smolkit (switches off")
+    assert ex.stage_names == ["temperature", "min_p"]
+    assert ex.stages[1].values == {"min_p": 0.0} and ex.stages[1].source.startswith("smolkit (switches off")
     sources = {s.name: s.source for s in ex.plain_stages}
     assert sources == {
         "temperature": "your preset",
