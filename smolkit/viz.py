@@ -7,6 +7,7 @@ drawn as its own "all other tokens" bar, never renormalised away.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from smolkit.distribution import Distribution, entropy_bits
+from smolkit.distribution import Distribution
 from smolkit.generation import GenerationResult
 
 __all__ = [
@@ -119,9 +120,17 @@ class BarsPlot:
         (self.cut_marks,) = ax.plot([], [], "x", color=CUT, markersize=7, mew=2, label="cut to 0")
         ax.set_xticks(x, [*data["labels"], "all other\ntokens"], rotation=40, ha="right", fontsize=9)
         ax.set_ylabel("probability")
-        ax.legend(loc="upper right", fontsize=8, frameon=False)
         ax.spines[["top", "right"]].set_visible(False)
+        self.legend_shows_cut: bool | None = None
         self.update(dist)
+
+    def _legend(self, with_cut: bool) -> None:
+        """The legend, naming the red x only when some shown token is cut (rebuilt only when that changes)."""
+        if with_cut != self.legend_shows_cut:
+            handles = [self.base_bars, self.stage_bars] + ([self.cut_marks] if with_cut else [])
+            # upper centre: the tall bars are the first tokens (left) and "all other tokens" (right)
+            self.ax.legend(handles=handles, loc="upper center", ncols=len(handles), fontsize=8, frameon=False)
+            self.legend_shows_cut = with_cut
 
     def update(self, dist: Distribution, title: str | None = None) -> None:
         """Show ``dist`` (same prompt and context as the one drawn first: the same tokens are shown)."""
@@ -135,7 +144,8 @@ class BarsPlot:
             bar.set_height(h)
         cut = [x for x, h in zip(self.stage_x[:-1], stage_h[:-1], strict=True) if h == 0]
         self.cut_marks.set_data(cut, [0.0] * len(cut))
-        self.ax.set_ylim(0, max(1e-3, *base_h, *stage_h) * 1.15)
+        self._legend(bool(cut))
+        self.ax.set_ylim(0, max(1e-3, *base_h, *stage_h) * 1.25)  # room for the legend above the bars
         self.ax.set_title(
             title
             or f"{describe(dist)}\nentropy {dist.stage_entropy(self.base):.2f} → "
@@ -208,20 +218,28 @@ def plot_cumulative(dist: Distribution, n: int = 40, ax: Axes | None = None) -> 
     return fig
 
 
-def plot_stages(dist: Distribution, n: int = 8) -> Figure:
-    """One small panel per stage, in the order generate applies them, each with the same ``n`` tokens."""
+def plot_stages(dist: Distribution, n: int = 8, per_row: int = 4) -> Figure:
+    """One small panel per stage, in the order generate applies them, each with the same ``n`` tokens (the most
+    likely under "raw"); tokens a stage cut to 0 get a red x, and each title gives entropy and surviving tokens."""
     names = [s for s in dist.stages if s != "final"]
-    fig = Figure(figsize=(2.6 * len(names), 2.8), layout="constrained")
-    axes = fig.subplots(1, len(names), sharey=True, squeeze=False)[0]
+    rows = -(-len(names) // per_row)
+    cols = min(per_row, len(names))
+    fig = Figure(figsize=(2.6 * cols, 2.9 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, sharey=True, squeeze=False).flatten()
     ids = torch.topk(dist.stages["raw"], n).indices
-    labels = [token_label(dist.lm.token_text(i), 8) for i in ids.tolist()]
-    for i, (ax, name) in enumerate(zip(axes, names, strict=True)):
+    labels = [token_label(text, 8) for text in dist.lm.token_texts(ids.tolist())]
+    for i, (ax, name) in enumerate(zip(axes, names, strict=False)):
         probs = dist.stages[name][ids].numpy()
         ax.bar(range(n), probs, color=RAW if name == "raw" else FINAL)
+        cut = [j for j in range(n) if probs[j] == 0]
+        ax.plot(cut, [0.0] * len(cut), "x", color=CUT, markersize=6, mew=2)
         ax.set_xticks(range(n), labels, rotation=60, ha="right", fontsize=7)
-        ax.set_title(f"{i}. {name}\n{entropy_bits(dist.stages[name]):.2f} bits", fontsize=9)
+        ax.set_title(f"{i}. {name}\n{dist.stage_entropy(name):.2f} bits, {dist.surviving(name):,} tokens", fontsize=9)
         ax.spines[["top", "right"]].set_visible(False)
-    axes[0].set_ylabel("probability")
+    for ax in axes[len(names) :]:
+        ax.set_visible(False)
+    for ax in axes[::cols]:
+        ax.set_ylabel("probability")
     return fig
 
 
@@ -290,9 +308,35 @@ def plot_steps(result: GenerationResult, sample: int = 0, ax: Axes | None = None
     return fig
 
 
+def _register_notebook_display() -> None:
+    """In IPython, show this module's Figures as PNG even without ``%matplotlib inline`` (they are not pyplot
+    figures, so nothing else registers them); a formatter already registered (the inline backend's) is kept."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    png = shell.display_formatter.formatters["image/png"]
+    try:
+        png.lookup_by_type(Figure)
+    except KeyError:
+        png.for_type(Figure, _figure_png)
+
+
+def _figure_png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()
+
+
 def show(fig: Figure) -> Figure:
     """Display a Figure made by these functions in a notebook (they are not attached to pyplot)."""
     from IPython.display import display
 
     display(fig)
     return fig
+
+
+_register_notebook_display()

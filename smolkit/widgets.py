@@ -329,6 +329,8 @@ class StepExplorer:
             + (f" &nbsp; (last: <code>{last}</code>)" if last else "")
             + f"<br>entropy {self.dist.entropy:.2f} bits, {self.dist.surviving():,} tokens can be sampled"
         )
+        for old in self.buttons.children:
+            old.close()  # else every step would leave its buttons' widget models behind in the notebook
         buttons = []
         for t in self.dist.top(self.choices):
             button = W.Button(description=f"{token_label(t.token)} {t.prob:.2f}", layout=W.Layout(width="auto"))

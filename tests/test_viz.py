@@ -1,0 +1,102 @@
+"""smolkit.viz: what each figure draws is the distribution's own numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from smolkit import SamplingParams, generate, next_token_distribution, viz
+
+STORY = "Write a short story about a dragon."
+
+
+@pytest.fixture(scope="module")
+def dist(lm):
+    return next_token_distribution(lm, STORY, SamplingParams(temperature=0.7, top_p=0.9, top_k=20))
+
+
+def test_bar_data_is_the_top_tokens_and_the_rest(dist):
+    data = viz.bar_data(dist, n=10)
+    raw = dist.stages["raw"]
+    assert data["ids"] == torch.topk(raw, 10).indices.tolist()
+    assert data["other_base"] == pytest.approx(1 - sum(data["base"]), abs=1e-6)
+    assert data["other_stage"] == pytest.approx(1 - sum(data["stage"]), abs=1e-6)
+    assert data["cut"] == [dist.probs[i].item() == 0 for i in data["ids"]]
+    assert any(data["cut"]) and not all(data["cut"])
+
+
+def test_plot_distribution_draws_both_distributions(dist):
+    fig = viz.plot_distribution(dist, n=8)
+    ax = fig.axes[0]
+    heights = [bar.get_height() for bar in ax.patches]
+    assert len(heights) == 2 * 9  # raw and final for 8 tokens and "all other tokens"
+    ids = torch.topk(dist.stages["raw"], 8).indices
+    assert heights[:8] == pytest.approx(dist.stages["raw"][ids].tolist())
+    assert heights[9:17] == pytest.approx(dist.probs[ids].tolist())
+    assert f"{dist.entropy:.2f} bits" in ax.get_title()
+    assert "cut to 0" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_legend_names_cuts_only_when_there_are_some(dist):
+    fig = viz.plot_distribution(dist.with_params(top_p=1.0, top_k=-1), n=8)
+    assert "cut to 0" not in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+
+
+def test_bars_update_in_place(dist):
+    fig = Figure()
+    plot = viz.BarsPlot(fig.add_subplot(), dist, n=6)
+    hot = dist.with_params(temperature=1.5, top_p=1.0, top_k=-1)
+    plot.update(hot)
+    heights = [bar.get_height() for bar in plot.stage_bars]
+    assert heights[:6] == pytest.approx(hot.probs[torch.tensor(plot.ids)].tolist())
+    assert len(plot.cut_marks.get_xdata()) == 0
+
+
+def test_cumulative_counts_what_top_p_keeps(dist):
+    fig = viz.plot_cumulative(dist, n=30)
+    ax = fig.axes[0]
+    assert f"keeps {dist.surviving('top_p'):,} token" in ax.get_title()
+    heights = [bar.get_height() for bar in ax.patches]
+    sorted_probs = dist.stages["top_k"].sort(descending=True).values
+    assert heights == pytest.approx(sorted_probs.cumsum(0)[:30].tolist(), abs=1e-6)
+
+
+def test_stages_one_panel_each(dist):
+    fig = viz.plot_stages(dist)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title().split("\n")[0] for ax in visible] == [
+        f"{i}. {name}" for i, name in enumerate(s for s in dist.stages if s != "final")
+    ]
+
+
+def test_entropy_curve_and_heatmap(dist):
+    temps = [0.2, 0.5, 1.0, 1.5]
+    line = viz.plot_entropy_vs_temperature(dist.with_params(top_p=1.0, top_k=-1), temps).axes[0].lines[0]
+    expected = [dist.with_params(temperature=t, top_p=1.0, top_k=-1).entropy for t in temps]
+    assert list(line.get_ydata()) == pytest.approx(expected)
+    assert np.all(np.diff(line.get_ydata()) > 0)
+    fig = viz.plot_heatmap(dist, temps, [0.5, 0.9], metric="surviving")
+    grid = fig.axes[0].images[0].get_array()
+    assert grid[1, 2] == pytest.approx(np.log10(dist.with_params(temperature=1.0, top_p=0.9).surviving()))
+    with pytest.raises(ValueError, match="metric must be"):
+        viz.plot_heatmap(dist, temps, [0.5], metric="nonsense")
+
+
+def test_steps_plot(lm):
+    result = generate(lm, STORY, SamplingParams(max_new_tokens=6, seed=1))
+    ax = viz.plot_steps(result).axes[0]
+    assert [bar.get_height() for bar in ax.patches] == pytest.approx([s.prob for s in result.steps])
+
+
+def test_figures_show_in_a_notebook_without_pyplot(dist):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        viz._register_notebook_display()
+        data, _ = shell.display_formatter.format(viz.plot_distribution(dist))
+        assert data["image/png"][:4] == b"\x89PNG"
+    finally:
+        InteractiveShell.clear_instance()

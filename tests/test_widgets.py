@@ -1,0 +1,79 @@
+"""smolkit.widgets: sliders re-plot from cached logits; the stepper builds, samples and branches."""
+
+from __future__ import annotations
+
+import pytest
+
+from smolkit import SamplingParams
+from smolkit.widgets import CONTROLS, DistributionExplorer, StepExplorer, slider
+
+STORY = "Write a short story about a dragon."
+
+
+def test_every_slider_position_is_a_valid_parameter():
+    for name, spec in CONTROLS.items():
+        for value in (spec["min"], spec["max"]):
+            SamplingParams(**{name: value}, max_new_tokens=64)
+        widget = slider(name, spec["min"])
+        assert (widget.min, widget.max, widget.description) == (spec["min"], spec["max"], name)
+    with pytest.raises(ValueError, match="control must be one of"):
+        slider("temprature", 1.0)
+
+
+def test_explorer_moves_with_its_sliders_without_running_the_model(lm):
+    explorer = DistributionExplorer(lm, STORY, controls=("temperature", "top_p"))
+    calls = []
+    handle = lm.model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        before_png, before = explorer.png, explorer.dist
+        explorer.sliders["temperature"].value = 1.5  # what moving the slider does
+        assert explorer.dist.params.temperature == 1.5 and explorer.dist.entropy > before.entropy
+        assert explorer.png != before_png and explorer.png[:4] == b"\x89PNG"
+        explorer.update(top_p=0.5)
+        assert explorer.sliders["top_p"].value == 0.5  # the slider follows a change made in code
+        assert explorer.dist.surviving() < before.surviving()
+        assert "entropy" in explorer.readout.value and explorer.summary().startswith("top 5:")
+    finally:
+        handle.remove()
+    assert calls == []
+    assert explorer.last_update_seconds > 0
+
+
+def test_a_bad_value_is_shown_and_the_last_picture_stays(lm):
+    explorer = DistributionExplorer(lm, STORY, controls=("top_p",), view="both")
+    png, dist = explorer.png, explorer.dist
+    assert explorer.update(top_p=0) is dist
+    assert "top_p must be in (0, 1]" in explorer.error.value and explorer.png == png
+    explorer.update(top_p=0.8)
+    assert explorer.error.value == "" and explorer.png != png
+
+
+def test_explorer_arguments_are_checked(lm):
+    with pytest.raises(ValueError, match="controls must be"):
+        DistributionExplorer(lm, STORY, controls=("heat",))
+    with pytest.raises(ValueError, match="view must be one of"):
+        DistributionExplorer(lm, STORY, view="pie")
+
+
+def test_stepper_chooses_samples_and_branches(lm):
+    stepper = StepExplorer(lm, STORY, SamplingParams(temperature=0.8, seed=0), choices=4)
+    assert len(stepper.buttons.children) == 4
+    first = stepper.dist.top(2)
+    stepper.choose(first[0].id)
+    assert stepper.token_ids == [first[0].id] and stepper.continuation == first[0].token
+    old_buttons = stepper.buttons.children
+    drawn = stepper.sample()
+    assert stepper.token_ids[-1] == drawn and len(stepper.token_ids) == 2
+    assert all(button.comm is None for button in old_buttons)  # closed, not left behind
+    stepper.back()
+    stepper.back()
+    stepper.choose(first[1].id)  # the other branch
+    assert stepper.token_ids == [first[1].id]
+    with pytest.raises(ValueError, match="token_id must be in"):
+        stepper.choose(10**7)
+
+
+def test_stepper_samples_only_what_can_be_sampled(lm):
+    stepper = StepExplorer(lm, STORY, SamplingParams(top_k=2, seed=3))
+    allowed = {t.id for t in stepper.dist.top(2)}
+    assert stepper.sample() in allowed
