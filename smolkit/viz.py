@@ -35,6 +35,8 @@ __all__ = [
     "token_label",
 ]
 
+LIVE_TOP = 1.1
+"""The fixed probability scale of a live (slider-driven) bar chart, with room for the legend."""
 RAW = "#b8c2cc"
 FINAL = "#2b6cb0"
 CUT = "#c53030"
@@ -99,14 +101,24 @@ def describe(dist: Distribution) -> str:
 
 
 class BarsPlot:
-    """The raw-beside-reshaped bar chart on one Axes, updatable in place (what the sliders use: redrawing only the
-    bar heights, cut markers and title is several times faster than a new figure).
+    """The raw-beside-reshaped bar chart on one Axes, updatable in place (what the sliders use: only the bars, cut
+    markers and title change, so a widget redraws just those; see smolkit.widgets).
 
     The ``n`` tokens shown are the most likely under ``base``; they stay in place while parameters change.
     """
 
-    def __init__(self, ax: Axes, dist: Distribution, n: int = 12, stage: str = "final", base: str = "raw"):
-        self.ax, self.n, self.stage, self.base = ax, n, stage, base
+    def __init__(
+        self,
+        ax: Axes,
+        dist: Distribution,
+        n: int = 12,
+        stage: str = "final",
+        base: str = "raw",
+        live: bool = False,
+    ):
+        """``live``: for a figure that will follow a slider: the legend always names the red x and the y range
+        only grows (or shrinks below a third), so that most updates change nothing but the bars and the title."""
+        self.ax, self.n, self.stage, self.base, self.live = ax, n, stage, base, live
         data = bar_data(dist, n, stage, base)
         self.ids = data["ids"]
         x = np.arange(len(self.ids) + 1, dtype=float)
@@ -132,8 +144,13 @@ class BarsPlot:
             self.ax.legend(handles=handles, loc="upper center", ncols=len(handles), fontsize=8, frameon=False)
             self.legend_shows_cut = with_cut
 
-    def update(self, dist: Distribution, title: str | None = None) -> None:
-        """Show ``dist`` (same prompt and context as the one drawn first: the same tokens are shown)."""
+    def dynamic_artists(self) -> list[Any]:
+        """What ``update`` changes while the axes, ticks and legend stay (unless update says otherwise)."""
+        return [*self.base_bars, *self.stage_bars, self.cut_marks, *([] if self.live else [self.ax.title])]
+
+    def update(self, dist: Distribution, title: str | None = None) -> bool:
+        """Show ``dist`` (same prompt and context as the one drawn first: the same tokens are shown). Returns True
+        when more than the dynamic artists changed (the y range or the legend), so a full redraw is needed."""
         base_p, stage_p = dist.stages[self.base], dist.stages[self.stage]
         ids = torch.tensor(self.ids)
         base_h = [*base_p[ids].tolist(), max(float(1 - base_p[ids].sum()), 0.0)]
@@ -144,8 +161,20 @@ class BarsPlot:
             bar.set_height(h)
         cut = [x for x, h in zip(self.stage_x[:-1], stage_h[:-1], strict=True) if h == 0]
         self.cut_marks.set_data(cut, [0.0] * len(cut))
-        self._legend(bool(cut))
-        self.ax.set_ylim(0, max(1e-3, *base_h, *stage_h) * 1.25)  # room for the legend above the bars
+        with_cut = bool(cut) or self.live
+        legend_changed = with_cut != self.legend_shows_cut
+        self._legend(with_cut)
+        if self.live:  # a fixed scale and title: a steady picture, and only the bars to redraw
+            rescaled = self.ax.get_ylim()[1] != LIVE_TOP
+            if rescaled:
+                self.ax.set_ylim(0, LIVE_TOP)
+                self.ax.set_title(f"the {len(self.ids)} most likely next tokens: the model's probabilities (grey) and "
+                                  "the ones sampled from (blue)", fontsize=10)  # fmt: skip
+            return legend_changed or rescaled
+        needed = max(1e-3, *base_h, *stage_h) * 1.25  # room for the legend above the bars
+        rescaled = not 0.8 * self.ax.get_ylim()[1] <= needed <= self.ax.get_ylim()[1]
+        if rescaled:
+            self.ax.set_ylim(0, needed)
         self.ax.set_title(
             title
             or f"{describe(dist)}\nentropy {dist.stage_entropy(self.base):.2f} → "
@@ -153,6 +182,7 @@ class BarsPlot:
             "tokens can be sampled",
             fontsize=10,
         )
+        return legend_changed or rescaled
 
 
 def plot_distribution(
@@ -180,8 +210,10 @@ class CumulativePlot:
     The nucleus keeps the fewest most-likely tokens whose mass reaches top_p (blue); the rest are removed (grey).
     Updatable in place, like ``BarsPlot``."""
 
-    def __init__(self, ax: Axes, dist: Distribution, n: int = 40):
-        self.ax, self.n = ax, n
+    def __init__(self, ax: Axes, dist: Distribution, n: int = 40, live: bool = False):
+        """``live``: for a figure that follows a slider: fixed title and labels, only the bars and the top_p line
+        move (the numbers go to the widget's readout)."""
+        self.ax, self.n, self.live = ax, n, live
         self.ranks = np.arange(1, n + 1)
         self.bars = ax.bar(self.ranks, [0.0] * n, width=0.85, color=RAW)
         self.line = ax.axhline(1.0, color=CUT, linestyle="--", linewidth=1)
@@ -190,14 +222,20 @@ class CumulativePlot:
             Patch(facecolor=RAW, edgecolor=OTHER, linewidth=0.5, label="removed"),
             self.line,
         ]
-        self.legend = ax.legend(handles=handles, loc="lower right", fontsize=8, frameon=False)
+        # live: outside the axes, since the moving bars are drawn over everything inside them
+        where = {"loc": "upper left", "bbox_to_anchor": (1.0, 1.0)} if live else {"loc": "lower right"}
+        self.legend = ax.legend(handles=handles, fontsize=8, frameon=False, **where)
         ax.set_xlabel("tokens, most likely first")
         ax.set_ylim(0, 1.02)
         ax.set_xlim(0.5, n + 0.5)
         ax.spines[["top", "right"]].set_visible(False)
         self.update(dist)
 
-    def update(self, dist: Distribution) -> None:
+    def dynamic_artists(self) -> list[Any]:
+        return [*self.bars, self.line, *([] if self.live else [self.legend, self.ax.title])]
+
+    def update(self, dist: Distribution) -> bool:
+        """Show ``dist``; returns True when more than the dynamic artists changed (the y label)."""
         before = before_top_p(dist)
         cumulative = dist.stages[before].sort(descending=True).values.cumsum(0)[: self.n].tolist()
         kept = dist.surviving("top_p") if "top_p" in dist.stages else dist.surviving(before)
@@ -206,9 +244,20 @@ class CumulativePlot:
             bar.set_facecolor(FINAL if rank <= kept else RAW)
         top_p = dist.params.top_p
         self.line.set_ydata([top_p, top_p])
+        if self.live:
+            label = "mass of the top tokens\n(as top_p sees them)"
+            relabelled = label != self.ax.get_ylabel()
+            if relabelled:
+                self.legend.get_texts()[2].set_text("top_p")
+                self.ax.set_ylabel(label)
+                self.ax.set_title("top_p keeps the blue tokens: the fewest whose mass reaches it", fontsize=10)
+            return relabelled
         self.legend.get_texts()[2].set_text(f"top_p = {top_p:g}")
-        self.ax.set_ylabel("mass of the top tokens\n" + ("(the model's)" if before == "raw" else f"(after {before})"))
+        label = "mass of the top tokens\n" + ("(the model's)" if before == "raw" else f"(after {before})")
+        relabelled = label != self.ax.get_ylabel()
+        self.ax.set_ylabel(label)
         self.ax.set_title(f"top_p={top_p:g} keeps {kept:,} token{'s' if kept != 1 else ''}", fontsize=10)
+        return relabelled
 
 
 def plot_cumulative(dist: Distribution, n: int = 40, ax: Axes | None = None) -> Figure:

@@ -77,3 +77,21 @@ def test_stepper_samples_only_what_can_be_sampled(lm):
     stepper = StepExplorer(lm, STORY, SamplingParams(top_k=2, seed=3))
     allowed = {t.id for t in stepper.dist.top(2)}
     assert stepper.sample() in allowed
+
+
+@pytest.mark.parametrize("view", ["bars", "both"])
+def test_redrawing_only_what_moves_gives_the_full_picture(lm, view):
+    """The live figure redraws only the moving artists over a saved background: the result must be the picture a
+    full redraw gives, with nothing left over from the previous state."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    explorer = DistributionExplorer(lm, STORY, controls=("temperature", "top_p"), view=view)
+    explorer.update(temperature=1.6, top_p=0.6)
+    blitted = np.asarray(Image.open(io.BytesIO(explorer.png)))
+    explorer.live._render(full=True)
+    full = np.asarray(Image.open(io.BytesIO(explorer.png)))
+    assert blitted.shape == full.shape
+    assert np.abs(blitted.astype(int) - full.astype(int)).max() <= 2
