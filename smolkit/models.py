@@ -341,6 +341,7 @@ def convert_embedded(folder: Path | None = None, gguf: Path | None = None) -> Pa
         )
     folder = folder or embedded_cache_path()
     folder.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folder)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
         with warnings.catch_warnings():
@@ -365,6 +366,24 @@ def convert_embedded(folder: Path | None = None, gguf: Path | None = None) -> Pa
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+STALE_SECONDS = 3600
+"""A temporary conversion folder this old belongs to no running conversion (one takes about 15 s)."""
+
+
+def remove_stale_temporaries(folder: Path, older_than: float = STALE_SECONDS) -> list[Path]:
+    """Remove what killed conversions left beside ``folder`` (``.name.tmp-*``, ``.name.old-*``, ~540 MB each:
+    a kernel killed mid-conversion runs no cleanup); recent ones may belong to a conversion running now."""
+    removed = []
+    now = time.time()
+    for pattern in (f".{folder.name}.tmp-*", f".{folder.name}.old-*"):
+        for path in folder.parent.glob(pattern):
+            with contextlib.suppress(FileNotFoundError):
+                if path.is_dir() and now - path.stat().st_mtime > older_than:
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.append(path)
+    return removed
 
 
 def _swap_in(tmp: Path, folder: Path) -> None:
