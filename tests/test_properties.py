@@ -26,6 +26,11 @@ VOCAB = 49152  # the embedded model's logits (checked below)
 FILTERS = ("temperature", "top_k", "top_p", "min_p", "greedy", "final")
 """Stages that only reshape or cut; every stage before the first of them is a penalty (or min_tokens' block)."""
 
+SUM_TOLERANCE = 1e-3
+"""torch's float32 softmax over 49,152 tokens is itself this far off when one token dominates and the rest tie:
+logits [15, 0, 0, ...] give probabilities summing to 0.99984 (the float64 softmax sums to 1). generate samples from
+the same float32 softmax, so the kit shows what is sampled; the tolerance is the arithmetic's, not the kit's."""
+
 MODEL_PROMPTS = ("What is the capital of France?", "Once upon a time", "Write a haiku about tea.")
 
 
@@ -94,7 +99,9 @@ def test_every_stage_is_a_distribution_and_the_top_token_survives(lm, model_logi
     dist = Distribution.from_logits(lm, params, logits, ids, prompt_length)
     for name, probs in dist.stages.items():
         assert probs.shape == (VOCAB,), name
-        assert is_probability_vector(probs), f"{name}: sum {float(probs.sum())}, finite {bool(probs.isfinite().all())}"
+        assert is_probability_vector(probs, atol=SUM_TOLERANCE), (
+            f"{name}: sum {float(probs.sum())}, finite {bool(probs.isfinite().all())}"
+        )
     assert dist.surviving() >= 1 and dist.entropy >= 0
     penalised = penalised_stage(dist)
     best = top_tokens(dist.stages[penalised])
@@ -103,7 +110,7 @@ def test_every_stage_is_a_distribution_and_the_top_token_survives(lm, model_logi
         assert (dist.stages[name][best] > 0).any(), f"{name} removed every top token of {penalised}"
     assert dist.probs[best].max() == dist.probs.max(), "the most likely token changed"
     vllm = in_vllm_order(dist)  # the same stages in vLLM's order: also a distribution, same top token
-    assert is_probability_vector(vllm) and vllm[best].max() == vllm.max()
+    assert is_probability_vector(vllm, atol=SUM_TOLERANCE) and vllm[best].max() == vllm.max()
 
 
 @examples(200)
