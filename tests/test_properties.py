@@ -92,7 +92,7 @@ def top_tokens(probs: torch.Tensor) -> torch.Tensor:
     return probs == probs.max()
 
 
-@examples(300)
+@examples(150)
 @given(data=st.data(), params=any_params)
 def test_every_stage_is_a_distribution_and_the_top_token_survives(lm, model_logits, data, params):
     logits, ids, prompt_length = data.draw(contexts(model_logits))
@@ -113,7 +113,7 @@ def test_every_stage_is_a_distribution_and_the_top_token_survives(lm, model_logi
     assert is_probability_vector(vllm, atol=SUM_TOLERANCE) and vllm[best].max() == vllm.max()
 
 
-@examples(200)
+@examples(100)
 @given(data=st.data(), params=any_params)
 def test_temperature_0_and_top_k_1_are_one_hot(lm, model_logits, data, params):
     logits, ids, prompt_length = data.draw(contexts(model_logits))
@@ -131,7 +131,7 @@ def test_temperature_0_and_top_k_1_are_one_hot(lm, model_logits, data, params):
         assert top1.surviving() == 1 and float(top1.probs.max()) == 1.0
 
 
-@examples(100)
+@examples(50)
 @given(
     data=st.data(),
     params=any_params.map(lambda p: p.replace(do_sample=True, temperature=max(p.temperature, 1e-5))),
