@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import numbers
 import operator
 import re
 import warnings
@@ -105,24 +106,33 @@ class Distribution:
         """Entropy in bits of the final distribution."""
         return entropy_bits(self.probs)
 
+    def stage(self, name: str) -> torch.Tensor:
+        """The probabilities after stage ``name``; a ValueError listing the stages when there is none of that name."""
+        if name not in self.stages:
+            raise ValueError(f"stage must be one of {list(self.stages)}, got {name!r}")
+        return self.stages[name]
+
     def stage_entropy(self, stage: str) -> float:
-        return entropy_bits(self.stages[stage])
+        return entropy_bits(self.stage(stage))
 
     def surviving(self, stage: str = "final") -> int:
         """How many tokens keep a non-zero probability after ``stage``."""
-        return int((self.stages[stage] > 0).sum())
+        return int((self.stage(stage) > 0).sum())
 
     def top(self, n: int = 10, stage: str = "final") -> list[TokenProb]:
         """The ``n`` most likely tokens after ``stage`` (text, id, probability), most likely first; never a token
         with probability 0 (so fewer than ``n`` when a cut-off leaves fewer)."""
-        if stage not in self.stages:
-            raise ValueError(f"stage must be one of {list(self.stages)}, got {stage!r}")
-        probs = self.stages[stage]
+        probs = self.stage(stage)
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+            raise ValueError(f"n must be an integer >= 0 (how many tokens), got {n!r}")
         values, ids = torch.topk(probs, min(int(n), probs.numel()))
         return [TokenProb(self.lm.token_text(i), int(i), float(v)) for v, i in zip(values, ids, strict=True) if v > 0]
 
     def prob_of(self, token_id: int, stage: str = "final") -> float:
-        return float(self.stages[stage][int(token_id)])
+        probs = self.stage(stage)
+        if not 0 <= int(token_id) < probs.numel():
+            raise ValueError(f"token_id must be in [0, {probs.numel() - 1}], got {token_id!r}")
+        return float(probs[int(token_id)])
 
     @classmethod
     def from_logits(

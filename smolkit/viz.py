@@ -8,6 +8,7 @@ drawn as its own "all other tokens" bar, never renormalised away.
 from __future__ import annotations
 
 import io
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,7 +66,9 @@ def _new_axes(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]
 def bar_data(dist: Distribution, n: int = 12, stage: str = "final", base: str = "raw") -> dict[str, Any]:
     """What ``plot_distribution`` draws: the ``n`` most likely tokens under ``base`` (a stable order as sliders
     move), their ``base`` and ``stage`` probabilities, which were cut to 0, and the mass of all other tokens."""
-    base_p, stage_p = dist.stages[base], dist.stages[stage]
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"n must be an integer >= 1 (how many tokens to show), got {n!r}")
+    base_p, stage_p = dist.stage(base), dist.stage(stage)
     ids = torch.topk(base_p, min(n, base_p.numel())).indices
     shown_base, shown_stage = base_p[ids], stage_p[ids]
     return {
@@ -342,6 +345,9 @@ def plot_heatmap(
 
 def plot_steps(result: GenerationResult, sample: int = 0, ax: Axes | None = None) -> Figure:
     """For each generated token: the probability it had when picked (bars) and the entropy of its step (line)."""
+    count = len(result.samples)
+    if isinstance(sample, bool) or not isinstance(sample, numbers.Integral) or not -count <= sample < count:
+        raise ValueError(f"sample must be an integer in [0, {count - 1}] (this result has {count}), got {sample!r}")
     steps = result.samples[sample].steps
     fig, ax = _new_axes(ax, (max(6.0, 0.32 * len(steps) + 1), 3.4))
     x = np.arange(len(steps))

@@ -333,6 +333,27 @@ def test_empty_and_truncated_image_files(tmp_path):
     assert load_image(whole).size == (200, 200)  # and a sound image still loads
 
 
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` pixels and holds none: what a decompression bomb looks like."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def test_a_decompression_bomb_is_refused_and_pil_is_left_as_it_was(tmp_path):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_header(30_000, 30_000))  # 900 megapixels, 2.7 GB as RGB, in 57 bytes
+    limit = Image.MAX_IMAGE_PIXELS
+    with pytest.raises(ValueError, match=r"bomb\.png.*too large to open safely"):
+        load_image(bomb)
+    assert limit == Image.MAX_IMAGE_PIXELS  # the kit's larger limit applies only inside load_image
+
+
 @pytest.mark.parametrize("size", [(1, 1), (3000, 2), (2, 3000)], ids=str)
 def test_tiny_and_extreme_aspect_images_reach_the_model(tiny_vlm, size):
     img = load_image(Image.new("RGB", size, "white"))
@@ -353,6 +374,44 @@ def test_vlm_refuses_a_bad_image_before_model_work(tiny_vlm, tmp_path):
         assert len(calls) >= 1
     finally:
         handle.remove()
+
+
+# -- a Distribution and its figures ------------------------------------------------------------------------------
+
+
+def test_distribution_accessors_name_what_is_valid(lm):
+    dist = next_token_distribution(lm, PROMPT, SamplingParams(top_k=5))
+    for call, error, words in [
+        (lambda: dist.top(-1), ValueError, ["n must be an integer >= 0", "-1"]),
+        (lambda: dist.top(2.5), ValueError, ["n must be", "2.5"]),
+        (lambda: dist.surviving("top_q"), ValueError, ["stage must be one of", "'top_k'", "'top_q'"]),
+        (lambda: dist.stage_entropy("nope"), ValueError, ["stage must be one of", "'nope'"]),
+        (lambda: dist.prob_of(49152), ValueError, ["token_id must be in [0, 49151]", "49152"]),
+        (lambda: dist.prob_of(-1), ValueError, ["token_id", "-1"]),
+        (lambda: dist.with_params(temperature=-1), ValueError, ["temperature", ">= 0"]),
+        (lambda: dist.with_params(temprature=1), TypeError, ["temprature"]),
+    ]:
+        with pytest.raises(error) as info:
+            call()
+        _assert_clear(info, words)
+    assert [t.id for t in dist.top(np.int64(3))] == [t.id for t in dist.top(3)] and dist.top(0) == []
+
+
+def test_figures_name_what_is_valid(lm):
+    from smolkit import viz
+
+    dist = next_token_distribution(lm, PROMPT, SamplingParams())
+    result = generate(lm, PROMPT, SamplingParams(max_new_tokens=2, seed=0, n=2))
+    for call, words in [
+        (lambda: viz.plot_distribution(dist, n=0), ["n must be an integer >= 1", "0"]),
+        (lambda: viz.plot_distribution(dist, n=-3), ["n must be", "-3"]),
+        (lambda: viz.plot_distribution(dist, stage="top_p"), ["stage must be one of", "'top_p'"]),
+        (lambda: viz.plot_steps(result, sample=2), ["sample must be an integer in [0, 1]", "has 2", "2"]),
+    ]:
+        with pytest.raises(ValueError) as info:
+            call()
+        _assert_clear(info, words)
+    assert viz.plot_distribution(dist, n=3) is not None and viz.plot_steps(result, sample=-1) is not None
 
 
 # -- export and the command line --------------------------------------------------------------------------------
