@@ -28,6 +28,7 @@ __all__ = [
     "TokenProb",
     "entropy_bits",
     "format_rows",
+    "grid",
     "next_token_distribution",
     "prepare_inputs",
     "sweep",
@@ -297,6 +298,22 @@ def sweep(dist: Distribution, name: str, values: Sequence[Any]) -> list[dict[str
             {name: value, "entropy": d.entropy, "surviving": d.surviving(), "top": top.token, "p_top": top.prob}
         )
     return rows
+
+
+def grid(
+    dist: Distribution, temperatures: Sequence[float], top_ps: Sequence[float], metric: str = "entropy"
+) -> list[list[float]]:
+    """``metric`` ("entropy" in bits, or "surviving" tokens) for every top_p (rows, in the order given) and
+    temperature (columns), from the cached logits: the numbers behind a temperature x top_p heatmap."""
+    if metric not in ("entropy", "surviving"):
+        raise ValueError(f"metric must be 'entropy' or 'surviving', got {metric!r}")
+    cells = ((p, t) for p in top_ps for t in temperatures)
+    values = []
+    for p, t in cells:
+        d = dist.with_params(temperature=float(t), top_p=float(p), do_sample=True)
+        values.append(d.entropy if metric == "entropy" else float(d.surviving()))
+    width = len(temperatures)
+    return [values[i : i + width] for i in range(0, len(values), width)]
 
 
 def format_rows(rows: list[dict[str, Any]], digits: int = 3) -> str:

@@ -435,11 +435,9 @@ def _load_embedded(device: torch.device, dtype: torch.dtype) -> LoadedModel:
         convert_embedded(folder, gguf)
     with _quiet_progress():
         tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
-        # On a GPU the weights go straight there (no full-size copy on the CPU first).
         model = AutoModelForCausalLM.from_pretrained(
-            str(folder), dtype=dtype, use_safetensors=True, trust_remote_code=False,
-            device_map=str(device) if device.type == "cuda" else None,
-        )  # fmt: skip
+            str(folder), dtype=dtype, use_safetensors=True, trust_remote_code=False
+        )
     return LoadedModel(model, tokenizer, None, device, EMBEDDED, dtype, EMBEDDED_DESCRIPTION)
 
 

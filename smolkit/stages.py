@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from transformers import RepetitionPenaltyLogitsProcessor
 
-from smolkit.distribution import Distribution, entropy_bits, stage_name
+from smolkit.distribution import Distribution, entropy_bits, grid, stage_name
 from smolkit.export import VLLM_STAGE_ORDER
 from smolkit.params import transformers_processors
 from smolkit.processors import (
@@ -144,15 +144,12 @@ def grid_table(
 ) -> str:
     """The numbers behind ``viz.plot_heatmap``: ``metric`` ("entropy" in bits, or "surviving" tokens) for each
     temperature (columns) and top_p (rows, the largest first, as the heatmap shows them top to bottom)."""
-    if metric not in ("entropy", "surviving"):
-        raise ValueError(f"metric must be 'entropy' or 'surviving', got {metric!r}")
+    rows = sorted(top_ps, reverse=True)
+    values = grid(dist, temperatures, rows, metric)
     header = ["top_p \\ T", *(f"{t:g}" for t in temperatures)]
-    table = [header]
-    for p in sorted(top_ps, reverse=True):
-        row = [f"{p:g}"]
-        for t in temperatures:
-            d = dist.with_params(temperature=float(t), top_p=float(p), do_sample=True)
-            row.append(f"{d.entropy:.2f}" if metric == "entropy" else f"{d.surviving()}")
-        table.append(row)
+    table = [header] + [
+        [f"{p:g}", *(f"{v:.2f}" if metric == "entropy" else f"{v:.0f}" for v in row)]
+        for p, row in zip(rows, values, strict=True)
+    ]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in table)

@@ -18,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from smolkit.distribution import Distribution
+from smolkit.distribution import Distribution, grid
 from smolkit.generation import GenerationResult
 
 __all__ = [
@@ -320,19 +320,9 @@ def plot_heatmap(
     ax: Axes | None = None,
 ) -> Figure:
     """A temperature x top_p grid coloured by ``metric``: "entropy" (bits) or "surviving" (tokens, log scale)."""
-    if metric not in ("entropy", "surviving"):
-        raise ValueError(f"metric must be 'entropy' or 'surviving', got {metric!r}")
+    values = np.array(grid(dist, temperatures, top_ps, metric))
     fig, ax = _new_axes(ax, (6.5, 4.2))
-    grid = np.array(
-        [
-            [
-                (d.entropy if metric == "entropy" else np.log10(d.surviving()))
-                for d in (dist.with_params(temperature=float(t), top_p=float(p), do_sample=True) for t in temperatures)
-            ]
-            for p in top_ps
-        ]
-    )
-    image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
+    image = ax.imshow(values if metric == "entropy" else np.log10(values), origin="lower", aspect="auto")
     ax.set_xticks(range(len(temperatures)), [f"{t:g}" for t in temperatures], fontsize=8)
     ax.set_yticks(range(len(top_ps)), [f"{p:g}" for p in top_ps], fontsize=8)
     ax.set_xlabel("temperature")
