@@ -6,6 +6,7 @@ stages to the cached logits and redraws the bars in place, so the picture follow
 
 from __future__ import annotations
 
+import html
 import io
 import time
 from collections.abc import Sequence
@@ -19,11 +20,12 @@ from PIL import Image
 
 from smolkit.distribution import Distribution, next_token_distribution
 from smolkit.export import SNIPPET_TARGETS, model_id
+from smolkit.generation import GenerationResult, generate
 from smolkit.models import LoadedModel
 from smolkit.params import SamplingParams
 from smolkit.viz import BarsPlot, CumulativePlot, token_label
 
-__all__ = ["CONTROLS", "DistributionExplorer", "PresetExport", "StepExplorer", "slider"]
+__all__ = ["CONTROLS", "DistributionExplorer", "LiveSamples", "PresetExport", "StepExplorer", "slider"]
 
 CONTROLS: dict[str, dict[str, Any]] = {
     "temperature": {"min": 0.0, "max": 2.0, "step": 0.05, "help": "0 = greedy"},
@@ -238,6 +240,74 @@ class DistributionExplorer:
     def png(self) -> bytes:
         """The current picture as PNG bytes."""
         return self.live.image.value
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+
+class LiveSamples:
+    """Several whole continuations, generated again as the sliders move: how a parameter changes whole texts.
+
+    The seed stays fixed, so what changes between two slider positions is the parameter's doing. On a GPU (the
+    fast path) the samples follow the slider while it moves; on the CPU they are fewer and shorter by default and
+    are generated when the slider is released. ``update(**changes)`` does what moving a slider does.
+    """
+
+    def __init__(
+        self,
+        lm: LoadedModel,
+        prompt: str,
+        params: SamplingParams | None = None,
+        controls: Sequence[str] = ("temperature",),
+        n: int | None = None,
+        max_new_tokens: int | None = None,
+    ):
+        _check_controls(controls)
+        on_gpu = lm.device.type == "cuda"
+        base = SamplingParams(seed=0) if params is None else params
+        if not isinstance(base, SamplingParams):
+            raise TypeError(f"params must be a smolkit.SamplingParams, got {type(base).__name__}")
+        self.lm, self.prompt = lm, prompt
+        self.params = base.replace(
+            n=n if n is not None else (8 if on_gpu else 3),
+            max_new_tokens=max_new_tokens if max_new_tokens is not None else (64 if on_gpu else 24),
+            seed=base.seed if base.seed is not None else 0,
+        )
+        self.sliders = {name: slider(name, getattr(self.params, name)) for name in controls}
+        for widget in self.sliders.values():
+            widget.continuous_update = on_gpu
+            widget.observe(self._on_slider, names="value")
+        self.samples = W.HTML()
+        self.status = W.HTML()
+        self.result = self.update()
+        self.widget = W.VBox([*self.sliders.values(), self.status, self.samples])
+
+    def _on_slider(self, change: dict) -> None:
+        self.update(**{name: w.value for name, w in self.sliders.items()})
+
+    def update(self, **changes: Any) -> GenerationResult | None:
+        """Generate the samples again with ``changes``; an invalid value is shown and the last samples stay."""
+        try:
+            params = self.params.replace(**changes)
+        except (TypeError, ValueError) as err:
+            self.status.value = f"<span style='color:#c53030'>{html.escape(str(err))}</span>"
+            return None
+        self.params = params
+        self.result = generate(self.lm, self.prompt, params)
+        rows = "".join(
+            f"<li><span style='white-space:pre-wrap'>{html.escape(sample.text)}</span> "
+            f"<small style='color:#718096'>({len(sample)} tokens, {sample.finish_reason})</small></li>"
+            for sample in self.result.samples
+        )
+        self.samples.value = f"<ol>{rows}</ol>"
+        made = sum(len(s) for s in self.result.samples)
+        self.status.value = (
+            f"<code>{params!r}</code><br>{params.n} samples, {made} tokens in {self.result.seconds:.2f} s "
+            f"({self.result.backend})"
+        )
+        return self.result
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

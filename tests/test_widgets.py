@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import smolkit
 from smolkit import SamplingParams
 from smolkit.widgets import CONTROLS, DistributionExplorer, StepExplorer, slider
 
@@ -95,3 +96,19 @@ def test_redrawing_only_what_moves_gives_the_full_picture(lm, view):
     full = np.asarray(Image.open(io.BytesIO(explorer.png)))
     assert blitted.shape == full.shape
     assert np.abs(blitted.astype(int) - full.astype(int)).max() <= 2
+
+
+def test_live_samples_regenerate_with_the_slider(lm):
+    from smolkit.widgets import LiveSamples
+
+    live = LiveSamples(lm, "Write one sentence about the sea.", max_new_tokens=8)
+    assert live.params.n == 3 and live.params.seed == 0  # the CPU defaults: fewer, shorter samples
+    assert live.sliders["temperature"].continuous_update is False  # on the CPU: regenerate on release
+    cold = live.result
+    assert len(cold.samples) == 3 and all(s.text in live.samples.value for s in cold.samples)
+    live.sliders["temperature"].value = 1.8  # what releasing the slider does
+    hot = live.result
+    assert hot.params.temperature == 1.8 and hot.texts != cold.texts
+    assert hot.texts == smolkit.generate(lm, live.prompt, hot.params).texts  # the same seed: reproducible
+    assert live.update(temperature=-1) is None and "temperature must be" in live.status.value
+    assert live.result is hot
