@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = SamplingParams(**values)
         lm = load_model(args.model, device=args.device)
-        result = generate(lm, args.prompt, params, image=args.image)
+        result = generate(lm, args.prompt, params, image=args.image, progress=sys.stderr.isatty())
     except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"smolkit: {err}", file=sys.stderr)
         return 2

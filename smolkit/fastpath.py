@@ -605,9 +605,11 @@ class FastDecoder:
         stop_ids: list[int],
         pad_id: int,
         keep_probs: bool = False,
+        on_chunk: Callable[[int], Any] | None = None,
     ) -> tuple[SamplerState, float]:
         """Generate ``params.n`` continuations of the single prompt in ``inputs``; returns the filled state (tokens
-        and step records on the device) and the seconds taken."""
+        and step records on the device) and the seconds taken. ``on_chunk(steps)`` is told of each chunk done
+        (a progress bar), between chunks only: nothing waits on the host inside one."""
         prompt_len = int(inputs["input_ids"].shape[1])
         buf = self.prepare(params.n, prompt_len + params.max_new_tokens, keep_probs)
         start = time.perf_counter()
@@ -615,12 +617,16 @@ class FastDecoder:
         buf.prompt_len.fill_(prompt_len)
         logits = self._prefill(inputs, buf).expand(params.n, -1).contiguous()
         buf.token.copy_(self.sampler(logits, buf.noise.exponential_(), buf.state))
+        if on_chunk is not None:
+            on_chunk(1)
         remaining = params.max_new_tokens - 1
         while remaining > 0 and not bool(buf.state.finished.all()):
             if self.use_graphs:
                 buf.graph.replay()  # a whole chunk; steps past max_new_tokens find every row finished
             else:
                 self._decode_chunk(buf, min(CHUNK, remaining))
+            if on_chunk is not None:
+                on_chunk(min(CHUNK, remaining))
             remaining -= CHUNK
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

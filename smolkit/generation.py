@@ -15,6 +15,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import torch
+from tqdm.auto import tqdm
+from transformers.generation.streamers import BaseStreamer
 
 from smolkit import fastpath
 from smolkit.distribution import TokenProb, prepare_inputs
@@ -183,6 +185,7 @@ def generate(
     image: Any = None,
     chat: bool = True,
     fast: bool | None = None,
+    progress: bool = False,
 ) -> GenerationResult:
     """Generate ``params.n`` continuations of ``prompt`` (and ``image`` for SmolVLM) in one batched call.
 
@@ -190,6 +193,7 @@ def generate(
     before any model work. ``fast``: None picks the GPU fast path (``smolkit.fastpath``: decode and sampling
     captured in CUDA graphs) on CUDA when the model allows it, else plain transformers ``generate``; False forces
     plain transformers (for comparison); True forces the fast path (eagerly on the CPU, for tests and teaching).
+    ``progress`` shows a tqdm bar of the tokens generated (for long runs, e.g. many samples on the CPU).
     """
     params = SamplingParams() if params is None else params
     if fast is not None and not isinstance(fast, bool):
@@ -205,8 +209,23 @@ def generate(
         params = params.replace(max_new_tokens=max_new, min_tokens=min(params.min_tokens, max_new))
     if fast is None:
         fast = lm.device.type == "cuda" and fastpath.fast_path_problem(lm) is None
-    if fast:
-        return _generate_fast(lm, prompt, params, inputs, prompt_length)
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be True or False, got {progress!r}")
+    bar = tqdm(total=params.max_new_tokens, desc="generating", unit="token", disable=not progress, leave=False)
+    with bar:
+        if fast:
+            return _generate_fast(lm, prompt, params, inputs, prompt_length, bar)
+        return _generate_plain(lm, prompt, params, inputs, prompt_length, bar)
+
+
+def _generate_plain(
+    lm: LoadedModel,
+    prompt: str,
+    params: SamplingParams,
+    inputs: dict[str, torch.Tensor],
+    prompt_length: int,
+    bar: tqdm,
+) -> GenerationResult:
     gc, processors = params.to_generation_config(
         prompt_length=prompt_length,
         eos_token_id=lm.eos_token_ids,
@@ -222,6 +241,7 @@ def generate(
             **batch,
             generation_config=gc,
             logits_processor=processors,
+            streamer=_ProgressStreamer(bar) if not bar.disable else None,
         )
     if lm.device.type == "cuda":
         torch.cuda.synchronize(lm.device)
@@ -234,14 +254,35 @@ def generate(
     return GenerationResult(prompt, params, samples, prompt_length, seconds, "transformers")
 
 
+class _ProgressStreamer(BaseStreamer):
+    """Moves a tqdm bar one step per generated token (generate calls ``put`` with the prompt first, then each
+    step's tokens)."""
+
+    def __init__(self, bar: tqdm):
+        self.bar, self.prompt_seen = bar, False
+
+    def put(self, value: torch.Tensor) -> None:
+        if self.prompt_seen:
+            self.bar.update(1)
+        self.prompt_seen = True
+
+    def end(self) -> None:
+        self.bar.refresh()
+
+
 def _generate_fast(
-    lm: LoadedModel, prompt: str, params: SamplingParams, inputs: dict[str, torch.Tensor], prompt_length: int
+    lm: LoadedModel,
+    prompt: str,
+    params: SamplingParams,
+    inputs: dict[str, torch.Tensor],
+    prompt_length: int,
+    bar: tqdm,
 ) -> GenerationResult:
     decoder = fastpath.get_fast_decoder(lm)
     decoder.prepare(params.n, prompt_length + params.max_new_tokens)  # capture before seeding: it draws numbers
     stop_ids = list(dict.fromkeys([*lm.eos_token_ids, *params.stop_token_ids]))
     with seeded(params.seed, lm.device):
-        state, seconds = decoder.generate(inputs, params, stop_ids, lm.pad_token_id or 0)
+        state, seconds = decoder.generate(inputs, params, stop_ids, lm.pad_token_id or 0, on_chunk=bar.update)
     samples = fast_samples(lm, state, params.n, params.max_new_tokens, set(stop_ids))
     backend = "smolkit fast path (CUDA graphs)" if decoder.use_graphs else "smolkit fast path (eager)"
     return GenerationResult(prompt, params, samples, prompt_length, seconds, backend)

@@ -120,3 +120,23 @@ def test_max_new_tokens_beyond_the_context_is_shortened_with_a_warning(tiny_vlm)
         result = generate(tiny_vlm, prompt, SamplingParams(max_new_tokens=200, temperature=0))
     assert result.prompt_tokens + len(result.token_ids) <= tiny_vlm.context_length
     assert result.params.max_new_tokens == tiny_vlm.context_length - result.prompt_tokens
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_progress_bar_counts_the_steps(lm, monkeypatch, fast):
+    import smolkit.generation as generation
+
+    counts = []
+
+    class Recording(generation.tqdm):
+        def close(self):
+            counts.append((self.n, self.total, self.disable))
+            super().close()
+
+    monkeypatch.setattr(generation, "tqdm", Recording)
+    generate(lm, STORY, SamplingParams(max_new_tokens=6, min_tokens=6, seed=0, n=2), fast=fast, progress=True)
+    generate(lm, STORY, SamplingParams(max_new_tokens=3, seed=0), fast=fast)
+    assert counts[0] == (6, 6, False)
+    assert counts[1][2] is True  # off unless asked for
+    with pytest.raises(TypeError, match="progress must be True or False"):
+        generate(lm, STORY, SamplingParams(max_new_tokens=3), progress="yes")
