@@ -575,25 +575,18 @@ class FastDecoder:
         A text prompt runs through the kit's own layers (eagerly: one pass); a prompt with an image runs through
         the transformers model (vision tower and all), whose KV cache is then copied in.
         """
-        length = inputs["input_ids"].shape[1]
-        rows = buf.token.shape[0]
-        if set(inputs) <= {"input_ids", "attention_mask"} and self.use_graphs:
-            return buf.prefill(self, inputs["input_ids"])
+        ids = inputs["input_ids"][:1]
+        length = ids.shape[1]
         if set(inputs) <= {"input_ids", "attention_mask"}:
-            pos = torch.arange(length, device=self.device)
-            mask = torch.where(buf.arange.unsqueeze(0) <= pos.unsqueeze(1), 0.0, NEG_INF)  # causal, (T, L)
-            x = self.embed(inputs["input_ids"][:1])
-            h = self._run_layers(x, buf, buf.cos[:length], buf.sin[:length], mask, pos, 1, layer_step)
-            logits = F.linear(h[:, -1], self.lm_head).float()
-            sources = [(k[:1, :, :length], v[:1, :, :length]) for k, v in buf.caches]
-        else:
-            out = self.lm.model(**inputs, use_cache=True, logits_to_keep=1)
-            logits = out.logits[:, -1].float()
-            sources = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
-        for (k_cache, v_cache), (keys, values) in zip(buf.caches, sources, strict=True):
-            k_cache[:, :, :length].copy_(keys.expand(rows, -1, -1, -1))
-            v_cache[:, :, :length].copy_(values.expand(rows, -1, -1, -1))
-        return logits
+            if self.use_graphs:
+                return buf.prefill(self, ids)
+            return _prefill_body(self, buf, ids, torch.tensor([length - 1], device=self.device))
+        out = self.lm.model(**inputs, use_cache=True, logits_to_keep=1)
+        rows = buf.token.shape[0]
+        for (k_cache, v_cache), layer in zip(buf.caches, out.past_key_values.layers, strict=True):
+            k_cache[:, :, :length].copy_(layer.keys.expand(rows, -1, -1, -1))
+            v_cache[:, :, :length].copy_(layer.values.expand(rows, -1, -1, -1))
+        return out.logits[:, -1].float()
 
     # -- generate ----------------------------------------------------------------------------------------------
 

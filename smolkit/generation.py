@@ -288,6 +288,14 @@ def _generate_fast(
     return GenerationResult(prompt, params, samples, prompt_length, seconds, backend)
 
 
+def _cut_at_stop(tokens: list[int], stop_ids: set[int]) -> tuple[int, Literal["stop", "length"]]:
+    """How many tokens a row keeps (through its first stop token; rows are padded after it) and why it ended."""
+    for t, token in enumerate(tokens):
+        if token in stop_ids:
+            return t + 1, "stop"
+    return len(tokens), "length"
+
+
 def fast_samples(lm: LoadedModel, state: fastpath.SamplerState, n: int, max_new: int, stop_ids: set[int]):
     """Samples from the fast path's device buffers (copied to the host once): tokens cut at the first stop, step
     records as recorded on the device."""
@@ -296,11 +304,10 @@ def fast_samples(lm: LoadedModel, state: fastpath.SamplerState, n: int, max_new:
     samples = []
     for row in range(n):
         tokens, probs, ranks, entropy = (column[row] for column in columns)
-        length = next((t + 1 for t, token in enumerate(tokens) if token in stop_ids), len(tokens))
+        length, finish = _cut_at_stop(tokens, stop_ids)
         kept = tokens[:length]
         records = StepRecords(lm, kept, probs[:length], ranks[:length], entropy[:length], top_ids[row][:length],
                               top_probs[row][:length])  # fmt: skip
-        finish: Literal["stop", "length"] = "stop" if kept[-1] in stop_ids else "length"
         samples.append(Sample(lm.decode(kept, skip_special_tokens=True), tuple(kept), records, finish))
     return tuple(samples)
 
@@ -310,8 +317,7 @@ def _sample(
 ) -> Sample:
     """Cut one row at its first stop token (generate pads finished rows) and build its step records."""
     tokens = ids.tolist()
-    length = next((t + 1 for t, token in enumerate(tokens) if token in stop_ids), len(tokens))
+    length, finish = _cut_at_stop(tokens, stop_ids)
     kept = tokens[:length]
-    finish: Literal["stop", "length"] = "stop" if kept and kept[-1] in stop_ids else "length"
     records = records_from_probs(lm, kept, torch.softmax(scores[:length], dim=-1), logits[:length])
     return Sample(lm.decode(kept, skip_special_tokens=True), tuple(kept), records, finish)
