@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from smolkit import load_image
-from smolkit.images import MAX_IMAGE_EDGE
+from smolkit.images import MAX_IMAGE_EDGE, load_image
 
 
 def test_missing_file(tmp_path):

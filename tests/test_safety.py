@@ -342,7 +342,7 @@ def test_cached_hub_model_loads_and_generates_without_the_network(
     cache = tmp_path / "hub"
     _cache_as_hub_model(tiny_vlm_dir, cache, "smolkit-test/tiny-idefics3")
     _hub_settings(monkeypatch, cache, offline)
-    assert smolkit.is_cached("smolkit-test/tiny-idefics3")
+    assert smolkit.hub_cache.is_cached("smolkit-test/tiny-idefics3")
     lm = load_model("smolkit-test/tiny-idefics3", device="cpu")
     assert lm.is_vision
     image = Image.new("RGB", (32, 32), "red")
