@@ -128,6 +128,7 @@ for path in glob.glob("/proc/[0-9]*/environ"):
 print(json.dumps({"outcomes": outcomes, "cmdlines": cmdlines, "environs": environs}))
 """
 
+OUTSIDE_SETTINGS = ("SMOLKIT_", "HF_", "VIRTUAL_ENV", "MAKE", "MFLAGS")  # the hub gets only the test's settings
 PREPARE_S = 900  # a fresh machine builds the workshop's venv (~1.5 min here) and converts the model
 HUB_START_S = 120
 SPAWN_S = 240
@@ -178,7 +179,7 @@ def hub(tmp_path_factory):
     config = private / "test_config.py"
     config.write_text(TEST_CONFIG.format(config=str(REPO / "environment" / "jupyterhub_config.py"), token=token))
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("SMOLKIT_", "HF_", "VIRTUAL_ENV", "MAKE", "MFLAGS"))},
+        **{k: v for k, v in os.environ.items() if not k.startswith(OUTSIDE_SETTINGS)},
         **{k: str(v) for k, v in ports.items()},
         "SMOLKIT_WORKSHOP_DIR": str(workshop),
         "SMOLKIT_WORKSHOP_VENV": str(WORKSHOP_VENV),
@@ -405,7 +406,7 @@ def test_a_participant_cannot_touch_anothers_files_the_hubs_secrets_or_the_share
 
 def test_the_facilitator_sees_and_opens_both_servers(hub, participants):
     url = hub["url"]
-    browser, response = login(url, FACILITATOR, hub["passwords"][FACILITATOR], then="/hub/admin")
+    _, response = login(url, FACILITATOR, hub["passwords"][FACILITATOR], then="/hub/admin")
     assert response.ok and response.url.endswith("/hub/admin"), f"the facilitator's login led to {response.url}"
     token = mint_token(hub, FACILITATOR)
     users = {u["name"]: u for u in requests.get(f"{url}/hub/api/users", headers=auth(token), timeout=30).json()}
