@@ -35,7 +35,7 @@ import websocket
 from servers import alive, describe, family, free_port, sigterm_as_interrupt, start, stop, wait_for
 
 import smolkit
-from smolkit.models import cache_problem, embedded_cache_path
+from smolkit.embedded import cache_problem, embedded_cache_path
 
 pytestmark = [
     pytest.mark.hub,
@@ -65,7 +65,7 @@ PROBE = """
 import json, os, resource, torch
 import jupyter_core.paths
 from smolkit.doctor import doctor
-from smolkit.models import embedded_cache_path
+from smolkit.embedded import embedded_cache_path
 probe = smolkit.load_model(device="cpu")
 report = doctor(verbose=False)
 print(json.dumps({
