@@ -135,7 +135,7 @@ def report(event: str, **fields: Any) -> None:
 
 def kernel_env(n: int, index: int, home: Path, args: argparse.Namespace) -> dict[str, str]:
     """The environment the workshop hub gives a participant's server (environment/jupyterhub_config.py)."""
-    from smolkit.models import cache_dir
+    from smolkit.embedded import cache_dir
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMOLKIT_")}
     env.update(

@@ -451,7 +451,7 @@ def test_a_kernel_never_converts_into_the_shared_cache(unusable_cache_loads):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="needs smolkit.models._load_embedded to refuse, not try, a conversion into a cache folder it cannot "
+    reason="needs smolkit.embedded.ensure_converted to refuse, not try, a conversion into a cache folder it cannot "
     "write (today: PermissionError from tempfile.mkdtemp after 'converting ... once'); see the report",
 )
 def test_a_kernel_that_finds_the_shared_cache_unusable_says_what_to_do(unusable_cache_loads):
