@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from smolkit import _checks
+from smolkit import _checks, gpu_share
 from smolkit.hf import apply_stages, processors_for
 from smolkit.models import LoadedModel
 from smolkit.params import SamplingParams
@@ -221,7 +221,8 @@ def next_logits(lm: LoadedModel, inputs: dict[str, torch.Tensor]) -> torch.Tenso
     if key in cache:
         cache.move_to_end(key)
         return cache[key]
-    out = lm.model(**inputs, use_cache=False, logits_to_keep=1)
+    with gpu_share.out_of_memory(lm.device):
+        out = lm.model(**inputs, use_cache=False, logits_to_keep=1)
     logits = out.logits[0, -1].float().cpu()
     cache[key] = logits
     while len(cache) > LOGITS_CACHE_SIZE:

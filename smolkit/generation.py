@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers.generation.streamers import BaseStreamer
 
-from smolkit import _checks, fastpath
+from smolkit import _checks, fastpath, gpu_share
 from smolkit.distribution import TokenProb, prepare_inputs
 from smolkit.hf import for_model
 from smolkit.models import LoadedModel
@@ -212,7 +212,7 @@ def generate(
     progress = _checks.boolean("progress", progress)
     bar = tqdm(total=params.max_new_tokens, desc="generating", unit="token", disable=not progress, leave=False)
     request = _Request(prompt, params, inputs, prompt_length)
-    with bar:
+    with bar, gpu_share.out_of_memory(lm.device):
         if uses_fast_path(lm, fast):
             return _generate_fast(lm, request, bar)
         return _generate_plain(lm, request, bar)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import time
 import warnings
 from collections import OrderedDict
@@ -19,7 +18,7 @@ from typing import Any
 
 import torch
 
-from smolkit import _checks
+from smolkit import _checks, gpu_share
 from smolkit.embedded import EMBEDDED_DESCRIPTION, ensure_converted
 from smolkit.images import load_image
 
@@ -356,7 +355,7 @@ def load_model(
     dt = resolve_dtype(dtype, dev)
     if image_splitting is not None and not isinstance(image_splitting, bool):
         raise TypeError(f"image_splitting must be None, True or False, got {image_splitting!r}")
-    _apply_gpu_memory_cap(dev)
+    gpu_share.apply_gpu_memory_cap(dev)
     start = time.perf_counter()
     if name == EMBEDDED:
         lm = _load_embedded(dev, dt)
@@ -371,7 +370,8 @@ def load_model(
         )
     else:
         lm = _load_hub(name, dev, dt, image_splitting)
-    lm.model.to(dev)
+    with gpu_share.out_of_memory(dev):
+        lm.model.to(dev)
     lm.model.eval()
     lm.load_seconds = time.perf_counter() - start
     return lm
@@ -386,17 +386,3 @@ def _is_repo_id(name: str) -> bool:
     except HFValidationError:
         return False
     return name.count("/") == 1
-
-
-def _apply_gpu_memory_cap(device: torch.device) -> None:
-    """Honour SMOLKIT_GPU_MEMORY_FRACTION (set per participant by the workshop hub) on CUDA devices."""
-    fraction = os.environ.get("SMOLKIT_GPU_MEMORY_FRACTION")
-    if device.type != "cuda" or not fraction:
-        return
-    try:
-        value = float(fraction)
-    except ValueError:
-        raise ValueError(f"SMOLKIT_GPU_MEMORY_FRACTION must be a number in (0, 1], got {fraction!r}") from None
-    if not 0 < value <= 1:
-        raise ValueError(f"SMOLKIT_GPU_MEMORY_FRACTION must be in (0, 1], got {fraction!r}")
-    torch.cuda.set_per_process_memory_fraction(value, device)
