@@ -160,6 +160,7 @@ class LoadedModel:
         which is what instruct models are trained on; ``chat=False`` feeds the text as it is.
         """
         _checks.text("prompt", prompt)
+        chat = _checks.boolean("chat", chat)
         if image is not None and not self.is_vision:
             raise ValueError(
                 f"image: model {self.name!r} is text-only and cannot read images; load a SmolVLM model, e.g. "

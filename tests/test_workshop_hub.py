@@ -421,7 +421,7 @@ def unusable_cache_loads(hub, participants, kernels):
     for folder in caches.values():
         subprocess.run(["chmod", "-R", "a-w,a+rX", str(folder)], check=True)
     before = {kind: snapshot(folder) for kind, folder in caches.items()}
-    code = f"CACHES = {({k: str(v) for k, v in caches.items()})!r}\n" + LOAD_FROM
+    code = f"CACHES = { ({k: str(v) for k, v in caches.items()})!r}\n" + LOAD_FROM
     found = json.loads(in_kernel(hub, A, participants[A]["token"], kernels[A]["kernel_id"], code).splitlines()[-1])
     return {kind: {**found[kind], "changed": snapshot(caches[kind]) != before[kind]} for kind in caches}
 
