@@ -191,7 +191,7 @@ def cache_problem(folder: Path, gguf: Path | None = None, full: bool = False) ->
             continue
         if _sha256(path) != entry["sha256"]:
             return f"{name} does not match its SHA-256 digest (damaged since the conversion)"
-        if _identity(path) == identity:  # unchanged while it was read
+        if _identity(path) == identity and identity != manifest["verified"].get(name):  # new, and unchanged since
             checked[name] = identity
     if checked:
         _remember_verified(folder, manifest, checked)
