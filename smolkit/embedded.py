@@ -272,7 +272,9 @@ def write_problem(folder: Path) -> str | None:
     existing = folder.parent
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
         return f"{existing} is not writable"
     free = shutil.disk_usage(existing).free
     if free < SPACE_NEEDED:

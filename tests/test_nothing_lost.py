@@ -498,3 +498,12 @@ def test_a_small_disk_is_one_clear_line_before_any_work(tmp_path):
     proc = _run_with_folder([sys.executable, "-m", "smolkit", "convert"], cache, env, options="size=64m")
     err = _one_line_error(proc)
     assert "not enough disk space: 64 MB free" in err and "SMOLKIT_CACHE_DIR" in err, err
+
+
+def test_a_cache_dir_that_is_a_file_is_a_clear_error(quick_conversion, tmp_path, monkeypatch):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("not a folder")
+    monkeypatch.setenv("SMOLKIT_CACHE_DIR", str(taken))
+    with pytest.raises(CacheError, match=r"is not converted yet and cannot be written: .*notes\.txt is a file"):
+        embedded.ensure_converted()
+    assert taken.read_text() == "not a folder"
