@@ -77,12 +77,15 @@ $(PROXY): environment/proxy/package-lock.json
 
 proxy: $(PROXY)
 
+# As root (CI is): makes system accounts. The hub runs from its own venv, $(VENV)/workshop, which workshop.sh
+# prepare builds from /usr/bin/python3 (participants must be able to run the interpreter) the first time.
 test-hub: kernel proxy
-	$(PY) -m pytest -q -m hub tests
+	SMOLKIT_WORKSHOP_VENV=$(abspath $(VENV))/workshop $(PY) -m pytest -q -m hub tests
 
-workshop: kernel proxy
-	VENV=$(VENV) bash environment/workshop.sh prepare
-	VENV=$(VENV) bash environment/workshop.sh start
+# As root: prepare and start the hub; add participants (also while it runs) with environment/workshop.sh users.
+workshop: proxy
+	bash environment/workshop.sh prepare
+	bash environment/workshop.sh start
 
 test: lint test-unit test-notebooks test-browser test-hub
 

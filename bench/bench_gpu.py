@@ -27,7 +27,7 @@ import torch
 
 import smolkit
 from smolkit import SamplingParams, fastpath
-from smolkit.models import LoadedModel
+from smolkit.models import LoadedModel, resolve_dtype
 
 PROMPT = "Write a short story about a robot who learns to paint."
 TOKENS = 128
@@ -167,10 +167,10 @@ WARMUP_SNIPPET = """
 import time, sys
 import smolkit
 start = time.perf_counter()  # the goal: from load_model() to the first sampled token
-lm = smolkit.load_model(sys.argv[1], device="cuda") if sys.argv[1] == "embedded" else None
+lm = smolkit.load_model(sys.argv[1], device="cuda", dtype=sys.argv[2]) if sys.argv[1] == "embedded" else None
 if lm is None:
     import bench_gpu  # run with the bench folder as the working directory
-    lm = bench_gpu.random_lm("smollm2", __import__("torch").bfloat16)
+    lm = bench_gpu.random_lm("smollm2", bench_gpu.resolve_dtype(sys.argv[2], __import__("torch").device("cuda")))
 loaded = time.perf_counter()
 result = smolkit.generate(lm, "Hello!", smolkit.SamplingParams(temperature=0.8, top_p=0.9, max_new_tokens=2))
 first = time.perf_counter()
@@ -178,10 +178,10 @@ print(f"WARMUP load={loaded - start:.2f} first_token={first - start:.2f} backend
 """
 
 
-def warmup_in_fresh_process(weights: str, cache: str) -> dict[str, float]:
+def warmup_in_fresh_process(weights: str, cache: str, dtype: str) -> dict[str, float]:
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
     proc = subprocess.run(
-        [sys.executable, "-c", WARMUP_SNIPPET, weights],
+        [sys.executable, "-c", WARMUP_SNIPPET, weights, dtype],
         capture_output=True, text=True, env=env, timeout=600, cwd=Path(__file__).parent,
     )  # fmt: skip
     line = [x for x in proc.stdout.splitlines() if x.startswith("WARMUP")]
@@ -201,6 +201,8 @@ def main() -> int:
     parser.add_argument("--warmup", action="store_true", help="time load_model -> first token in fresh processes")
     parser.add_argument("--out", default=None)
     parser.add_argument("--only-warmup", action="store_true", help="just the fresh-process warm-up timings")
+    parser.add_argument("--dtype", default="auto", help="the dtype measured in full (auto: load_model's default)")
+    parser.add_argument("--compare-dtype", default=None, help="also the fast path alone in this dtype")
     args = parser.parse_args()
     info = {
         "gpu": torch.cuda.get_device_name(),
@@ -214,22 +216,32 @@ def main() -> int:
     result: dict[str, Any] = {"info": info, "rows": rows}
     if args.warmup:
         with tempfile.TemporaryDirectory() as cache:
-            result["warmup_cold_cache"] = warmup_in_fresh_process(args.weights, cache)
+            result["warmup_cold_cache"] = warmup_in_fresh_process(args.weights, cache, args.dtype)
             print("warm-up, empty compile cache:", result["warmup_cold_cache"], flush=True)
-            result["warmup_warm_cache"] = warmup_in_fresh_process(args.weights, cache)
+            result["warmup_warm_cache"] = warmup_in_fresh_process(args.weights, cache, args.dtype)
             print("warm-up, compile cache from the run before:", result["warmup_warm_cache"], flush=True)
     if args.only_warmup:
         if args.out:
             Path(args.out).write_text(json.dumps(result, indent=2))
         return 0
+    dtype = resolve_dtype(args.dtype, torch.device("cuda"))
+    name = str(dtype).removeprefix("torch.")
+    start = time.perf_counter()
     if args.weights == "embedded":
-        lm = smolkit.load_model("embedded", device="cuda")
+        lm = smolkit.load_model("embedded", device="cuda", dtype=dtype)
     else:
-        lm = random_lm("smollm2", torch.bfloat16)
-    bench_model(lm, rows, args.static, not args.no_plain, f"SmolLM2-135M ({args.weights}) bf16")
+        lm = random_lm("smollm2", dtype)
+    result["load_model_s"] = time.perf_counter() - start
+    print(f"load_model in this process: {result['load_model_s']:.2f} s", flush=True)
+    bench_model(lm, rows, args.static, not args.no_plain, f"SmolLM2-135M ({args.weights}) {name}")
+    if args.compare_dtype:
+        other = resolve_dtype(args.compare_dtype, torch.device("cuda"))
+        lm2 = smolkit.load_model("embedded", device="cuda", dtype=other) if args.weights == "embedded" else \
+            random_lm("smollm2", other)  # fmt: skip
+        bench_model(lm2, rows, False, False, f"SmolLM2-135M ({args.weights}) {args.compare_dtype}")
     if args.vlm:
-        vlm = random_lm("smolvlm", torch.bfloat16)
-        bench_model(vlm, rows, False, not args.no_plain, "SmolVLM-256M shape (random) bf16")
+        vlm = random_lm("smolvlm", dtype)
+        bench_model(vlm, rows, False, not args.no_plain, f"SmolVLM-256M shape (random) {name}")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))
     return 0

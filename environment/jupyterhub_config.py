@@ -1,31 +1,40 @@
-"""JupyterHub for a smolkit team workshop on one (GPU) box: every participant gets a JupyterLab with the smolkit
-kernel and their own copy of the notebooks; all share one read-only model cache and the GPU, each kernel capped.
+"""JupyterHub for a smolkit workshop on one (GPU) box, for participants who need not trust each other.
 
-Start it with `environment/workshop.sh start` (after `environment/workshop.sh prepare`); see environment/README.md.
-Settings come from the environment, so the same file serves the workshop and its test:
+Every participant is a system account of their own (made by `environment/workshop.sh users`, with a generated
+password), logs in with that password (JupyterHub's PAMAuthenticator) and gets a JupyterLab server that runs as
+that account (JupyterHub's LocalProcessSpawner), in a home folder only they can read, with the smolkit kernel and
+their own copy of the notebooks. All read one model cache that root owns and nobody can write. The hub runs as
+root (it must, to start servers as other accounts and to check passwords); its state is root's alone.
 
-  SMOLKIT_HUB_PASSWORD        the participants' shared password (8+ characters; required)
-  SMOLKIT_HUB_USERS           allowed user names, comma-separated (default: anyone with the password)
-  SMOLKIT_HUB_ADMINS          admin user names; they log in with SMOLKIT_HUB_ADMIN_PASSWORD (32+ characters)
+Start it with `environment/workshop.sh start` (after `prepare` and `users`); see environment/README.md. Settings
+come from the environment, so the same file serves the workshop and its test:
+
+  SMOLKIT_WORKSHOP_DIR        hub state, participants' homes, shared cache (default /srv/smolkit-workshop)
+  SMOLKIT_WORKSHOP_CACHE      the shared model cache (default $SMOLKIT_WORKSHOP_DIR/cache)
+  SMOLKIT_HUB_GROUP           the participants' system group: only its members may log in (default smolkit)
+  SMOLKIT_HUB_ADMIN_GROUP     the facilitators' group: they may log in, see and open every server (smolkit-admin)
   SMOLKIT_HUB_MAX_USERS       servers running at once (default 8): the GPU and the CPU cores are split this way
-  SMOLKIT_GPU_MEMORY_FRACTION per-kernel GPU memory cap (default 0.85 / SMOLKIT_HUB_MAX_USERS)
-  SMOLKIT_HUB_CULL_IDLE_S     shut down kernels idle this long, freeing their GPU memory (default 1800; 0 = never)
+  SMOLKIT_GPU_MEMORY_FRACTION each kernel's share of the GPU memory (default 0.85 / SMOLKIT_HUB_MAX_USERS); the
+                              kernel applies it itself (smolkit.gpu_share), see the GPU section of the README
+  SMOLKIT_HUB_GPU_DEVICES     optional file of "name device" lines: the GPU (or MIG instance UUID) each
+                              participant's server sees as CUDA_VISIBLE_DEVICES; others see SMOLKIT_HUB_GPU_DEFAULT
+  SMOLKIT_HUB_CULL_IDLE_S     shut down kernels idle this long, open tab or not, freeing their memory (1800; 0 never)
+  SMOLKIT_HUB_CULL_SERVERS_S  stop servers idle this long (jupyterhub-idle-culler; default 3600; 0 = never)
+  SMOLKIT_HUB_NPROC           most processes and threads one participant may run (default 1024): no fork bombs
   SMOLKIT_HUB_IP, _PORT       where participants connect (default 127.0.0.1:8000; TLS with _SSL_CERT and _SSL_KEY)
   SMOLKIT_HUB_API_PORT        the hub's internal API on 127.0.0.1 (default 8081)
   SMOLKIT_HUB_PROXY_API_PORT  the proxy's internal API on 127.0.0.1 (default 8001)
-  SMOLKIT_WORKSHOP_DIR        hub state, participants' homes, shared cache (default ~/smolkit-workshop)
-  SMOLKIT_WORKSHOP_CACHE      the shared model cache (default $SMOLKIT_WORKSHOP_DIR/cache)
   SMOLKIT_HUB_PROXY           configurable-http-proxy (default: environment/proxy/node_modules/.bin/...)
-
-Trust model: SimpleLocalProcessSpawner runs every participant's server as the account that runs the hub, with a
-home folder of its own but no isolation between participants. That fits a team on a box it trusts; real isolation
-needs system users (LocalProcessSpawner with PAM) or containers (DockerSpawner), see environment/README.md.
 """
 
 import os
-import shutil
+import pwd
+import resource
+import subprocess
 import sys
 from pathlib import Path
+
+from jupyterhub.spawner import LocalProcessSpawner
 
 c = get_config()  # noqa: F821 (JupyterHub provides get_config when it loads this file)
 
@@ -42,22 +51,30 @@ def number(name: str, default: str, kind=int):
         raise SystemExit(f"{name} must be a number, got {value!r}") from None
 
 
-WORKSHOP = Path(env("SMOLKIT_WORKSHOP_DIR") or Path.home() / "smolkit-workshop").expanduser().resolve()
-STATE, HOMES = WORKSHOP / "hub", WORKSHOP / "homes"
+WORKSHOP = Path(env("SMOLKIT_WORKSHOP_DIR") or "/srv/smolkit-workshop").expanduser().resolve()
+STATE = WORKSHOP / "hub"
 CACHE = Path(env("SMOLKIT_WORKSHOP_CACHE") or WORKSHOP / "cache").expanduser().resolve()
+GROUP, ADMIN_GROUP = env("SMOLKIT_HUB_GROUP") or "smolkit", env("SMOLKIT_HUB_ADMIN_GROUP") or "smolkit-admin"
 MAX_USERS = number("SMOLKIT_HUB_MAX_USERS", "8")
 GPU_FRACTION = number("SMOLKIT_GPU_MEMORY_FRACTION", f"{0.85 / max(MAX_USERS, 1):.4f}", float)
 CULL_IDLE_S = number("SMOLKIT_HUB_CULL_IDLE_S", "1800")
+CULL_SERVERS_S = number("SMOLKIT_HUB_CULL_SERVERS_S", "3600")
+NPROC = number("SMOLKIT_HUB_NPROC", "1024")
 PROXY = Path(env("SMOLKIT_HUB_PROXY") or REPO / "environment/proxy/node_modules/.bin/configurable-http-proxy")
 
+if os.geteuid() != 0:
+    raise SystemExit(
+        "the workshop hub runs as root: it starts each participant's server as that participant's own account and "
+        "checks their passwords (PAM); run `sudo environment/workshop.sh start`. For one person, `make lab` suffices"
+    )
 if not 0 < GPU_FRACTION <= 1:
     raise SystemExit(f"SMOLKIT_GPU_MEMORY_FRACTION must be in (0, 1], got {GPU_FRACTION}")
 if not (CACHE / "smolkit").is_dir():
     raise SystemExit(f"no shared model cache in {CACHE}: run `environment/workshop.sh prepare` first")
 if not PROXY.is_file():
     raise SystemExit(f"configurable-http-proxy not found at {PROXY}: run `environment/workshop.sh prepare` first")
-STATE.mkdir(parents=True, exist_ok=True)
-HOMES.mkdir(parents=True, exist_ok=True)
+STATE.mkdir(mode=0o700, parents=True, exist_ok=True)
+STATE.chmod(0o700)  # the database, the cookie secret and the password list: root's alone
 
 # -- where it listens ----------------------------------------------------------------------------------------------
 ip, port = env("SMOLKIT_HUB_IP") or "127.0.0.1", number("SMOLKIT_HUB_PORT", "8000")
@@ -77,29 +94,92 @@ c.ConfigurableHTTPProxy.pid_file = str(STATE / "proxy.pid")
 c.JupyterHub.db_url = f"sqlite:///{STATE / 'jupyterhub.sqlite'}"
 c.JupyterHub.cookie_secret_file = str(STATE / "cookie_secret")
 c.JupyterHub.pid_file = str(STATE / "jupyterhub.pid")
-c.JupyterHub.active_server_limit = MAX_USERS  # the GPU share below assumes no more servers than this
+c.JupyterHub.active_server_limit = MAX_USERS  # the GPU share above assumes no more servers than this
+c.JupyterHub.concurrent_spawn_limit = MAX_USERS
 c.JupyterHub.cleanup_servers = True  # stopping the hub stops every participant's server
 
-# -- who may log in: one shared password (JupyterHub's SharedPasswordAuthenticator, made for workshops) -------------
-c.JupyterHub.authenticator_class = "shared-password"
-c.SharedPasswordAuthenticator.user_password = env("SMOLKIT_HUB_PASSWORD")
-if not env("SMOLKIT_HUB_PASSWORD"):
-    raise SystemExit("set SMOLKIT_HUB_PASSWORD (8 or more characters): the password participants log in with")
-if env("SMOLKIT_HUB_USERS"):
-    c.Authenticator.allowed_users = {u.strip() for u in env("SMOLKIT_HUB_USERS").split(",") if u.strip()}
-else:
-    c.Authenticator.allow_all = True
-if env("SMOLKIT_HUB_ADMINS"):
-    c.Authenticator.admin_users = {u.strip() for u in env("SMOLKIT_HUB_ADMINS").split(",") if u.strip()}
-    c.SharedPasswordAuthenticator.admin_password = env("SMOLKIT_HUB_ADMIN_PASSWORD")
+# -- who may log in: system accounts of the two groups, each with their own password ----------------------------------
+c.JupyterHub.authenticator_class = "pam"  # JupyterHub's PAMAuthenticator: the password set by `workshop.sh users`
+c.PAMAuthenticator.allowed_groups = {GROUP, ADMIN_GROUP}  # root and every other account of the box: refused
+c.PAMAuthenticator.admin_groups = {ADMIN_GROUP}
 
-# -- each participant's server ----------------------------------------------------------------------------------------
-c.JupyterHub.spawner_class = "simple"  # SimpleLocalProcessSpawner: see the trust model above
-c.SimpleLocalProcessSpawner.home_dir_template = str(HOMES / "{username}")
+
+# -- each participant's server, as their own account --------------------------------------------------------------
+class WorkshopSpawner(LocalProcessSpawner):
+    """JupyterHub's LocalProcessSpawner (the server runs as the participant's account, in their home) plus what a
+    local process can be held to without cgroups: a cap on the participant's processes and threads (RLIMIT_NPROC,
+    counted per account, hard limit set before the switch so the participant cannot raise it), first in line for
+    the kernel's out-of-memory killer (oom_score_adj 500, which an unprivileged process cannot lower), and bash in
+    JupyterLab's terminals although the account's login shell is nologin (no ssh or su with that password).
+    Memory and CPU caps per participant need cgroups: SystemdSpawner where systemd runs (environment/README.md)."""
+
+    def make_preexec_fn(self, name):
+        switch_user = super().make_preexec_fn(name)
+
+        def preexec():
+            resource.setrlimit(resource.RLIMIT_NPROC, (NPROC, NPROC))
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write("500")
+            switch_user()
+
+        return preexec
+
+    def user_env(self, env):
+        env = super().user_env(env)
+        env["SHELL"] = "/bin/bash"
+        return env
+
+
+def copy_notebooks(spawner) -> None:
+    """Give the participant their own copy of notebooks/ (later starts add new files, never overwrite their work).
+    The copy runs as the participant, so a link they planted in their home cannot make root write elsewhere."""
+    account = pwd.getpwnam(spawner.user.name)
+    subprocess.run(
+        [sys.executable, "-c", COPY_NOTEBOOKS, str(REPO / "notebooks"), os.path.join(account.pw_dir, "notebooks")],
+        user=account.pw_uid, group=account.pw_gid, extra_groups=[], cwd=account.pw_dir, check=True, timeout=120,
+        env={"HOME": account.pw_dir, "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+
+
+COPY_NOTEBOOKS = """
+import os, shutil, sys
+from pathlib import Path
+source_root, target_root = Path(sys.argv[1]), Path(sys.argv[2])
+for source in sorted(source_root.rglob("*")):
+    target = target_root / source.relative_to(source_root)
+    if source.is_file() and ".ipynb_checkpoints" not in source.parts and not os.path.lexists(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+"""
+
+
+def gpu_devices() -> dict[str, str]:
+    """SMOLKIT_HUB_GPU_DEVICES: a file of "name device" lines (e.g. "ada MIG-5c3d..."), read once at start."""
+    if not env("SMOLKIT_HUB_GPU_DEVICES"):
+        return {}
+    lines = Path(env("SMOLKIT_HUB_GPU_DEVICES")).read_text().splitlines()
+    pairs = [line.split() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if any(len(pair) != 2 for pair in pairs):
+        raise SystemExit(f"SMOLKIT_HUB_GPU_DEVICES: every line must be 'name device', got {pairs}")
+    return dict(pairs)
+
+
+GPU_DEVICES = gpu_devices()
+
+
+def visible_devices(spawner) -> str:
+    """The participant's device from SMOLKIT_HUB_GPU_DEVICES, else SMOLKIT_HUB_GPU_DEFAULT ("" = none: the CPU)."""
+    return GPU_DEVICES.get(spawner.user.name, env("SMOLKIT_HUB_GPU_DEFAULT") or "")
+
+
+c.JupyterHub.spawner_class = WorkshopSpawner
 c.Spawner.cmd = [str(BIN / "jupyterhub-singleuser")]
-c.Spawner.args = [f"--MappingKernelManager.cull_idle_timeout={CULL_IDLE_S}", "--MappingKernelManager.cull_interval=60"]
-if os.geteuid() == 0:
-    c.Spawner.args.append("--allow-root")
+c.Spawner.args = [
+    f"--MappingKernelManager.cull_idle_timeout={CULL_IDLE_S}",
+    f"--MappingKernelManager.cull_interval={max(1, min(60, CULL_IDLE_S // 4))}",
+    "--MappingKernelManager.cull_connected=True",  # an idle kernel goes even with its tab open: the GPU needs it
+]
+c.Spawner.notebook_dir = "~"
 c.Spawner.default_url = "/lab/tree/notebooks"
 c.Spawner.start_timeout = 180  # generous: many participants log in at the same minute
 c.Spawner.http_timeout = 120
@@ -108,23 +188,30 @@ c.Spawner.environment = {
     "HF_HOME": str(CACHE / "hf"),
     "SMOLKIT_CACHE_DIR": str(CACHE / "smolkit"),
     "HF_HUB_OFFLINE": "1",
-    # the GPU split: smolkit.load_model applies torch.cuda.set_per_process_memory_fraction in each kernel
+    # the GPU split: each kernel applies its share itself (smolkit.gpu_share): see the README's GPU section for
+    # what enforces it and what does not
     "SMOLKIT_GPU_MEMORY_FRACTION": f"{GPU_FRACTION:g}",
     "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",
     # the CPU split: torch would otherwise start one thread per core in every kernel
     "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // max(MAX_USERS, 1))),
     "JUPYTER_PLATFORM_DIRS": "1",
 }
-
-
-def copy_notebooks(spawner) -> None:
-    """Give the participant their own copy of notebooks/; later starts add new files, never overwrite their work."""
-    source_root, target_root = REPO / "notebooks", Path(spawner.home_dir) / "notebooks"
-    for source in sorted(source_root.rglob("*")):
-        target = target_root / source.relative_to(source_root)
-        if source.is_file() and ".ipynb_checkpoints" not in source.parts and not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-
-
+if GPU_DEVICES:
+    c.Spawner.environment["CUDA_VISIBLE_DEVICES"] = visible_devices
 c.Spawner.pre_spawn_hook = copy_notebooks
+
+# -- idle servers stopped by jupyterhub-idle-culler, a hub service with only the rights it needs ----------------------
+c.JupyterHub.services = []
+c.JupyterHub.load_roles = []
+if CULL_SERVERS_S > 0:
+    c.JupyterHub.services.append({
+        "name": "idle-culler",
+        "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={CULL_SERVERS_S}",
+                    f"--cull-every={max(1, min(300, CULL_SERVERS_S // 4))}"],
+        "user": "nobody",  # it needs no file of the hub's, only its own token
+    })  # fmt: skip
+    c.JupyterHub.load_roles.append({
+        "name": "idle-culler",
+        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+        "services": ["idle-culler"],
+    })  # fmt: skip

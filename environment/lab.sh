@@ -1,13 +1,34 @@
 #!/usr/bin/env bash
-# Start JupyterLab on notebooks/, listening on 127.0.0.1 only, with a random token (printed in the URL).
-#   PORT (default 8888)   JUPYTER_TOKEN (default: a fresh random one)
+# Start JupyterLab on notebooks/, listening on 127.0.0.1 only, with a random token; prints the URL it serves.
+#   PORT (default 8888)   the first port tried: when it is taken, the next free one (the URL printed says which)
+#   JUPYTER_TOKEN         the token (default: a fresh random one)
+# The token reaches JupyterLab through its environment (JUPYTER_TOKEN), never its command line: every account of
+# the machine can read command lines (ps), while a process's environment is readable by its own account only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PORT=${PORT:-8888}
-TOKEN=${JUPYTER_TOKEN:-$("$VENV/bin/python" -c 'import secrets; print(secrets.token_hex(24))')}
+JUPYTER_TOKEN=${JUPYTER_TOKEN:-$("$VENV/bin/python" -c 'import secrets; print(secrets.token_hex(24))')}
+export JUPYTER_TOKEN
+# The port is chosen here and JupyterLab told to take exactly that one (port_retries=0), so the URL printed is the
+# URL served; JupyterLab's own retries would move to another port after the URL was printed.
+PORT=$("$VENV/bin/python" - "$PORT" <<'PY'
+import socket, sys
+first = int(sys.argv[1])
+for port in range(first, min(first + 50, 65536)):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        print(port)
+        break
+else:
+    sys.exit(f"ports {first} to {first + 49} on 127.0.0.1 are all taken: set PORT to a free one")
+PY
+)
 extra=()
 [ "$(id -u)" = 0 ] && extra+=(--allow-root)
-echo "JupyterLab: http://127.0.0.1:$PORT/lab?token=$TOKEN"
-exec "$VENV/bin/jupyter" lab --no-browser --ip=127.0.0.1 --port="$PORT" \
-    --ServerApp.root_dir=notebooks --IdentityProvider.token="$TOKEN" "${extra[@]}"
+echo "JupyterLab: http://127.0.0.1:$PORT/lab?token=$JUPYTER_TOKEN"
+exec "$VENV/bin/jupyter" lab --no-browser --ip=127.0.0.1 --port="$PORT" --ServerApp.port_retries=0 \
+    --ServerApp.root_dir=notebooks "${extra[@]}"

@@ -1,28 +1,63 @@
 #!/usr/bin/env bash
-# The smolkit workshop hub (JupyterHub) on one box. See environment/README.md, "Workshop".
+# The smolkit workshop hub (JupyterHub) on one box, each participant a system account. See environment/README.md.
+# Every command runs as root (sudo): it creates accounts, owns the shared cache and starts servers as others.
 #
-#   environment/workshop.sh prepare   install the hub's proxy (npm ci), fill the shared model cache, make it read-only
-#   environment/workshop.sh start     run the hub in the foreground (Ctrl-C stops it and every participant's server)
+#   environment/workshop.sh prepare            the hub's proxy (npm ci), the shared model cache (root's, read-only
+#                                              for everybody), and a check that participants can run the venv
+#   environment/workshop.sh users NAME...      a system account per participant (home only they can read, no login
+#                                              shell) with a fresh generated password; prints "name password" lines
+#                                              and keeps them in $SMOLKIT_WORKSHOP_DIR/hub/passwords.txt (root only)
+#   environment/workshop.sh users --admin NAME...   the same for facilitators (they see and open every server)
+#   environment/workshop.sh start              run the hub in the foreground (Ctrl-C stops it and every server)
+#   environment/workshop.sh remove NAME...     delete those accounts and their homes (only workshop accounts)
+#   environment/workshop.sh remove --all       delete every workshop account, home and both groups
 #
-#   VENV                     the project venv (default .venv; `make setup` creates it)
-#   SMOLKIT_WORKSHOP_DIR     hub state, participants' homes, shared cache (default ~/smolkit-workshop)
+#   SMOLKIT_WORKSHOP_VENV    the workshop's own venv, which the hub and every participant's server run (default
+#                            $SMOLKIT_WORKSHOP_DIR/venv); prepare builds it with `make kernel` from
+#   SMOLKIT_WORKSHOP_PYTHON  an interpreter every account can run (default /usr/bin/python3; not one under /root)
+#   TORCH                    prepare: the torch build of that venv, cpu (default) or cu126 (see environment/README.md)
+#   SMOLKIT_WORKSHOP_DIR     hub state, participants' homes, shared cache (default /srv/smolkit-workshop)
 #   SMOLKIT_WORKSHOP_CACHE   the shared model cache (default $SMOLKIT_WORKSHOP_DIR/cache)
+#   SMOLKIT_HUB_GROUP        the participants' group (default smolkit); SMOLKIT_HUB_ADMIN_GROUP facilitators'
+#                            (default smolkit-admin): only members of these two may log in
 #   SMOLKIT_WORKSHOP_MODELS  prepare: Hub models to put in the cache too, space-separated (needs the network), e.g.
 #                            "HuggingFaceTB/SmolVLM-256M-Instruct HuggingFaceTB/SmolVLM-500M-Instruct"
 #   start reads the SMOLKIT_HUB_* settings listed at the top of environment/jupyterhub_config.py;
 #   SMOLKIT_HUB_CONFIG names another config file (one that load_subconfig()s this one and adds to it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=${VENV:-.venv}
+WORKSHOP=${SMOLKIT_WORKSHOP_DIR:-/srv/smolkit-workshop}
+VENV=${SMOLKIT_WORKSHOP_VENV:-$WORKSHOP/venv}
 PY="$VENV/bin/python"
-WORKSHOP=${SMOLKIT_WORKSHOP_DIR:-$HOME/smolkit-workshop}
 CACHE=${SMOLKIT_WORKSHOP_CACHE:-$WORKSHOP/cache}
-[ -x "$PY" ] || { echo "no venv at $VENV: run \`make setup\` first" >&2; exit 1; }
+STATE="$WORKSHOP/hub"
+HOMES="$WORKSHOP/homes"
+PASSWORDS="$STATE/passwords.txt"
+GROUP=${SMOLKIT_HUB_GROUP:-smolkit}
+ADMIN_GROUP=${SMOLKIT_HUB_ADMIN_GROUP:-smolkit-admin}
+
+die() { echo "$*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "run it as root (sudo $0 $*): the hub creates accounts and runs each server as its participant"
+
+# An account of the box that is neither root nor a participant: what a participant can reach, it can too.
+as_nobody() { runuser -u nobody -- "$@"; }
 
 prepare() {
     echo "== the hub's proxy: configurable-http-proxy (environment/proxy/package-lock.json)"
-    command -v npm >/dev/null || { echo "npm is missing: apt-get install -y npm (Node.js 20 or newer)" >&2; exit 1; }
+    command -v npm >/dev/null || die "npm is missing: apt-get install -y npm (Node.js 20 or newer)"
     npm ci --prefix environment/proxy --no-audit --no-fund --loglevel=error
+
+    install -d -m 0755 -o root -g root "$WORKSHOP" "$HOMES"
+    install -d -m 0700 -o root -g root "$STATE"
+    echo "== the workshop's venv: $VENV (TORCH=${TORCH:-cpu}, from ${SMOLKIT_WORKSHOP_PYTHON:-/usr/bin/python3})"
+    make -s kernel VENV="$VENV" PYTHON="${SMOLKIT_WORKSHOP_PYTHON:-/usr/bin/python3}" TORCH="${TORCH:-cpu}"
+    [ -x "$PY" ] || die "could not build the workshop's venv in $VENV"
+    echo "== participants can run that venv and read the notebooks"
+    as_nobody "$PY" -c 'import smolkit, jupyterhub.singleuser, jupyterhub_idle_culler' \
+        && as_nobody test -r "$PWD/notebooks/00_setup.ipynb" \
+        || die "other accounts cannot run $VENV or read $PWD/notebooks: participants' servers run as their own" \
+               "accounts, so the venv's interpreter (SMOLKIT_WORKSHOP_PYTHON) and this repository must lie where" \
+               "everybody can read them (e.g. /usr/bin/python3 and a clone under /opt or /srv, not under /root)"
 
     echo "== the shared model cache: $CACHE"
     mkdir -p "$CACHE/hf" "$CACHE/smolkit"
@@ -32,22 +67,83 @@ prepare() {
         echo "== downloading $model into the shared cache"
         HF_HOME="$CACHE/hf" "$PY" -c 'import sys; from huggingface_hub import snapshot_download; snapshot_download(sys.argv[1])' "$model"
     done
-    # Read-only for everybody, the owner included: participants' kernels read it, nothing writes to it.
+    # root's, and read-only for everybody: participants' kernels read it and cannot re-enable writes (not theirs)
+    chown -R root:root "$CACHE"
     chmod -R a-w,a+rX "$CACHE"
     echo "== ready: $(du -sh "$CACHE" | cut -f1) of models in $CACHE (read-only)"
 }
 
-start() {
-    if [ "$(id -u)" = 0 ]; then
-        echo "warning: the hub runs as root, so every participant's code runs as root too;" \
-             "run \`start\` from an unprivileged account for a real workshop" >&2
+is_workshop_account() { id -nG "$1" 2>/dev/null | tr ' ' '\n' | grep -qxF -e "$GROUP" -e "$ADMIN_GROUP"; }
+
+users() {
+    local group=$GROUP name password
+    if [ "${1:-}" = --admin ]; then group=$ADMIN_GROUP; shift; fi
+    [ $# -gt 0 ] || die "usage: $0 users [--admin] NAME..."
+    for name in "$@"; do
+        [[ $name =~ ^[a-z][a-z0-9_-]{0,30}$ ]] \
+            || die "user name '$name': use 1-31 lower-case letters, digits, - or _, starting with a letter"
+        if id "$name" >/dev/null 2>&1 && ! is_workshop_account "$name"; then
+            die "'$name' is an account of this box, not a workshop account: choose another name"
+        fi
+    done
+    install -d -m 0755 -o root -g root "$WORKSHOP" "$HOMES"
+    install -d -m 0700 -o root -g root "$STATE"
+    getent group "$GROUP" >/dev/null || groupadd --system "$GROUP"
+    getent group "$ADMIN_GROUP" >/dev/null || groupadd --system "$ADMIN_GROUP"
+    ( umask 077; touch "$PASSWORDS" )
+    for name in "$@"; do
+        if ! id "$name" >/dev/null 2>&1; then
+            useradd --create-home --home-dir "$HOMES/$name" --shell /usr/sbin/nologin --user-group \
+                --groups "$group" --comment "smolkit workshop" -K HOME_MODE=0700 "$name"
+        fi
+        chmod 0700 "$(getent passwd "$name" | cut -d: -f6)"
+        password=$(python3 -c 'import secrets; print(secrets.token_urlsafe(12))')
+        echo "$name:$password" | chpasswd
+        { grep -v "^$name " "$PASSWORDS" || true; echo "$name $password"; } > "$PASSWORDS.new"
+        chmod 0600 "$PASSWORDS.new" && mv "$PASSWORDS.new" "$PASSWORDS"
+        echo "$name $password"
+    done
+    echo "== kept in $PASSWORDS (root only); give each participant their line" >&2
+}
+
+remove() {
+    local names=("$@") name
+    if [ "${1:-}" = --all ]; then
+        mapfile -t names < <(getent group "$GROUP" "$ADMIN_GROUP" | cut -d: -f4 | tr ',' '\n' | grep . | sort -u)
     fi
-    export SMOLKIT_WORKSHOP_DIR="$WORKSHOP" SMOLKIT_WORKSHOP_CACHE="$CACHE"
+    [ "${1:-}" = --all ] || [ $# -gt 0 ] || die "usage: $0 remove NAME... | --all"
+    for name in "${names[@]}"; do
+        is_workshop_account "$name" || die "'$name' is not a workshop account: not removed"
+        ! pgrep -u "$name" >/dev/null || die "'$name' still runs processes: stop the hub first"
+    done
+    for name in "${names[@]}"; do
+        userdel --remove "$name" 2>/dev/null || ! id "$name" >/dev/null 2>&1 || die "could not remove '$name'"
+        if [ -f "$PASSWORDS" ]; then
+            { grep -v "^$name " "$PASSWORDS" || true; } > "$PASSWORDS.new"
+            chmod 0600 "$PASSWORDS.new" && mv "$PASSWORDS.new" "$PASSWORDS"
+        fi
+        echo "removed $name"
+    done
+    if [ "${1:-}" = --all ]; then
+        getent group "$GROUP" >/dev/null && groupdel "$GROUP"
+        getent group "$ADMIN_GROUP" >/dev/null && groupdel "$ADMIN_GROUP"
+    fi
+    return 0
+}
+
+start() {
+    [ -x "$VENV/bin/jupyterhub" ] || die "no workshop venv in $VENV: run \`$0 prepare\` first"
+    export SMOLKIT_WORKSHOP_DIR="$WORKSHOP" SMOLKIT_WORKSHOP_CACHE="$CACHE" SMOLKIT_HUB_GROUP="$GROUP"
+    export SMOLKIT_HUB_ADMIN_GROUP="$ADMIN_GROUP"
     exec "$VENV/bin/jupyterhub" -f "${SMOLKIT_HUB_CONFIG:-environment/jupyterhub_config.py}"
 }
 
-case "${1:-}" in
+command=${1:-}
+shift || true
+case "$command" in
     prepare) prepare ;;
+    users) users "$@" ;;
+    remove) remove "$@" ;;
     start) start ;;
-    *) echo "usage: $0 prepare|start" >&2; exit 2 ;;
+    *) echo "usage: $0 prepare | users [--admin] NAME... | start | remove NAME...|--all" >&2; exit 2 ;;
 esac

@@ -2,68 +2,92 @@
 
 import smolkit
 lm = smolkit.load_model()                                   # embedded SmolLM2-135M-Instruct, offline
-params = smolkit.SamplingParams(temperature=0.7, top_p=0.9)  # the seed's (vLLM's) vocabulary
+params = smolkit.SamplingParams(temperature=0.7, top_p=0.9)  # vLLM's vocabulary
 smolkit.next_token_distribution(lm, "The capital of France is", params).top(5)
 smolkit.generate(lm, "Write a haiku about tea.", params).text
+
+The names below are the whole public API: what the notebooks and the README use. Everything else is internal.
 """
 
-from smolkit.cutoffs import cutoff_rows, kept_mass
-from smolkit.distribution import Distribution, TokenProb, entropy_bits, next_token_distribution
+from smolkit.distribution import Distribution, next_token_distribution
 from smolkit.doctor import doctor
-from smolkit.export import ExportWarning, explain, in_vllm_order
-from smolkit.generation import GenerationResult, Sample, Step, generate
-from smolkit.hub_cache import cached_smolvlm, is_cached
-from smolkit.images import load_image
-from smolkit.models import EMBEDDED, SMOLVLM_MODELS, LoadedModel, load_model
+from smolkit.exercises import check
+from smolkit.explain import explain
+from smolkit.export import ExportWarning, to_openai, to_vllm
+from smolkit.generation import GenerationResult, generate
+from smolkit.hf import to_transformers
+from smolkit.hub_cache import cached_smolvlm
+from smolkit.importers import from_generation_config, from_model_defaults, from_openai
+from smolkit.models import LoadedModel, load_model
 from smolkit.params import SamplingParams
 from smolkit.presets import PRESETS, preset
 from smolkit.processors import FrequencyPenaltyLogitsProcessor, PresencePenaltyLogitsProcessor
 from smolkit.sample_images import SAMPLE_IMAGES, sample_image
-from smolkit.stages import grid_table, in_order, penalty_rows, stage_rows
-from smolkit.textstats import distinct_ngram_fraction, off_top_fraction, repeated_ngram_fraction, sample_stats
-from smolkit.tokens import TokenPiece, count_tokens, show_tokens, split_tokens
+from smolkit.snippets import snippet
+from smolkit.tables import format_rows, grid_table, penalty_rows, stage_rows, sweep
+from smolkit.textstats import repeated_ngram_fraction, sample_stats
+from smolkit.tokens import count_tokens, show_tokens
+from smolkit.viz import (
+    plot_cumulative,
+    plot_distribution,
+    plot_entropy_vs_temperature,
+    plot_heatmap,
+    plot_stages,
+    plot_steps,
+)
+from smolkit.widgets import DistributionExplorer, LiveSamples, StepExplorer
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "EMBEDDED",
+__all__ = [  # noqa: RUF022 (grouped by purpose, as the README lists them)
+    # models and parameters
+    "LoadedModel",
+    "SamplingParams",
+    "load_model",
     "PRESETS",
-    "SAMPLE_IMAGES",
-    "SMOLVLM_MODELS",
+    "preset",
+    # the next token, its stages, and tables of their numbers
     "Distribution",
+    "next_token_distribution",
+    "format_rows",
+    "grid_table",
+    "penalty_rows",
+    "stage_rows",
+    "sweep",
+    # generating, and numbers about what was generated
+    "GenerationResult",
+    "generate",
+    "repeated_ngram_fraction",
+    "sample_stats",
+    # tokens
+    "count_tokens",
+    "show_tokens",
+    # figures and explorers, as the notebooks meet them
+    "plot_distribution",
+    "StepExplorer",
+    "DistributionExplorer",
+    "plot_entropy_vs_temperature",
+    "LiveSamples",
+    "plot_cumulative",
+    "plot_stages",
+    "plot_heatmap",
+    "plot_steps",
+    # to and from serving stacks
     "ExportWarning",
     "FrequencyPenaltyLogitsProcessor",
-    "GenerationResult",
-    "LoadedModel",
     "PresencePenaltyLogitsProcessor",
-    "Sample",
-    "SamplingParams",
-    "Step",
-    "TokenPiece",
-    "TokenProb",
-    "cached_smolvlm",
-    "count_tokens",
-    "cutoff_rows",
-    "distinct_ngram_fraction",
-    "doctor",
-    "entropy_bits",
     "explain",
-    "generate",
-    "grid_table",
-    "in_order",
-    "in_vllm_order",
-    "is_cached",
-    "kept_mass",
-    "load_image",
-    "load_model",
-    "next_token_distribution",
-    "off_top_fraction",
-    "penalty_rows",
-    "preset",
-    "repeated_ngram_fraction",
+    "from_generation_config",
+    "from_model_defaults",
+    "from_openai",
+    "snippet",
+    "to_openai",
+    "to_transformers",
+    "to_vllm",
+    # images, set-up, exercises
+    "SAMPLE_IMAGES",
+    "cached_smolvlm",
     "sample_image",
-    "sample_stats",
-    "show_tokens",
-    "split_tokens",
-    "stage_rows",
+    "doctor",
+    "check",
 ]

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("doctor", help="check Python, torch, CUDA, Jupyter and the models; non-zero exit on a problem")
     convert = sub.add_parser("convert", help="convert the embedded GGUF to the safetensors cache now")
     convert.add_argument("--force", action="store_true", help="rebuild even when the cache is sound")
-    gen = sub.add_parser("generate", help="generate text with the seed's sampling parameters")
+    gen = sub.add_parser("generate", help="generate text with vLLM's sampling parameters")
     gen.add_argument("prompt")
     gen.add_argument("--model", default="embedded")
     gen.add_argument("--device", default="auto")

@@ -3,7 +3,7 @@
 One forward pass gives the raw logits for the next token; every parameter change afterwards only re-applies the
 stages (penalties, temperature, top-k, top-p, min-p) to those cached logits, which is what makes the sliders live.
 The stages are the very processors ``model.generate`` builds for the same parameters, applied in its order
-(``smolkit.params.transformers_processors``), so ``Distribution.probs`` is what generate samples from.
+(``smolkit.hf``), so ``Distribution.probs`` is what generate samples from.
 """
 
 from __future__ import annotations
@@ -11,51 +11,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import numbers
-import operator
-import re
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from smolkit.models import LoadedModel, check_text
-from smolkit.params import SamplingParams, transformers_processors
+from smolkit import _checks, gpu_share
+from smolkit.hf import apply_stages, processors_for
+from smolkit.models import LoadedModel
+from smolkit.params import SamplingParams
+from smolkit.vllm_rules import STAGE_ORDER, sampled_temperature
 
-__all__ = [
-    "Distribution",
-    "TokenProb",
-    "entropy_bits",
-    "format_rows",
-    "grid",
-    "next_token_distribution",
-    "prepare_inputs",
-    "sweep",
-]
+__all__ = ["Distribution", "TokenProb", "entropy_bits", "next_token_distribution", "prepare_inputs"]
 
 LOGITS_CACHE_SIZE = 64
-
-STAGE_NAMES = {
-    "RepetitionPenaltyLogitsProcessor": "repetition_penalty",
-    "MinNewTokensLengthLogitsProcessor": "min_tokens",
-    "PresencePenaltyLogitsProcessor": "presence_penalty",
-    "FrequencyPenaltyLogitsProcessor": "frequency_penalty",
-    "TemperatureLogitsWarper": "temperature",
-    "TopKLogitsWarper": "top_k",
-    "TopPLogitsWarper": "top_p",
-    "MinPLogitsWarper": "min_p",
-}
-"""Stage name for each transformers processor class; any other processor is named after its class."""
-
-
-def stage_name(processor: Any) -> str:
-    """The kit's name for a processor: the parameter it implements (e.g. 'top_p'), else its class in snake case."""
-    cls = type(processor).__name__
-    if cls in STAGE_NAMES:
-        return STAGE_NAMES[cls]
-    base = re.sub(r"Logits(Processor|Warper)$", "", cls)
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", base).lower()
 
 
 def entropy_bits(probs: torch.Tensor) -> float:
@@ -120,20 +89,25 @@ class Distribution:
         """How many tokens keep a non-zero probability after ``stage``."""
         return int((self.stage(stage) > 0).sum())
 
+    def kept_mass(self, stage: str = "final", base: str = "raw") -> float:
+        """Share of the ``base`` distribution (the model's, by default) carried by the tokens that survive
+        ``stage``: 1.0 means the cut-offs removed nothing the model believed in; 0.6 means 40 % of the model's
+        probability was on tokens that can no longer be sampled."""
+        return float(self.stage(base)[self.stage(stage) > 0].double().sum())
+
     def top(self, n: int = 10, stage: str = "final") -> list[TokenProb]:
         """The ``n`` most likely tokens after ``stage`` (text, id, probability), most likely first; never a token
         with probability 0 (so fewer than ``n`` when a cut-off leaves fewer)."""
         probs = self.stage(stage)
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
-            raise ValueError(f"n must be an integer >= 0 (how many tokens), got {n!r}")
-        values, ids = torch.topk(probs, min(int(n), probs.numel()))
-        return [TokenProb(self.lm.token_text(i), int(i), float(v)) for v, i in zip(values, ids, strict=True) if v > 0]
+        n = _checks.integer("n", n, lo=0, note="how many tokens")
+        values, ids = torch.topk(probs, min(n, self.surviving(stage)))
+        texts = self.lm.token_texts(ids.tolist())
+        return [TokenProb(t, int(i), float(v)) for t, v, i in zip(texts, values, ids, strict=True)]
 
     def prob_of(self, token_id: int, stage: str = "final") -> float:
+        """The probability of token ``token_id`` after ``stage``."""
         probs = self.stage(stage)
-        if not 0 <= int(token_id) < probs.numel():
-            raise ValueError(f"token_id must be in [0, {probs.numel() - 1}], got {token_id!r}")
-        return float(probs[int(token_id)])
+        return float(probs[_checks.integer("token_id", token_id, 0, probs.numel() - 1)])
 
     @classmethod
     def from_logits(
@@ -149,9 +123,24 @@ class Distribution:
 
     def with_params(self, params: SamplingParams | None = None, **changes: Any) -> Distribution:
         """The same next token under other parameters: re-applies the stages to the cached logits, no forward pass."""
-        base = params if params is not None else self.params
+        base = self.params if params is None else _check_params(params)
         params = base.replace(**changes) if changes else base
+        params.check_vocab(self.lm.vocab_size)
         return _build(self.lm, params, self.logits, self.input_ids, self.prompt_length)
+
+    def in_vllm_order(self) -> Distribution:
+        """The same next token with the same stages applied as vLLM applies them: in vLLM's order (min_p right
+        after temperature, before top_k and top_p) and with vLLM's temperature (raised to 0.01 when below it).
+
+        The processors are transformers' own for these parameters, only moved: an illustration of how the two
+        stacks differ, not a re-implementation of vLLM's kernels. Greedy decoding is the same in both.
+        """
+        params = self.params
+        if not params.greedy:
+            params = params.replace(temperature=sampled_temperature(params.temperature))
+        processors = processors_for(self.lm, params, self.input_ids, self.prompt_length)
+        stages = apply_stages(self.logits, self.input_ids, processors, params.greedy, order=STAGE_ORDER)
+        return Distribution(self.lm, self.params, self.logits, self.input_ids, self.prompt_length, stages)
 
     def summary(self, n: int = 5) -> str:
         """A short, stable text summary: top tokens with probabilities, surviving tokens, entropy (for nbval)."""
@@ -160,6 +149,18 @@ class Distribution:
 
     def __repr__(self) -> str:
         return f"Distribution({', '.join(self.stages)}; {self.summary(3)})"
+
+
+def _check_params(params: Any) -> SamplingParams:
+    if not isinstance(params, SamplingParams):
+        raise TypeError(f"params must be a smolkit.SamplingParams, got {type(params).__name__}")
+    return params
+
+
+def _check_model(lm: Any) -> LoadedModel:
+    if not isinstance(lm, LoadedModel):
+        raise TypeError(f"lm must be a model from smolkit.load_model(), got {type(lm).__name__}")
+    return lm
 
 
 def prepare_inputs(
@@ -171,15 +172,18 @@ def prepare_inputs(
     chat: bool = True,
 ) -> tuple[dict[str, torch.Tensor], int]:
     """Validated model inputs for ``prompt`` (+ already ``generated`` text or ids) and the prompt's length in tokens."""
-    if not isinstance(params, SamplingParams):
-        raise TypeError(f"params must be a smolkit.SamplingParams, got {type(params).__name__}")
-    if not isinstance(prompt, str):
-        raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+    _check_model(lm)
+    _check_params(params)
+    _checks.text("prompt", prompt)
     if not prompt.strip():
         raise ValueError("prompt is empty: type a question or the start of a text")
-    if not isinstance(chat, bool):
-        raise TypeError(f"chat must be True or False, got {chat!r}")
+    chat = _checks.boolean("chat", chat)
     params.check_vocab(lm.vocab_size)
+    if params.min_tokens > 0 and len({*lm.eos_token_ids, *params.stop_token_ids}) >= lm.vocab_size:
+        raise ValueError(
+            f"stop_token_ids: with min_tokens={params.min_tokens} the end-of-sequence and stop tokens block every "
+            "token of the vocabulary: nothing could be generated. Stop at fewer tokens, or set min_tokens=0"
+        )
     inputs = lm.inputs(prompt, chat=chat, image=image)
     prompt_length = int(inputs["input_ids"].shape[1])
     context = lm.context_length
@@ -189,16 +193,10 @@ def prepare_inputs(
             f"generated text). Shorten the prompt."
         )
     if isinstance(generated, str):
-        check_text("generated", generated)
+        _checks.text("generated", generated)
         extra = lm.tokenizer(generated, add_special_tokens=False)["input_ids"] if generated else []
-    elif isinstance(generated, torch.Tensor):
-        extra = _token_ids(generated.flatten().tolist())
-    elif isinstance(generated, Sequence):
-        extra = _token_ids(generated)
     else:
-        raise TypeError(f"generated must be text or a list of token ids, got {type(generated).__name__}")
-    if any(not 0 <= t < lm.vocab_size for t in extra):
-        raise ValueError(f"generated holds token ids outside [0, {lm.vocab_size - 1}]")
+        extra = list(_checks.token_ids("generated", generated, lm.vocab_size))
     if extra:
         ids = torch.tensor([extra], dtype=inputs["input_ids"].dtype, device=inputs["input_ids"].device)
         inputs["input_ids"] = torch.cat([inputs["input_ids"], ids], dim=1)
@@ -206,22 +204,6 @@ def prepare_inputs(
     if inputs["input_ids"].shape[1] >= context:
         raise ValueError(f"prompt plus generated text is {inputs['input_ids'].shape[1]} tokens; the limit is {context}")
     return inputs, prompt_length
-
-
-def _token_ids(values: Sequence[Any]) -> list[int]:
-    """``values`` as ints; a float (1.5), a bool or a string among them is a mistake, not a token id."""
-    out = []
-    for value in values:
-        try:
-            if isinstance(value, bool):
-                raise TypeError
-            out.append(operator.index(value))
-        except TypeError:
-            raise TypeError(
-                f"generated must be text or a list of token ids (integers), got {value!r} ({type(value).__name__}) "
-                "in the list"
-            ) from None
-    return out
 
 
 def _cache_key(inputs: dict[str, torch.Tensor]) -> tuple:
@@ -239,7 +221,8 @@ def next_logits(lm: LoadedModel, inputs: dict[str, torch.Tensor]) -> torch.Tenso
     if key in cache:
         cache.move_to_end(key)
         return cache[key]
-    out = lm.model(**inputs, use_cache=False, logits_to_keep=1)
+    with gpu_share.out_of_memory(lm.device):
+        out = lm.model(**inputs, use_cache=False, logits_to_keep=1)
     logits = out.logits[0, -1].float().cpu()
     cache[key] = logits
     while len(cache) > LOGITS_CACHE_SIZE:
@@ -269,73 +252,9 @@ def next_token_distribution(
 def _build(
     lm: LoadedModel, params: SamplingParams, logits: torch.Tensor, input_ids: torch.Tensor, prompt_length: int
 ) -> Distribution:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # transformers' notes about generation flags; the kit sets them on purpose
-        processors = transformers_processors(
-            lm.model, params, input_ids, prompt_length, lm.eos_token_ids, lm.pad_token_id
-        )
-    scores = logits.unsqueeze(0)
-    stages: dict[str, torch.Tensor] = {"raw": torch.softmax(scores, dim=-1)[0]}
-    for processor in processors:
-        scores = processor(input_ids, scores)
-        stages[stage_name(processor)] = torch.softmax(scores, dim=-1)[0]
-    if params.greedy:
-        one_hot = torch.zeros_like(logits)
-        one_hot[int(scores[0].argmax())] = 1.0
-        stages["greedy"] = one_hot
-    stages["final"] = stages[list(stages)[-1]]
+    processors = processors_for(lm, params, input_ids, prompt_length)
+    stages = apply_stages(logits, input_ids, processors, params.greedy)
     return Distribution(lm, params, logits, input_ids, prompt_length, stages)
-
-
-def sweep(dist: Distribution, name: str, values: Sequence[Any]) -> list[dict[str, Any]]:
-    """One row per value of parameter ``name``: entropy (bits), surviving tokens and the top token with its
-    probability, all from the cached logits (no forward pass). Print it with ``format_rows``."""
-    rows = []
-    for value in values:
-        d = dist.with_params(**{name: value})
-        top = d.top(1)[0]
-        rows.append(
-            {name: value, "entropy": d.entropy, "surviving": d.surviving(), "top": top.token, "p_top": top.prob}
-        )
-    return rows
-
-
-def grid(
-    dist: Distribution, temperatures: Sequence[float], top_ps: Sequence[float], metric: str = "entropy"
-) -> list[list[float]]:
-    """``metric`` ("entropy" in bits, or "surviving" tokens) for every top_p (rows, in the order given) and
-    temperature (columns), from the cached logits: the numbers behind a temperature x top_p heatmap."""
-    if metric not in ("entropy", "surviving"):
-        raise ValueError(f"metric must be 'entropy' or 'surviving', got {metric!r}")
-    cells = ((p, t) for p in top_ps for t in temperatures)
-    values = []
-    for p, t in cells:
-        d = dist.with_params(temperature=float(t), top_p=float(p), do_sample=True)
-        values.append(d.entropy if metric == "entropy" else float(d.surviving()))
-    width = len(temperatures)
-    return [values[i : i + width] for i in range(0, len(values), width)]
-
-
-def format_rows(rows: list[dict[str, Any]], digits: int = 3) -> str:
-    """A plain-text table of ``rows`` (as from ``sweep``): the first column (the parameter) as given, other floats
-    rounded to ``digits`` so that the text is stable for nbval.
-
-    >>> print(format_rows([{"temperature": 0.5, "entropy": 1.23456, "top": " Paris"}]))
-    temperature  entropy  top
-    0.5          1.235    ' Paris'
-    """
-    if not rows:
-        return ""
-    columns = list(rows[0])
-
-    def cell(value: Any, first: bool) -> str:
-        if isinstance(value, float):
-            return f"{value:g}" if first else f"{value:.{digits}f}"
-        return repr(value) if isinstance(value, str) else str(value)
-
-    table = [columns] + [[cell(row[c], i == 0) for i, c in enumerate(columns)] for row in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in table)
 
 
 def is_probability_vector(probs: torch.Tensor, atol: float = 1e-4) -> bool:

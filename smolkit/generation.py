@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -18,8 +19,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers.generation.streamers import BaseStreamer
 
-from smolkit import fastpath
+from smolkit import _checks, fastpath, gpu_share
 from smolkit.distribution import TokenProb, prepare_inputs
+from smolkit.hf import for_model
 from smolkit.models import LoadedModel
 from smolkit.params import SamplingParams
 
@@ -189,15 +191,15 @@ def generate(
 ) -> GenerationResult:
     """Generate ``params.n`` continuations of ``prompt`` (and ``image`` for SmolVLM) in one batched call.
 
-    Parameters mean what the seed's (vLLM's) vocabulary says: see ``smolkit.SamplingParams``. Invalid input raises
+    Parameters mean what vLLM's vocabulary says: see ``smolkit.SamplingParams``. Invalid input raises
     before any model work. ``fast``: None picks the GPU fast path (``smolkit.fastpath``: decode and sampling
     captured in CUDA graphs) on CUDA when the model allows it, else plain transformers ``generate``; False forces
     plain transformers (for comparison); True forces the fast path (eagerly on the CPU, for tests and teaching).
     ``progress`` shows a tqdm bar of the tokens generated (for long runs, e.g. many samples on the CPU).
     """
     params = SamplingParams() if params is None else params
-    if fast is not None and not isinstance(fast, bool):
-        raise TypeError(f"fast must be None (automatic), True or False, got {fast!r}")
+    if fast is not None:
+        _checks.boolean("fast", fast)
     inputs, prompt_length = prepare_inputs(lm, prompt, params, image=image, chat=chat)
     max_new = min(params.max_new_tokens, lm.context_length - prompt_length)
     if max_new < params.max_new_tokens:
@@ -207,33 +209,47 @@ def generate(
             stacklevel=2,
         )
         params = params.replace(max_new_tokens=max_new, min_tokens=min(params.min_tokens, max_new))
-    if fast is None:
-        fast = lm.device.type == "cuda" and fastpath.fast_path_problem(lm) is None
-    if not isinstance(progress, bool):
-        raise TypeError(f"progress must be True or False, got {progress!r}")
+    progress = _checks.boolean("progress", progress)
     bar = tqdm(total=params.max_new_tokens, desc="generating", unit="token", disable=not progress, leave=False)
-    with bar:
-        if fast:
-            return _generate_fast(lm, prompt, params, inputs, prompt_length, bar)
-        return _generate_plain(lm, prompt, params, inputs, prompt_length, bar)
+    request = _Request(prompt, params, inputs, prompt_length)
+    with bar, gpu_share.out_of_memory(lm.device):
+        if uses_fast_path(lm, fast):
+            return _generate_fast(lm, request, bar)
+        return _generate_plain(lm, request, bar)
 
 
-def _generate_plain(
-    lm: LoadedModel,
-    prompt: str,
-    params: SamplingParams,
-    inputs: dict[str, torch.Tensor],
-    prompt_length: int,
-    bar: tqdm,
-) -> GenerationResult:
-    gc, processors = params.to_generation_config(
-        prompt_length=prompt_length,
-        eos_token_id=lm.eos_token_ids,
-        pad_token_id=lm.pad_token_id,
-        base=lm.model.generation_config,
-    )
+@dataclasses.dataclass(frozen=True)
+class _Request:
+    """A validated generate call: the prompt, its parameters, the model inputs and the prompt's length in tokens."""
+
+    prompt: str
+    params: SamplingParams
+    inputs: dict[str, torch.Tensor]
+    prompt_length: int
+
+
+def uses_fast_path(lm: LoadedModel, fast: bool | None) -> bool:
+    """Whether ``generate(lm, ..., fast=fast)`` runs the fast path: None means on CUDA when it can serve the model
+    (a one-line notice, once per model, says why not when it cannot); True insists (ValueError when it cannot)."""
+    if fast is False or (fast is None and lm.device.type != "cuda"):
+        return False
+    problem = fastpath.fast_path_problem(lm)
+    if problem is None:
+        return True
+    if fast:
+        raise ValueError(f"fast=True: the fast path cannot run {lm.name!r}: {problem}; use fast=None or False")
+    if not lm.fast_path_notice_shown:
+        print(f"smolkit: the GPU fast path cannot serve {lm.name!r} ({problem}); using transformers' generate",
+              file=sys.stderr)  # fmt: skip
+        lm.fast_path_notice_shown = True
+    return False
+
+
+def _generate_plain(lm: LoadedModel, request: _Request, bar: tqdm) -> GenerationResult:
+    params, prompt_length = request.params, request.prompt_length
+    gc, processors = for_model(lm, params, prompt_length)
     gc.update(output_scores=True, output_logits=True, return_dict_in_generate=True)
-    batch = {k: v.repeat(params.n, *([1] * (v.dim() - 1))) for k, v in inputs.items()}
+    batch = {k: v.repeat(params.n, *([1] * (v.dim() - 1))) for k, v in request.inputs.items()}
     start = time.perf_counter()
     with seeded(params.seed, lm.device), torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # transformers' notes about flags the kit sets on purpose
@@ -251,7 +267,7 @@ def _generate_plain(
     logits = torch.stack(out.logits, dim=1).float().cpu()
     stop_ids = set(gc.eos_token_id or [])
     samples = tuple(_sample(lm, new_ids[i], scores[i], logits[i], stop_ids) for i in range(params.n))
-    return GenerationResult(prompt, params, samples, prompt_length, seconds, "transformers")
+    return GenerationResult(request.prompt, params, samples, prompt_length, seconds, "transformers")
 
 
 class _ProgressStreamer(BaseStreamer):
@@ -270,22 +286,16 @@ class _ProgressStreamer(BaseStreamer):
         self.bar.refresh()
 
 
-def _generate_fast(
-    lm: LoadedModel,
-    prompt: str,
-    params: SamplingParams,
-    inputs: dict[str, torch.Tensor],
-    prompt_length: int,
-    bar: tqdm,
-) -> GenerationResult:
+def _generate_fast(lm: LoadedModel, request: _Request, bar: tqdm) -> GenerationResult:
+    params = request.params
     decoder = fastpath.get_fast_decoder(lm)
-    decoder.prepare(params.n, prompt_length + params.max_new_tokens)  # capture before seeding: it draws numbers
+    decoder.prepare(params.n, request.prompt_length + params.max_new_tokens)  # before seeding: it draws numbers
     stop_ids = list(dict.fromkeys([*lm.eos_token_ids, *params.stop_token_ids]))
     with seeded(params.seed, lm.device):
-        state, seconds = decoder.generate(inputs, params, stop_ids, lm.pad_token_id or 0, on_chunk=bar.update)
-    samples = fast_samples(lm, state, params.n, params.max_new_tokens, set(stop_ids))
+        out = decoder.generate(request.inputs, params, stop_ids, lm.pad_token_id or 0, on_chunk=bar.update)
+    samples = tuple(_fast_sample(lm, out, row, set(stop_ids)) for row in range(params.n))
     backend = "smolkit fast path (CUDA graphs)" if decoder.use_graphs else "smolkit fast path (eager)"
-    return GenerationResult(prompt, params, samples, prompt_length, seconds, backend)
+    return GenerationResult(request.prompt, params, samples, request.prompt_length, out.seconds, backend)
 
 
 def _cut_at_stop(tokens: list[int], stop_ids: set[int]) -> tuple[int, Literal["stop", "length"]]:
@@ -296,20 +306,13 @@ def _cut_at_stop(tokens: list[int], stop_ids: set[int]) -> tuple[int, Literal["s
     return len(tokens), "length"
 
 
-def fast_samples(lm: LoadedModel, state: fastpath.SamplerState, n: int, max_new: int, stop_ids: set[int]):
-    """Samples from the fast path's device buffers (copied to the host once): tokens cut at the first stop, step
-    records as recorded on the device."""
-    columns = [t[:n, :max_new].cpu().tolist() for t in (state.tokens, state.probs, state.ranks, state.entropy)]
-    top_ids, top_probs = state.top_ids[:n, :max_new].cpu().tolist(), state.top_probs[:n, :max_new].cpu().tolist()
-    samples = []
-    for row in range(n):
-        tokens, probs, ranks, entropy = (column[row] for column in columns)
-        length, finish = _cut_at_stop(tokens, stop_ids)
-        kept = tokens[:length]
-        records = StepRecords(lm, kept, probs[:length], ranks[:length], entropy[:length], top_ids[row][:length],
-                              top_probs[row][:length])  # fmt: skip
-        samples.append(Sample(lm.decode(kept, skip_special_tokens=True), tuple(kept), records, finish))
-    return tuple(samples)
+def _fast_sample(lm: LoadedModel, out: fastpath.FastResult, row: int, stop_ids: set[int]) -> Sample:
+    """One row of the fast path's result as a Sample: tokens cut at the first stop, step records as recorded."""
+    length, finish = _cut_at_stop(out.tokens[row], stop_ids)
+    kept = out.tokens[row][:length]
+    columns = (out.probs, out.ranks, out.entropy, out.top_ids, out.top_probs)
+    records = StepRecords(lm, kept, *(column[row][:length] for column in columns))
+    return Sample(lm.decode(kept, skip_special_tokens=True), tuple(kept), records, finish)
 
 
 def _sample(

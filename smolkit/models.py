@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import time
 import warnings
 from collections import OrderedDict
@@ -19,6 +18,7 @@ from typing import Any
 
 import torch
 
+from smolkit import _checks, gpu_share
 from smolkit.embedded import EMBEDDED_DESCRIPTION, ensure_converted
 from smolkit.images import load_image
 
@@ -76,14 +76,15 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """'auto' -> bfloat16 on a CUDA GPU that supports it (float16 otherwise), float32 on the CPU."""
+    """'auto' -> float32 on every device: the kit shows next-token probabilities, and in bfloat16 two correct
+    implementations of the same model (transformers' forward, the fast path's) give probabilities a few per cent
+    apart, enough for a chi-square test to tell the plot from the draws. SmolLM2 and SmolVLM are small enough that
+    float32 costs little (bench/RESULTS.md). "bfloat16" and "float16" remain available for speed."""
     if isinstance(dtype, torch.dtype):
         if dtype not in _DTYPES.values():
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)} or 'auto', got {dtype}")
         return dtype
     if dtype == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)} or 'auto', got {dtype!r}")
@@ -110,6 +111,7 @@ class LoadedModel:
     description: str = ""
     load_seconds: float = 0.0
     fast_decoder: Any = dataclasses.field(default=None, repr=False)
+    fast_path_notice_shown: bool = dataclasses.field(default=False, repr=False)
     token_text_cache: dict[int, str] = dataclasses.field(default_factory=dict, repr=False)
     logits_cache: OrderedDict = dataclasses.field(default_factory=OrderedDict, repr=False)
 
@@ -157,9 +159,7 @@ class LoadedModel:
         ``chat=True`` wraps the prompt in the model's chat template as a user turn and adds the assistant prefix,
         which is what instruct models are trained on; ``chat=False`` feeds the text as it is.
         """
-        if not isinstance(prompt, str):
-            raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
-        check_text("prompt", prompt)
+        _checks.text("prompt", prompt)
         if image is not None and not self.is_vision:
             raise ValueError(
                 f"image: model {self.name!r} is text-only and cannot read images; load a SmolVLM model, e.g. "
@@ -216,26 +216,6 @@ class LoadedModel:
         if missing:
             cache.update(zip(missing, self.tokenizer.batch_decode([[i] for i in missing]), strict=True))
         return [cache[i] for i in ids]
-
-
-def check_text(name: str, text: str) -> None:
-    r"""Raise ValueError when ``text`` holds a lone surrogate (e.g. half of an emoji from badly decoded JSON): it is
-    not Unicode text, and tokenizers fail on it with an obscure TypeError. Everything else (emoji, right-to-left
-    scripts, combining marks, zero-width and control characters, NUL) is text the tokenizer reads.
-
-    >>> check_text("prompt", "emoji \U0001f916, RTL \u05e9\u05dc\u05d5\u05dd, e\u0301, NUL \x00: all fine")
-    >>> check_text("prompt", "half an emoji \ud83e")
-    Traceback (most recent call last):
-    ...
-    ValueError: prompt holds '\ud83e' at position 14: half of a UTF-16 surrogate pair, not a character; remove it
-    """
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise ValueError(
-            f"{name} holds {text[err.start]!r} at position {err.start}: half of a UTF-16 surrogate pair, not a "
-            "character; remove it"
-        ) from None
 
 
 @contextlib.contextmanager
@@ -373,7 +353,7 @@ def load_model(
     ``name``: "embedded" (SmolLM2-135M-Instruct, offline), a Hub id such as "HuggingFaceTB/SmolVLM-256M-Instruct"
     (from the Hugging Face cache, or downloaded when online), or a local model folder. Only safetensors or GGUF
     weights are loaded, and never remote code. ``device``: "auto" (CUDA when available), "cpu", "cuda", "cuda:N".
-    ``dtype``: "auto" (bfloat16 on a GPU that supports it, float32 on the CPU), "float32", "bfloat16", "float16".
+    ``dtype``: "auto" (float32, see ``resolve_dtype``), "float32", "bfloat16", "float16".
     ``image_splitting``: for SmolVLM, None keeps the model's tiling on a GPU and uses one 512 px tile on the CPU.
     """
     if not isinstance(name, str) or not name.strip():
@@ -382,7 +362,7 @@ def load_model(
     dt = resolve_dtype(dtype, dev)
     if image_splitting is not None and not isinstance(image_splitting, bool):
         raise TypeError(f"image_splitting must be None, True or False, got {image_splitting!r}")
-    _apply_gpu_memory_cap(dev)
+    gpu_share.apply_gpu_memory_cap(dev)
     start = time.perf_counter()
     if name == EMBEDDED:
         lm = _load_embedded(dev, dt)
@@ -397,7 +377,8 @@ def load_model(
         )
     else:
         lm = _load_hub(name, dev, dt, image_splitting)
-    lm.model.to(dev)
+    with gpu_share.out_of_memory(dev):
+        lm.model.to(dev)
     lm.model.eval()
     lm.load_seconds = time.perf_counter() - start
     return lm
@@ -412,17 +393,3 @@ def _is_repo_id(name: str) -> bool:
     except HFValidationError:
         return False
     return name.count("/") == 1
-
-
-def _apply_gpu_memory_cap(device: torch.device) -> None:
-    """Honour SMOLKIT_GPU_MEMORY_FRACTION (set per participant by the workshop hub) on CUDA devices."""
-    fraction = os.environ.get("SMOLKIT_GPU_MEMORY_FRACTION")
-    if device.type != "cuda" or not fraction:
-        return
-    try:
-        value = float(fraction)
-    except ValueError:
-        raise ValueError(f"SMOLKIT_GPU_MEMORY_FRACTION must be a number in (0, 1], got {fraction!r}") from None
-    if not 0 < value <= 1:
-        raise ValueError(f"SMOLKIT_GPU_MEMORY_FRACTION must be in (0, 1], got {fraction!r}")
-    torch.cuda.set_per_process_memory_fraction(value, device)

@@ -1,4 +1,5 @@
-"""Test plumbing: a tiny, randomly initialised Idefics3 (SmolVLM's architecture) built locally.
+"""Test plumbing: a tiny, randomly initialised Idefics3 (SmolVLM's architecture) built locally, and the
+chi-square statistic the GPU tests and benchmarks hold draws against a distribution with.
 
 SmolVLM cannot be downloaded in tests or CI, so the image path (processor, image splitting, generate with
 pixel_values) is tested on this stand-in. Its weights are random: it is never a real model and its text is noise.
@@ -10,6 +11,9 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
+
+import torch
 
 # SmolVLM's chat template (the format of its chat_template.json): "User:<image>text<end_of_utterance>\nAssistant:"
 SMOLVLM_CHAT_TEMPLATE = (
@@ -29,6 +33,22 @@ IMAGE_SPECIAL_TOKENS = [
 ]
 
 
+def chi_square(counts: torch.Tensor, probs: torch.Tensor, bins: int = 20) -> float:
+    """Pearson's chi-square of token ``counts`` (vocab,) against ``probs`` (vocab,) over the ``bins`` most likely
+    tokens and one bin for all the others (``bins`` degrees of freedom).
+
+    >>> round(chi_square(torch.tensor([50.0, 30.0, 20.0]), torch.tensor([0.5, 0.3, 0.2]), bins=2), 6)
+    0.0
+    >>> round(chi_square(torch.tensor([60.0, 20.0, 20.0]), torch.tensor([0.5, 0.3, 0.2]), bins=2), 3)
+    5.333
+    """
+    top = torch.topk(probs, bins).indices
+    expected = torch.cat([probs[top], (1 - probs[top].sum()).clamp(min=0).view(1)]).double() * counts.sum()
+    observed = torch.cat([counts[top], (counts.sum() - counts[top].sum()).view(1)]).double()
+    keep = expected > 0
+    return float(((observed[keep] - expected[keep]) ** 2 / expected[keep]).sum())
+
+
 def build_tiny_idefics3(folder: str | Path, tile: int = 64, patch: int = 16, seed: int = 0) -> Path:
     """Write a tiny random Idefics3 model, processor and tokenizer to ``folder`` and return it.
 
@@ -36,8 +56,7 @@ def build_tiny_idefics3(folder: str | Path, tile: int = 64, patch: int = 16, see
     one (no torchvision). One tile of ``tile`` px gives ``(tile / patch) ** 2 / 4`` image tokens (scale factor 2);
     images up to ``4 * tile`` px are split into tiles plus a global image, as SmolVLM does.
     """
-    import torch
-    from transformers import AutoTokenizer, Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+    from transformers import AutoTokenizer, Idefics3ForConditionalGeneration, Idefics3Processor
     from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 
     from smolkit.models import EMBEDDED, load_model
@@ -53,31 +72,7 @@ def build_tiny_idefics3(folder: str | Path, tile: int = 64, patch: int = 16, see
 
     scale = 2
     image_seq_len = (tile // patch) ** 2 // scale**2
-    config = Idefics3Config(
-        text_config={
-            "model_type": "llama",
-            "vocab_size": len(tokenizer),
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 2048,
-            "tie_word_embeddings": True,
-            "pad_token_id": tokenizer.pad_token_id,
-        },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": tile,
-            "patch_size": patch,
-        },
-        scale_factor=scale,
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        tie_word_embeddings=True,
-    )
+    config = _tiny_config(tokenizer, tile, patch, scale)
     torch.manual_seed(seed)
     model = Idefics3ForConditionalGeneration(config).eval()
     model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<end_of_utterance>")
@@ -98,3 +93,21 @@ def build_tiny_idefics3(folder: str | Path, tile: int = 64, patch: int = 16, see
         json.dumps({"what": "tiny random Idefics3 for tests; not a real model", "image_seq_len": image_seq_len})
     )
     return folder
+
+
+def _tiny_config(tokenizer: Any, tile: int, patch: int, scale: int) -> Any:
+    """An Idefics3 config a few layers wide: a Llama text decoder (the fast path's architecture) and a SigLIP tower."""
+    from transformers import Idefics3Config
+
+    text = dict(model_type="llama", vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=tile,
+                  patch_size=patch)  # fmt: skip
+    return Idefics3Config(
+        text_config=text,
+        vision_config=vision,
+        scale_factor=scale,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        tie_word_embeddings=True,
+    )

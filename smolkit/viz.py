@@ -18,8 +18,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from smolkit.distribution import Distribution, grid
+from smolkit.distribution import Distribution
 from smolkit.generation import GenerationResult
+from smolkit.tables import grid
+from smolkit.tokens import visible
 
 __all__ = [
     "BarsPlot",
@@ -37,7 +39,7 @@ __all__ = [
 ]
 
 LIVE_TOP = 1.1
-"""The fixed probability scale of a live (slider-driven) bar chart, with room for the legend."""
+"""The largest probability scale of a live (slider-driven) bar chart, with room for the legend."""
 RAW = "#b8c2cc"
 FINAL = "#2b6cb0"
 CUT = "#c53030"
@@ -45,14 +47,12 @@ OTHER = "#718096"
 
 
 def token_label(text: str, width: int = 12) -> str:
-    """A token's text made visible for an axis label: leading space as '␣', newline as '⏎', empty as '∅'.
+    """A token's text for an axis label: whitespace made visible (``smolkit.tokens.visible``), cut to ``width``.
 
-    >>> token_label(" Paris"), token_label("\\n"), token_label("")
-    ('␣Paris', '⏎', '∅')
+    >>> token_label(" Paris"), token_label("\\n"), token_label(" extraordinarily")
+    ('␣Paris', '⏎', '␣extraordin…')
     """
-    if text == "":
-        return "∅"
-    shown = text.replace("\n", "⏎").replace("\t", "⇥").replace(" ", "␣")
+    shown = visible(text)
     return shown if len(shown) <= width else shown[: width - 1] + "…"
 
 
@@ -119,8 +119,9 @@ class BarsPlot:
         base: str = "raw",
         live: bool = False,
     ):
-        """``live``: for a figure that will follow a slider: the legend always names the red x and the y range
-        only grows (or shrinks below a third), so that most updates change nothing but the bars and the title."""
+        """``live``: for a figure that will follow a slider: a fixed title, the legend always naming the red x, and
+        a scale that grows at once when a bar needs it but shrinks only when the slider settles (``update(...,
+        settle=True)``), so that most updates change nothing but the bars."""
         self.ax, self.n, self.stage, self.base, self.live = ax, n, stage, base, live
         data = bar_data(dist, n, stage, base)
         self.ids = data["ids"]
@@ -137,7 +138,7 @@ class BarsPlot:
         ax.set_ylabel("probability")
         ax.spines[["top", "right"]].set_visible(False)
         self.legend_shows_cut: bool | None = None
-        self.update(dist)
+        self.update(dist, settle=True)
 
     def _legend(self, with_cut: bool) -> None:
         """The legend, naming the red x only when some shown token is cut (rebuilt only when that changes)."""
@@ -151,7 +152,7 @@ class BarsPlot:
         """What ``update`` changes while the axes, ticks and legend stay (unless update says otherwise)."""
         return [*self.base_bars, *self.stage_bars, self.cut_marks, *([] if self.live else [self.ax.title])]
 
-    def update(self, dist: Distribution, title: str | None = None) -> bool:
+    def update(self, dist: Distribution, title: str | None = None, settle: bool = False) -> bool:
         """Show ``dist`` (same prompt and context as the one drawn first: the same tokens are shown). Returns True
         when more than the dynamic artists changed (the y range or the legend), so a full redraw is needed."""
         base_p, stage_p = dist.stages[self.base], dist.stages[self.stage]
@@ -167,15 +168,18 @@ class BarsPlot:
         with_cut = bool(cut) or self.live
         legend_changed = with_cut != self.legend_shows_cut
         self._legend(with_cut)
-        if self.live:  # a fixed scale and title: a steady picture, and only the bars to redraw
-            rescaled = self.ax.get_ylim()[1] != LIVE_TOP
+        needed = max(1e-3, *base_h, *stage_h) * 1.25  # room for the legend above the bars
+        top = self.ax.get_ylim()[1]
+        if self.live:  # a steady picture while the slider moves: only the bars to redraw
+            needed = min(needed, LIVE_TOP)
+            rescaled = needed > top or (settle and not 0.8 * top <= needed)
             if rescaled:
-                self.ax.set_ylim(0, LIVE_TOP)
+                self.ax.set_ylim(0, needed)
+            if not self.ax.get_title():
                 self.ax.set_title(f"the {len(self.ids)} most likely next tokens: the model's probabilities (grey) and "
                                   "the ones sampled from (blue)", fontsize=10)  # fmt: skip
             return legend_changed or rescaled
-        needed = max(1e-3, *base_h, *stage_h) * 1.25  # room for the legend above the bars
-        rescaled = not 0.8 * self.ax.get_ylim()[1] <= needed <= self.ax.get_ylim()[1]
+        rescaled = not 0.8 * top <= needed <= top
         if rescaled:
             self.ax.set_ylim(0, needed)
         self.ax.set_title(
@@ -237,8 +241,9 @@ class CumulativePlot:
     def dynamic_artists(self) -> list[Any]:
         return [*self.bars, self.line, *([] if self.live else [self.legend, self.ax.title])]
 
-    def update(self, dist: Distribution) -> bool:
-        """Show ``dist``; returns True when more than the dynamic artists changed (the y label)."""
+    def update(self, dist: Distribution, settle: bool = False) -> bool:
+        """Show ``dist``; returns True when more than the dynamic artists changed (the y label). ``settle`` changes
+        nothing here: the scale is the probability mass, 0 to 1."""
         before = before_top_p(dist)
         cumulative = dist.stages[before].sort(descending=True).values.cumsum(0)[: self.n].tolist()
         kept = dist.surviving("top_p") if "top_p" in dist.stages else dist.surviving(before)

@@ -6,6 +6,7 @@ stages to the cached logits and redraws the bars in place, so the picture follow
 
 from __future__ import annotations
 
+import asyncio
 import html
 import io
 import time
@@ -18,11 +19,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
+from smolkit import _checks
 from smolkit.distribution import Distribution, next_token_distribution
-from smolkit.export import SNIPPET_TARGETS, model_id
+from smolkit.export import model_id
 from smolkit.generation import GenerationResult, generate
 from smolkit.models import LoadedModel
 from smolkit.params import SamplingParams
+from smolkit.snippets import SNIPPET_TARGETS, snippet
 from smolkit.viz import BarsPlot, CumulativePlot, token_label
 
 __all__ = ["CONTROLS", "DistributionExplorer", "LiveSamples", "PresetExport", "StepExplorer", "slider"]
@@ -30,7 +33,7 @@ __all__ = ["CONTROLS", "DistributionExplorer", "LiveSamples", "PresetExport", "S
 CONTROLS: dict[str, dict[str, Any]] = {
     "temperature": {"min": 0.0, "max": 2.0, "step": 0.05, "help": "0 = greedy"},
     "top_p": {"min": 0.05, "max": 1.0, "step": 0.05, "help": "1 = all tokens"},
-    "top_k": {"min": -1, "max": 100, "step": 1, "help": "-1 = all tokens"},
+    "top_k": {"min": 0, "max": 100, "step": 1, "help": "0 = all tokens"},
     "min_p": {"min": 0.0, "max": 0.5, "step": 0.01, "help": "0 = off"},
     "repetition_penalty": {"min": 0.5, "max": 2.0, "step": 0.05, "help": "1 = off"},
     "presence_penalty": {"min": -2.0, "max": 2.0, "step": 0.1, "help": "0 = off"},
@@ -40,18 +43,18 @@ CONTROLS: dict[str, dict[str, Any]] = {
 """Slider ranges for each parameter a widget can control: every value in range is a valid SamplingParams value."""
 
 VIEWS = ("bars", "cumulative", "both")
+CUTOFF_CONTROLS = ("temperature", "top_p", "top_k")
 
 
 def slider(name: str, value: float | int) -> W.Widget:
-    """A slider for parameter ``name`` over its CONTROLS range, starting at ``value``."""
-    if name not in CONTROLS:
-        raise ValueError(f"control must be one of {sorted(CONTROLS)}, got {name!r}")
-    spec = CONTROLS[name]
+    """A slider for parameter ``name`` over its CONTROLS range, starting at ``value``; the range is widened to hold a
+    value outside it (a preset with top_k=500 shows 500, not the clamped 100)."""
+    spec = CONTROLS[_checks.choice("control", name, tuple(CONTROLS))]
     cls = W.IntSlider if isinstance(spec["step"], int) else W.FloatSlider
     return cls(
         value=value,
-        min=spec["min"],
-        max=spec["max"],
+        min=min(spec["min"], value),
+        max=max(spec["max"], value),
         step=spec["step"],
         description=name,
         continuous_update=True,
@@ -61,10 +64,15 @@ def slider(name: str, value: float | int) -> W.Widget:
     )
 
 
-def _check_controls(controls: Sequence[str]) -> None:
+def _check_controls(controls: Sequence[str]) -> tuple[str, ...]:
     unknown = [c for c in controls if c not in CONTROLS]
     if isinstance(controls, str) or unknown:
         raise ValueError(f"controls must be a list of names among {sorted(CONTROLS)}, got {controls!r}")
+    return tuple(controls)
+
+
+def _error_html(err: Exception) -> str:
+    return f"<span style='color:#c53030'>{html.escape(str(err))}</span>"
 
 
 def png_of(canvas: FigureCanvasAgg) -> bytes:
@@ -79,9 +87,7 @@ class _LiveFigure:
     """A figure with a bars and/or cumulative view of a Distribution, redrawn in place into an Image widget."""
 
     def __init__(self, dist: Distribution, view: str, n: int):
-        if view not in VIEWS:
-            raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
-        self.view, self.n = view, n
+        self.view, self.n = _checks.choice("view", view, VIEWS), n
         width = 12.5 if view == "both" else 8
         self.figure = Figure(figsize=(width, 3.8), dpi=80, layout="constrained")
         self.canvas = FigureCanvasAgg(self.figure)
@@ -110,8 +116,9 @@ class _LiveFigure:
     def dynamic_artists(self) -> list:
         return [artist for plot in self.plots for artist in plot.dynamic_artists()]
 
-    def update(self, dist: Distribution) -> None:
-        changed = [plot.update(dist) for plot in self.plots]
+    def update(self, dist: Distribution, settle: bool = False) -> None:
+        """Show ``dist``; ``settle`` (the slider has stopped) lets the scale shrink to fit it."""
+        changed = [plot.update(dist, settle=settle) for plot in self.plots]
         self._render(full=any(changed))
 
     def _render(self, full: bool) -> None:
@@ -146,7 +153,7 @@ class PresetExport:
         """Write the code for the current settings and target into the box; returns it."""
         try:
             params = self.params_of()
-            text = params.snippet(self.target.value, model=self.model, prompt=self.prompt, vision=self.vision)
+            text = snippet(params, self.target.value, model=self.model, prompt=self.prompt, vision=self.vision)
             self.status.value = "select the code below and copy it (Ctrl+A, Ctrl+C)"
         except ValueError as err:  # a value the target cannot hold, e.g. temperature > 2 for vLLM
             text = f"# cannot export to {self.target.value}: {err}"
@@ -163,12 +170,63 @@ class PresetExport:
             )
 
 
-class DistributionExplorer:
+class _Explorer:
+    """What every explorer shares: a model and prompt, parameters set by sliders, and an error line.
+
+    A slider move calls ``_apply(params)`` with the new, validated parameters; an invalid combination (e.g.
+    min_tokens above max_new_tokens) is shown in the error line and the last good state stays. ``widget`` is what a
+    notebook displays.
+    """
+
+    widget: W.Widget
+
+    def __init__(self, lm: LoadedModel, prompt: str, params: SamplingParams | None, controls: Sequence[str]):
+        self.lm, self.prompt = lm, prompt
+        self.params = SamplingParams() if params is None else params
+        if not isinstance(self.params, SamplingParams):
+            raise TypeError(f"params must be a smolkit.SamplingParams, got {type(self.params).__name__}")
+        self.controls = _check_controls(controls)
+        self.error = W.HTML()
+
+    def _make_sliders(self, continuous: bool = True) -> None:
+        self.sliders = {name: slider(name, getattr(self.params, name)) for name in self.controls}
+        for widget in self.sliders.values():
+            widget.continuous_update = continuous
+            widget.observe(self._on_slider, names="value")
+
+    def _on_slider(self, change: dict) -> None:
+        self.update(**{name: w.value for name, w in self.sliders.items()})
+
+    def _validated(self, changes: dict[str, Any]) -> SamplingParams | None:
+        """The parameters with ``changes``, or None (the error shown) when they are invalid."""
+        try:
+            params = self.params.replace(**changes)
+        except (TypeError, ValueError) as err:  # shown beside the sliders; the last good state stays
+            self.error.value = _error_html(err)
+            return None
+        self.error.value = ""
+        return params
+
+    def update(self, **changes: Any) -> Any:
+        raise NotImplementedError
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+
+SETTLE_SECONDS = 0.3
+"""After the last slider move, how long until the figure's scale is fitted to the distribution again."""
+
+
+class DistributionExplorer(_Explorer):
     """Sliders over sampling parameters that re-plot the next-token distribution for ``prompt`` live.
 
     ``controls`` names the sliders (keys of CONTROLS); ``view`` is "bars" (raw beside reshaped), "cumulative"
     (top-p's view) or "both". ``update(**changes)`` does what moving sliders does, for code and tests; ``dist``
-    is the current Distribution and ``summary()`` its numbers as text.
+    is the current Distribution and ``summary()`` its numbers as text. While a slider moves the scale stays (or
+    grows, when a bar needs it); SETTLE_SECONDS after the last move it fits the distribution again (``settle()``).
     """
 
     def __init__(
@@ -176,41 +234,34 @@ class DistributionExplorer:
         lm: LoadedModel,
         prompt: str,
         params: SamplingParams | None = None,
-        controls: Sequence[str] = ("temperature", "top_p", "top_k"),
+        controls: Sequence[str] = CUTOFF_CONTROLS,
         generated: str | Sequence[int] = "",
         view: str = "bars",
         n: int = 12,
         image: Any = None,
     ):
-        self.params = SamplingParams() if params is None else params
-        _check_controls(controls)
-        if view not in VIEWS:
-            raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+        super().__init__(lm, prompt, params, controls)
+        _checks.choice("view", view, VIEWS)
         self.dist = next_token_distribution(lm, prompt, self.params, generated=generated, image=image)
         self.live = _LiveFigure(self.dist, view, n)
-        self.sliders = {name: slider(name, getattr(self.params, name)) for name in controls}
-        for widget in self.sliders.values():
-            widget.observe(self._on_slider, names="value")
+        self._make_sliders()
         self.readout = W.HTML(self._readout_html())
-        self.error = W.HTML()
         self.last_update_seconds = 0.0
         self._syncing = False
+        self._settle_handle: Any = None
         self.export = PresetExport(lambda: self.params, model_id(lm), prompt, lm.is_vision)
         self.widget = W.VBox([*self.sliders.values(), self.readout, self.error, self.live.image, self.export.widget])
 
     def _on_slider(self, change: dict) -> None:
         if not self._syncing:
-            self.update(**{name: w.value for name, w in self.sliders.items()})
+            super()._on_slider(change)
 
     def update(self, **changes: Any) -> Distribution:
         """Change parameters, re-apply the stages to the cached logits and redraw. Returns the new Distribution."""
         start = time.perf_counter()
-        try:
-            params = self.params.replace(**changes)
-        except (TypeError, ValueError) as err:  # shown beside the sliders; the last good picture stays
-            self.error.value = f"<span style='color:#c53030'>{err}</span>"
+        params = self._validated(changes)
+        if params is None:
             return self.dist
-        self.error.value = ""
         self.params = params
         self._syncing = True  # the sliders follow changes made in code without triggering a second update
         try:
@@ -223,7 +274,23 @@ class DistributionExplorer:
         self.readout.value = self._readout_html()
         self.export.mark_stale()
         self.last_update_seconds = time.perf_counter() - start
+        self._schedule_settle()
         return self.dist
+
+    def settle(self) -> None:
+        """Fit the figure's scale to the current distribution (done by itself shortly after the sliders stop)."""
+        self._settle_handle = None
+        self.live.update(self.dist, settle=True)
+
+    def _schedule_settle(self) -> None:
+        """In a running notebook kernel, settle SETTLE_SECONDS after the last update (each update resets the clock)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no event loop (plain Python, tests): call settle() when wanted
+        if self._settle_handle is not None:
+            self._settle_handle.cancel()
+        self._settle_handle = loop.call_later(SETTLE_SECONDS, self.settle)
 
     def summary(self, n: int = 5) -> str:
         return self.dist.summary(n)
@@ -231,9 +298,9 @@ class DistributionExplorer:
     def _readout_html(self) -> str:
         d = self.dist
         return (
-            f"<code>{d.params!r}</code><br>entropy {d.stage_entropy('raw'):.2f} → <b>{d.entropy:.2f}</b> bits &nbsp; "
-            f"<b>{d.surviving():,}</b> tokens can be sampled &nbsp; top: "
-            + ", ".join(f"{token_label(t.token)} {t.prob:.3f}" for t in d.top(3))
+            f"<code>{html.escape(repr(d.params))}</code><br>entropy {d.stage_entropy('raw'):.2f} → "
+            f"<b>{d.entropy:.2f}</b> bits &nbsp; <b>{d.surviving():,}</b> tokens can be sampled &nbsp; top: "
+            + ", ".join(f"{html.escape(token_label(t.token))} {t.prob:.3f}" for t in d.top(3))
         )
 
     @property
@@ -241,13 +308,8 @@ class DistributionExplorer:
         """The current picture as PNG bytes."""
         return self.live.image.value
 
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
 
-        display(self.widget)
-
-
-class LiveSamples:
+class LiveSamples(_Explorer):
     """Several whole continuations, generated again as the sliders move: how a parameter changes whole texts.
 
     The seed stays fixed, so what changes between two slider positions is the parameter's doing. On a GPU (the
@@ -264,35 +326,23 @@ class LiveSamples:
         n: int | None = None,
         max_new_tokens: int | None = None,
     ):
-        _check_controls(controls)
+        super().__init__(lm, prompt, SamplingParams(seed=0) if params is None else params, controls)
         on_gpu = lm.device.type == "cuda"
-        base = SamplingParams(seed=0) if params is None else params
-        if not isinstance(base, SamplingParams):
-            raise TypeError(f"params must be a smolkit.SamplingParams, got {type(base).__name__}")
-        self.lm, self.prompt = lm, prompt
-        self.params = base.replace(
+        self.params = self.params.replace(
             n=n if n is not None else (8 if on_gpu else 3),
             max_new_tokens=max_new_tokens if max_new_tokens is not None else (64 if on_gpu else 24),
-            seed=base.seed if base.seed is not None else 0,
+            seed=self.params.seed if self.params.seed is not None else 0,
         )
-        self.sliders = {name: slider(name, getattr(self.params, name)) for name in controls}
-        for widget in self.sliders.values():
-            widget.continuous_update = on_gpu
-            widget.observe(self._on_slider, names="value")
+        self._make_sliders(continuous=on_gpu)
         self.samples = W.HTML()
         self.status = W.HTML()
         self.result = self.update()
-        self.widget = W.VBox([*self.sliders.values(), self.status, self.samples])
-
-    def _on_slider(self, change: dict) -> None:
-        self.update(**{name: w.value for name, w in self.sliders.items()})
+        self.widget = W.VBox([*self.sliders.values(), self.error, self.status, self.samples])
 
     def update(self, **changes: Any) -> GenerationResult | None:
         """Generate the samples again with ``changes``; an invalid value is shown and the last samples stay."""
-        try:
-            params = self.params.replace(**changes)
-        except (TypeError, ValueError) as err:
-            self.status.value = f"<span style='color:#c53030'>{html.escape(str(err))}</span>"
+        params = self._validated(changes)
+        if params is None:
             return None
         self.params = params
         self.result = generate(self.lm, self.prompt, params)
@@ -304,18 +354,13 @@ class LiveSamples:
         self.samples.value = f"<ol>{rows}</ol>"
         made = sum(len(s) for s in self.result.samples)
         self.status.value = (
-            f"<code>{params!r}</code><br>{params.n} samples, {made} tokens in {self.result.seconds:.2f} s "
-            f"({self.result.backend})"
+            f"<code>{html.escape(repr(params))}</code><br>{params.n} samples, {made} tokens in "
+            f"{self.result.seconds:.2f} s ({self.result.backend})"
         )
         return self.result
 
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
 
-        display(self.widget)
-
-
-class StepExplorer:
+class StepExplorer(_Explorer):
     """Build a continuation one token at a time: pick among the top tokens, or sample with the current parameters;
     see the distribution at each step; go back and branch.
 
@@ -323,44 +368,24 @@ class StepExplorer:
     pass. ``choose(token_id)``, ``sample()``, ``back()`` do what the buttons do.
     """
 
-    def __init__(
-        self,
-        lm: LoadedModel,
-        prompt: str,
-        params: SamplingParams | None = None,
-        controls: Sequence[str] = ("temperature", "top_p", "top_k"),
-        choices: int = 6,
-        n: int = 10,
-    ):
-        self.lm, self.prompt, self.choices = lm, prompt, choices
-        self.params = SamplingParams() if params is None else params
-        if not isinstance(self.params, SamplingParams):
-            raise TypeError(f"params must be a smolkit.SamplingParams, got {type(self.params).__name__}")
-        _check_controls(controls)
+    def __init__(self, lm: LoadedModel, prompt: str, params: SamplingParams | None = None,
+                 controls: Sequence[str] = CUTOFF_CONTROLS, choices: int = 6, n: int = 10):  # fmt: skip
+        super().__init__(lm, prompt, params, controls)
+        self.choices = _checks.integer("choices", choices, lo=1)
         self.token_ids: list[int] = []
         self.generator = torch.Generator().manual_seed(self.params.seed if self.params.seed is not None else 0)
         self.dist = next_token_distribution(lm, prompt, self.params)
         self.live = _LiveFigure(self.dist, "bars", n)
-        self.sliders = {name: slider(name, getattr(self.params, name)) for name in controls}
-        for widget in self.sliders.values():
-            widget.observe(self._on_slider, names="value")
-        self.error = W.HTML()
+        self._make_sliders()
         self.text = W.HTML()
         self.buttons = W.HBox()
         self.sample_button = W.Button(description="sample", button_style="primary", tooltip="draw the next token")
         self.back_button = W.Button(description="back", tooltip="remove the last token (then branch)")
         self.sample_button.on_click(lambda _: self.sample())
         self.back_button.on_click(lambda _: self.back())
-        self.widget = W.VBox(
-            [
-                *self.sliders.values(),
-                self.error,
-                self.text,
-                W.HBox([self.sample_button, self.back_button]),
-                self.buttons,
-                self.live.image,
-            ]
-        )
+        controls_row = W.HBox([self.sample_button, self.back_button])
+        self.widget = W.VBox([*self.sliders.values(), self.error, self.text, controls_row, self.buttons,
+                              self.live.image])  # fmt: skip
         self._refresh(new_context=False)
 
     @property
@@ -369,12 +394,9 @@ class StepExplorer:
 
     def choose(self, token_id: int) -> None:
         """Append ``token_id`` to the continuation and move to the next step."""
-        token_id = int(token_id)
-        if not 0 <= token_id < self.lm.vocab_size:
-            raise ValueError(f"token_id must be in [0, {self.lm.vocab_size - 1}], got {token_id}")
+        token_id = _checks.integer("token_id", token_id, 0, self.lm.vocab_size - 1)
         self.token_ids.append(token_id)
-        self.dist = next_token_distribution(self.lm, self.prompt, self.params, generated=self.token_ids)
-        self._refresh(new_context=True)
+        self._step_to(self.token_ids)
 
     def sample(self) -> int:
         """Draw the next token from the current distribution (the one shown) and append it; returns its id."""
@@ -384,29 +406,30 @@ class StepExplorer:
 
     def back(self) -> None:
         """Remove the last token; the distribution of that step is shown again (from the cache)."""
-        if not self.token_ids:
-            return
-        self.token_ids.pop()
-        self.dist = next_token_distribution(self.lm, self.prompt, self.params, generated=self.token_ids)
+        if self.token_ids:
+            self.token_ids.pop()
+            self._step_to(self.token_ids)
+
+    def _step_to(self, token_ids: list[int]) -> None:
+        self.dist = next_token_distribution(self.lm, self.prompt, self.params, generated=token_ids)
         self._refresh(new_context=True)
 
-    def _on_slider(self, change: dict) -> None:
-        try:
-            self.params = self.params.replace(**{name: w.value for name, w in self.sliders.items()})
-        except (TypeError, ValueError) as err:  # shown beside the sliders; the last good picture stays
-            self.error.value = f"<span style='color:#c53030'>{err}</span>"
-            return
-        self.error.value = ""
-        self.dist = self.dist.with_params(self.params)
-        self._refresh(new_context=False)
+    def update(self, **changes: Any) -> Distribution:
+        """Change parameters (as the sliders do): the current step re-warped, no forward pass."""
+        params = self._validated(changes)
+        if params is not None:
+            self.params = params
+            self.dist = self.dist.with_params(params)
+            self._refresh(new_context=False)
+        return self.dist
 
     def _refresh(self, new_context: bool) -> None:
         if new_context:
             self.live.reset(self.dist)
         else:
-            self.live.update(self.dist)
-        shown = self.continuation.replace("<", "&lt;")
-        last = token_label(self.lm.token_text(self.token_ids[-1])) if self.token_ids else ""
+            self.live.update(self.dist, settle=True)
+        shown = html.escape(self.continuation)
+        last = html.escape(token_label(self.lm.token_text(self.token_ids[-1]))) if self.token_ids else ""
         self.text.value = (
             f"<b>{len(self.token_ids)}</b> tokens: <span style='background:#ebf4ff'>{shown}</span>"
             + (f" &nbsp; (last: <code>{last}</code>)" if last else "")
@@ -414,14 +437,9 @@ class StepExplorer:
         )
         for old in self.buttons.children:
             old.close()  # else every step would leave its buttons' widget models behind in the notebook
-        buttons = []
-        for t in self.dist.top(self.choices):
-            button = W.Button(description=f"{token_label(t.token)} {t.prob:.2f}", layout=W.Layout(width="auto"))
-            button.on_click(lambda _, i=t.id: self.choose(i))
-            buttons.append(button)
-        self.buttons.children = buttons
+        self.buttons.children = [self._choice_button(t) for t in self.dist.top(self.choices)]
 
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
+    def _choice_button(self, t: Any) -> W.Button:
+        button = W.Button(description=f"{token_label(t.token)} {t.prob:.2f}", layout=W.Layout(width="auto"))
+        button.on_click(lambda _, i=t.id: self.choose(i))
+        return button

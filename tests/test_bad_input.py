@@ -18,41 +18,19 @@ from conftest import PROMPT
 from PIL import Image
 
 import smolkit
-from smolkit import SamplingParams, explain, fastpath, generate, load_image, load_model, next_token_distribution
+from smolkit import SamplingParams, explain, from_openai, generate, load_model, next_token_distribution, snippet, viz
 from smolkit.distribution import is_probability_vector
-from smolkit.export import in_vllm_order, to_openai
+from smolkit.export import to_openai
+from smolkit.images import load_image
 from smolkit.params import REPETITION_PENALTY_RANGE
 
 FLOAT_FIELDS = ("temperature", "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty")
 INT_FIELDS = ("max_new_tokens", "top_k", "seed", "min_tokens", "n")
 
 
-class ModelWork:
-    """Counts forward passes of ``lm.model`` and fast-path generate calls while installed."""
-
-    def __init__(self, lm, monkeypatch):
-        self.calls = 0
-        self._handle = lm.model.register_forward_hook(self._count)
-        original = fastpath.FastDecoder.generate
-
-        def counted(decoder, *args, **kwargs):
-            self.calls += 1
-            return original(decoder, *args, **kwargs)
-
-        monkeypatch.setattr(fastpath.FastDecoder, "generate", counted)
-
-    def _count(self, *args):
-        self.calls += 1
-
-    def remove(self):
-        self._handle.remove()
-
-
 @pytest.fixture
-def work(lm, monkeypatch):
-    counter = ModelWork(lm, monkeypatch)
-    yield counter
-    counter.remove()
+def work(lm, model_work):
+    return model_work(lm)
 
 
 def _assert_clear(info, words):
@@ -73,7 +51,7 @@ def test_every_float_field_refuses_nan_and_inf(field, value):
 
 
 @pytest.mark.parametrize("field", FLOAT_FIELDS)
-@pytest.mark.parametrize("value", [None, "0.5", [0.5], torch.tensor(0.5), 1j], ids=repr)
+@pytest.mark.parametrize("value", [None, "0.5", [0.5], torch.tensor([0.5, 0.5]), 1j, np.bool_(True)], ids=repr)
 def test_every_float_field_refuses_wrong_types(field, value):
     with pytest.raises(TypeError) as info:
         SamplingParams(**{field: value})
@@ -81,11 +59,20 @@ def test_every_float_field_refuses_wrong_types(field, value):
 
 
 @pytest.mark.parametrize("field", INT_FIELDS)
-@pytest.mark.parametrize("value", [math.nan, math.inf, 2.0, 2.5, "2", True, [2]], ids=repr)
+@pytest.mark.parametrize("value", [math.nan, math.inf, 2.0, 2.5, "2", True, [2], np.float64(2.0)], ids=repr)
 def test_every_integer_field_refuses_non_integers(field, value):
     with pytest.raises(TypeError) as info:
         SamplingParams(**{field: value})
     _assert_clear(info, [field, "integer", repr(value)])
+
+
+@pytest.mark.parametrize("field", INT_FIELDS)
+@pytest.mark.parametrize("value", [torch.tensor(True), np.bool_(True), torch.tensor(2.0)], ids=repr)
+def test_every_integer_field_refuses_numpy_and_torch_non_integers(field, value):
+    """A bool tensor is no count: top_k=torch.tensor(True) silently became top_k=1 before."""
+    with pytest.raises(TypeError) as info:
+        SamplingParams(**{field: value})
+    _assert_clear(info, [field, "integer"])
 
 
 @pytest.mark.parametrize(
@@ -125,6 +112,22 @@ def test_numpy_and_torch_numbers_are_accepted_and_normalised():
     params = SamplingParams(temperature=np.float32(0.5), top_k=np.int64(5), seed=torch.tensor(3), n=np.int8(2))
     assert (params.temperature, params.top_k, params.seed, params.n) == (0.5, 5, 3, 2)
     assert all(type(getattr(params, f)) is int for f in ("top_k", "seed", "n"))
+    # float32 values arrive as the decimal the user wrote (np.float32(0.7) exported 0.699999988079071 before)
+    for value in (np.float32(0.7), torch.tensor(0.7), torch.tensor(0.7, dtype=torch.bfloat16)):
+        assert SamplingParams(temperature=value).temperature == pytest.approx(0.7, abs=3e-3)
+    assert SamplingParams(temperature=np.float32(0.7)).temperature == 0.7
+    assert SamplingParams(top_p=torch.tensor(0.9)).top_p == 0.9
+
+
+def test_huge_numbers_and_id_lists_get_short_messages():
+    with pytest.raises(ValueError) as info:
+        SamplingParams(temperature=10**400)
+    _assert_clear(info, ["temperature", "finite"])
+    assert len(str(info.value)) < 300
+    with pytest.raises(ValueError) as info:
+        SamplingParams(stop_token_ids=range(10**6)).check_vocab(49152)
+    _assert_clear(info, ["stop_token_ids", "[0, 49151]", "49152", "950,848 in all"])
+    assert len(str(info.value)) < 300
 
 
 # -- next_token_distribution and generate: refused before any forward pass ------------------------------------
@@ -362,18 +365,14 @@ def test_tiny_and_extreme_aspect_images_reach_the_model(tiny_vlm, size):
     assert is_probability_vector(dist.probs)
 
 
-def test_vlm_refuses_a_bad_image_before_model_work(tiny_vlm, tmp_path):
-    calls = []
-    handle = tiny_vlm.model.register_forward_hook(lambda *a: calls.append(1))
-    try:
+def test_vlm_refuses_a_bad_image_before_model_work(tiny_vlm, tmp_path, model_work):
+    with model_work(tiny_vlm) as work:
         for bad, error in ((tmp_path / "missing.png", FileNotFoundError), (42, TypeError)):
             with pytest.raises(error, match="image"):
                 next_token_distribution(tiny_vlm, "Describe the image.", SamplingParams(), image=bad)
-        assert calls == []
+        assert work.calls == 0
         next_token_distribution(tiny_vlm, "Describe the image.", SamplingParams(), image=Image.new("RGB", (9, 9)))
-        assert len(calls) >= 1
-    finally:
-        handle.remove()
+        assert work.calls >= 1
 
 
 # -- a Distribution and its figures ------------------------------------------------------------------------------
@@ -383,7 +382,7 @@ def test_distribution_accessors_name_what_is_valid(lm):
     dist = next_token_distribution(lm, PROMPT, SamplingParams(top_k=5))
     for call, error, words in [
         (lambda: dist.top(-1), ValueError, ["n must be an integer >= 0", "-1"]),
-        (lambda: dist.top(2.5), ValueError, ["n must be", "2.5"]),
+        (lambda: dist.top(2.5), TypeError, ["n must be", "2.5"]),
         (lambda: dist.surviving("top_q"), ValueError, ["stage must be one of", "'top_k'", "'top_q'"]),
         (lambda: dist.stage_entropy("nope"), ValueError, ["stage must be one of", "'nope'"]),
         (lambda: dist.prob_of(49152), ValueError, ["token_id must be in [0, 49151]", "49152"]),
@@ -398,8 +397,6 @@ def test_distribution_accessors_name_what_is_valid(lm):
 
 
 def test_figures_name_what_is_valid(lm):
-    from smolkit import viz
-
     dist = next_token_distribution(lm, PROMPT, SamplingParams())
     result = generate(lm, PROMPT, SamplingParams(max_new_tokens=2, seed=0, n=2))
     for call, words in [
@@ -421,13 +418,13 @@ def test_export_entry_points_name_what_is_wrong(lm):
     with pytest.raises(TypeError, match=r"lm must be a model from smolkit\.load_model\(\), got str"):
         explain(SamplingParams(), "embedded")
     with pytest.raises(TypeError, match=r"model must be the model's name .* got 3"):
-        SamplingParams().snippet("transformers", model=3)
+        snippet(SamplingParams(), "transformers", model=3)
     with pytest.raises(TypeError, match=r"messages must be a list of .* got 'hi'"):
         to_openai(SamplingParams(), model="m", messages="hi")
-    with pytest.raises(TypeError, match=r"dist must be a Distribution .* got str"):
-        in_vllm_order("dist")
+    with pytest.raises(TypeError, match=r"params must be a smolkit\.SamplingParams, got dict"):
+        next_token_distribution(lm, PROMPT).with_params({"temperature": 0.5})
     with pytest.raises(ValueError, match=r"repetition_penalty must be .*\[0\.01, 100\].*1e-40"):
-        SamplingParams.from_openai({"extra_body": {"repetition_penalty": 1e-40}})
+        from_openai({"extra_body": {"repetition_penalty": 1e-40}})
     assert explain(SamplingParams(temperature=0.7), lm).stages  # and a good call works
 
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 from conftest import PROMPT
 
-from smolkit import Distribution, SamplingParams, entropy_bits, generate, next_token_distribution
-from smolkit.distribution import is_probability_vector
+from smolkit import Distribution, SamplingParams, generate, next_token_distribution
+from smolkit.distribution import entropy_bits, is_probability_vector
+from smolkit.hf import to_transformers
 
 PARITY_PARAMS = [
     SamplingParams(),
@@ -37,8 +38,8 @@ def test_probs_equal_generates_processed_scores(lm, params):
     """At every step, the kit's final distribution for that prefix is softmax(generate's output_scores)."""
     inputs = lm.inputs(PROMPT)
     prompt_ids = inputs["input_ids"]
-    gc, procs = params.replace(max_new_tokens=5).to_generation_config(
-        prompt_length=prompt_ids.shape[1], eos_token_id=lm.eos_token_ids, pad_token_id=lm.pad_token_id
+    gc, procs = to_transformers(
+        params.replace(max_new_tokens=5), eos_token_id=lm.eos_token_ids, pad_token_id=lm.pad_token_id
     )
     gc.update(output_scores=True, output_logits=True, return_dict_in_generate=True)
     torch.manual_seed(0)
@@ -91,21 +92,17 @@ def test_every_stage_is_a_probability_vector_over_the_whole_vocabulary(lm):
     assert 1 <= dist.surviving() < 100
 
 
-def test_changing_params_reuses_the_cached_logits(lm):
-    calls = []
-    handle = lm.model.register_forward_hook(lambda *a: calls.append(1))
-    try:
+def test_changing_params_reuses_the_cached_logits(lm, model_work):
+    with model_work(lm) as work:
         lm.clear_cache()
         dist = next_token_distribution(lm, "Once upon a time", SamplingParams())
-        assert len(calls) == 1
+        assert work.calls == 1
         for t in (0.2, 0.7, 1.5):
             dist.with_params(temperature=t, top_k=10)
             next_token_distribution(lm, "Once upon a time", SamplingParams(temperature=t))
-        assert len(calls) == 1
+        assert work.calls == 1
         next_token_distribution(lm, "Once upon a time", SamplingParams(), generated=" there")
-        assert len(calls) == 2
-    finally:
-        handle.remove()
+        assert work.calls == 2
 
 
 def test_temperature_reshapes_as_documented(lm):
@@ -181,10 +178,8 @@ def test_top_summary_and_entropy(lm):
     assert entropy_bits(torch.tensor([0.25] * 4)) == 2.0
 
 
-def test_bad_inputs_fail_before_model_work(lm):
-    calls = []
-    handle = lm.model.register_forward_hook(lambda *a: calls.append(1))
-    try:
+def test_bad_inputs_fail_before_model_work(lm, model_work):
+    with model_work(lm) as work:
         with pytest.raises(ValueError, match="prompt is empty"):
             next_token_distribution(lm, "   ", SamplingParams())
         with pytest.raises(TypeError, match=r"params must be a smolkit\.SamplingParams"):
@@ -195,6 +190,4 @@ def test_bad_inputs_fail_before_model_work(lm):
             next_token_distribution(lm, PROMPT, SamplingParams(), image="whatever.png")
         with pytest.raises(ValueError, match="stage must be one of"):
             next_token_distribution(lm, "Hello", SamplingParams()).top(3, stage="nonsense")
-    finally:
-        handle.remove()
-    assert len(calls) == 1  # only the last, valid call ran the model
+        assert work.calls == 1  # only the last, valid call ran the model

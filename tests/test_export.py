@@ -21,20 +21,13 @@ from transformers import GenerationConfig, LogitsProcessorList, TopKLogitsWarper
 
 import smolkit
 from smolkit import SamplingParams
-from smolkit.distribution import Distribution, next_token_distribution, prepare_inputs, stage_name
+from smolkit.distribution import Distribution, next_token_distribution, prepare_inputs
 from smolkit.embedded import embedded_cache_path
-from smolkit.export import (
-    SNIPPET_TARGETS,
-    ExportWarning,
-    equivalent,
-    explain,
-    from_generation_config,
-    from_openai,
-    in_vllm_order,
-    to_openai,
-    to_vllm,
-)
-from smolkit.params import transformers_processors
+from smolkit.explain import explain
+from smolkit.export import ExportWarning, to_openai, to_vllm
+from smolkit.hf import processors_for, stage_name, to_transformers
+from smolkit.importers import equivalent, from_generation_config, from_model_defaults, from_openai
+from smolkit.snippets import SNIPPET_TARGETS, snippet
 
 PROB_ATOL = 1e-5
 
@@ -111,8 +104,8 @@ def model_generation_config(lm, gc):
 def exported(lm, params, prompt, base=None):
     """Inputs, GenerationConfig and processors for plain ``model.generate``, exported the documented way."""
     inputs = lm.inputs(prompt)
-    gc, procs = params.to_generation_config(
-        prompt_length=inputs["input_ids"].shape[1],
+    gc, procs = to_transformers(
+        params,
         eos_token_id=lm.eos_token_ids,
         pad_token_id=lm.pad_token_id,
         base=base if base is not None else lm.model.generation_config,
@@ -162,16 +155,16 @@ def test_vllm_fields_and_values():
         "max_tokens": 12,
         "min_tokens": 3,
     }
-    assert params.to_vllm() == kwargs
+    assert to_vllm(params) == kwargs
     json.dumps(kwargs)  # plain data
 
 
 @pytest.mark.parametrize(
     ("params", "temperature", "top_k"),
     [
-        (SamplingParams(do_sample=False, temperature=0.7), 0.0, -1),  # vLLM has no do_sample
-        (SamplingParams(temperature=0.0), 0.0, -1),
-        (SamplingParams(temperature=0.9, top_k=0), 0.9, -1),  # all tokens: -1 works in every vLLM release
+        (SamplingParams(do_sample=False, temperature=0.7), 0.0, 0),  # vLLM has no do_sample
+        (SamplingParams(temperature=0.0), 0.0, 0),
+        (SamplingParams(temperature=0.9, top_k=-1), 0.9, 0),  # all tokens: 0, vLLM's default since 0.9
     ],
 )
 def test_vllm_greedy_and_all_tokens(params, temperature, top_k):
@@ -203,7 +196,7 @@ def test_vllm_object(monkeypatch):
     fake.SamplingParams = lambda **kwargs: ("vllm.SamplingParams", kwargs)
     monkeypatch.setitem(sys.modules, "vllm", fake)
     params = SamplingParams(temperature=0.3, top_k=5)
-    assert params.to_vllm(as_object=True) == ("vllm.SamplingParams", to_vllm(params))
+    assert to_vllm(params, as_object=True) == ("vllm.SamplingParams", to_vllm(params))
 
 
 # -- OpenAI ----------------------------------------------------------------------------------------------------
@@ -214,8 +207,8 @@ def test_openai_body_field_names_and_warning(lm):
         max_new_tokens=20, temperature=0.7, top_p=0.9, top_k=30, min_p=0.05, repetition_penalty=1.1, seed=3
     )
     with pytest.warns(ExportWarning, match=r"plain OpenAI endpoint.*top_k=30.*min_p=0.05.*repetition_penalty=1.1"):
-        body = params.to_openai(
-            model="HuggingFaceTB/SmolLM2-135M-Instruct", messages=[{"role": "user", "content": "Hi"}]
+        body = to_openai(
+            params, model="HuggingFaceTB/SmolLM2-135M-Instruct", messages=[{"role": "user", "content": "Hi"}]
         )
     top = set(body) - {"extra_body"}
     assert top <= OPENAI_CHAT_FIELDS
@@ -293,8 +286,8 @@ def test_openai_round_trip(params):
         warnings.simplefilter("ignore", ExportWarning)
         back = from_openai(to_openai(params, model="m"))
     assert equivalent(back, params)
-    if not params.greedy:  # lossless: only top_k 0 (all tokens) comes back as its synonym -1
-        assert back == params.replace(top_k=-1 if params.top_k == 0 else params.top_k)
+    if not params.greedy:  # lossless
+        assert back == params
 
 
 @settings(max_examples=200, deadline=None)
@@ -309,18 +302,18 @@ def test_vllm_round_trip(params):
 @settings(max_examples=200, deadline=None)
 @given(exportable)
 def test_generation_config_round_trip(params):
-    gc, procs = params.to_generation_config(prompt_length=5, eos_token_id=2, pad_token_id=2)
+    gc, procs = to_transformers(params, prompt_length=5, eos_token_id=2, pad_token_id=2)
     back = from_generation_config(gc, procs, eos_token_id=2)
     # A GenerationConfig holds no seed (torch's generator does) and no n (the batch does); the model's own EOS
     # is no stop id.
     expected = params.replace(seed=None, n=1, stop_token_ids=[t for t in params.stop_token_ids if t != 2])
     assert equivalent(back, expected)
     if not params.greedy:
-        assert back == expected.replace(top_k=-1 if expected.top_k == 0 else expected.top_k)
+        assert back == expected
 
 
 def test_generation_config_from_json_dict():
-    gc, _ = SamplingParams(temperature=0.5, top_k=7).to_generation_config(prompt_length=1, eos_token_id=2)
+    gc, _ = to_transformers(SamplingParams(temperature=0.5, top_k=7), eos_token_id=2)
     assert from_generation_config(json.loads(gc.to_json_string())) == SamplingParams(temperature=0.5, top_k=7)
 
 
@@ -393,15 +386,15 @@ def test_openai_import_warns_for_what_it_drops(lm):
 def test_model_defaults(lm, tmp_path):
     # The embedded model's generation_config.json sets no sampling fields: transformers' generate decodes
     # greedily, a vLLM server samples at temperature 1 over all tokens.
-    assert SamplingParams.from_model_defaults(lm).greedy
-    assert SamplingParams.from_model_defaults(lm, defaults="vllm") == SamplingParams()
+    assert from_model_defaults(lm).greedy
+    assert from_model_defaults(lm, defaults="vllm") == SamplingParams()
     GenerationConfig(do_sample=True, temperature=0.6, top_p=0.9, eos_token_id=[2, 5]).save_pretrained(tmp_path)
     with pytest.warns(ExportWarning, match="top_k=50"):
-        as_transformers = SamplingParams.from_model_defaults(str(tmp_path))
+        as_transformers = from_model_defaults(str(tmp_path))
     assert as_transformers == SamplingParams(temperature=0.6, top_p=0.9, top_k=50)  # eos ids stay the model's
-    assert SamplingParams.from_model_defaults(tmp_path, defaults="vllm") == SamplingParams(temperature=0.6, top_p=0.9)
+    assert from_model_defaults(tmp_path, defaults="vllm") == SamplingParams(temperature=0.6, top_p=0.9)
     with pytest.raises(TypeError, match="source must be"):
-        SamplingParams.from_model_defaults(3)
+        from_model_defaults(3)
 
 
 # -- parity with plain transformers --------------------------------------------------------------------------------
@@ -473,16 +466,16 @@ def test_model_generation_defaults_do_not_leak(lm):
 @pytest.mark.parametrize("target", SNIPPET_TARGETS)
 @pytest.mark.parametrize("params", [*PRESETS, SamplingParams(temperature=0, seed=5), SamplingParams(n=3, seed=1)])
 def test_snippets_compile(target, params):
-    code = params.snippet(target)
+    code = snippet(params, target)
     compile(code, f"<{target} snippet>", "exec")
     assert len(code.splitlines()) <= 40
 
 
 def test_snippet_rejects_unknown_targets():
     with pytest.raises(ValueError, match=r"target must be one of 'transformers', 'vllm', 'openai', got 'tgi'"):
-        SamplingParams().snippet("tgi")
+        snippet(SamplingParams(), "tgi")
     with pytest.raises(ValueError, match=r"^temperature"):
-        SamplingParams(temperature=2.5).snippet("vllm")
+        snippet(SamplingParams(temperature=2.5), "vllm")
 
 
 def test_vllm_snippet_passes_the_exported_values(monkeypatch, capsys):
@@ -500,7 +493,7 @@ def test_vllm_snippet_passes_the_exported_values(monkeypatch, capsys):
     fake = types.ModuleType("vllm")
     fake.LLM, fake.SamplingParams = LLM, lambda **kwargs: kwargs
     monkeypatch.setitem(sys.modules, "vllm", fake)
-    exec(params.snippet("vllm", prompt="Hi"), {})
+    exec(snippet(params, "vllm", prompt="Hi"), {})
     assert seen == {
         "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
         "messages": [{"role": "user", "content": "Hi"}],
@@ -526,7 +519,7 @@ def test_openai_snippet_passes_the_exported_body(monkeypatch, capsys):
     fake = types.ModuleType("openai")
     fake.OpenAI = OpenAI
     monkeypatch.setitem(sys.modules, "openai", fake)
-    exec(params.snippet("openai", model="smol", prompt="Hi"), {})
+    exec(snippet(params, "openai", model="smol", prompt="Hi"), {})
     with pytest.warns(ExportWarning):
         assert seen == to_openai(params, model="smol", messages=[{"role": "user", "content": "Hi"}])
     assert capsys.readouterr().out == "ok\nok\n"
@@ -544,7 +537,7 @@ def test_openai_snippet_passes_the_exported_body(monkeypatch, capsys):
 def test_transformers_snippet_generates_what_smolkit_generates(lm, params, capsys):
     """The pasted code, run on the embedded model's weights: the same text as smolkit.generate (same seed too)."""
     prompt = "Name three fruits."
-    code = params.snippet("transformers", model=str(embedded_cache_path()), prompt=prompt)
+    code = snippet(params, "transformers", model=str(embedded_cache_path()), prompt=prompt)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         exec(code, {})
@@ -552,7 +545,7 @@ def test_transformers_snippet_generates_what_smolkit_generates(lm, params, capsy
 
 
 def test_vision_snippet_uses_the_processor():
-    code = SamplingParams(temperature=0.5).snippet("transformers", model="HuggingFaceTB/SmolVLM-256M-Instruct")
+    code = snippet(SamplingParams(temperature=0.5), "transformers", model="HuggingFaceTB/SmolVLM-256M-Instruct")
     assert "AutoProcessor" in code and "AutoModelForImageTextToText" in code and '"type": "text"' not in code
     assert "'type': 'text'" in code
 
@@ -599,20 +592,20 @@ def test_explain_on_a_vision_model(tiny_vlm, monkeypatch):
     ex = explain(params, tiny_vlm)
     assert ex.stage_names == [stage_name(p) for p in built[0]]
     assert ex.stage_names == ["min_length", "min_tokens", "temperature", "top_k"]
-    assert "AutoModelForImageTextToText" in params.snippet("transformers", model=str(tiny_vlm.name), vision=True)
+    assert "AutoModelForImageTextToText" in snippet(params, "transformers", model=str(tiny_vlm.name), vision=True)
 
 
 @pytest.mark.parametrize("params", EXPLAINED, ids=repr)
 def test_explain_list_is_the_kits(lm, params):
-    """explain's list is the kit's (transformers_processors, what Distribution.stages shows), including the
+    """explain's list is the kit's (processors_for, what Distribution.stages shows), including the
     MinLengthLogitsProcessor generate derives from min_new_tokens: min_length = prompt + min_tokens, which blocks
     nothing beyond what min_tokens blocks, and exists only when min_tokens > 0."""
     ids = torch.tensor([[1, 2, 3]])
-    kit = transformers_processors(lm.model, params, ids, 3, [2], 2)
+    kit = processors_for(lm, params, ids, 3)
     derived = [p for p in kit if type(p).__name__ == "MinLengthLogitsProcessor"]
     assert [p.min_length for p in derived] == ([3 + params.min_tokens] if params.min_tokens else [])
-    assert explain(params, lm).stage_names == [stage_name(p) for p in transformers_processors(
-        lm.model, params, torch.tensor([[2]]), 1, [2], 2)]  # fmt: skip
+    expected = processors_for(lm, params, torch.tensor([[2]]), 1)
+    assert explain(params, lm).stage_names == [stage_name(p) for p in expected]
 
 
 def test_explain_values_sources_and_surprises(lm):
@@ -627,7 +620,7 @@ def test_explain_values_sources_and_surprises(lm):
     assert ex.vllm_order == ("repetition_penalty", "presence_penalty", "temperature", "min_p", "top_p")
     assert ex.note_kinds == [
         "top_k_default",
-        "top_k_minus_one",
+        "top_k_all",
         "min_p_order",
         "repetition_counts_prompt",
         "penalties_count_generated",
@@ -684,10 +677,10 @@ def test_vllm_order_keeps_other_tokens(lm):
     inputs, prompt_length = prepare_inputs(lm, "Hi", params)
     dist = Distribution.from_logits(lm, params, logits, inputs["input_ids"], prompt_length)
     assert dist.surviving() == 3
-    vllm = in_vllm_order(dist)
+    vllm = dist.in_vllm_order().probs
     assert int((vllm > 0).sum()) == 2 and torch.allclose(vllm[:2], torch.tensor([4 / 7, 3 / 7]))
     same = Distribution.from_logits(lm, params.replace(min_p=0.0), logits, inputs["input_ids"], prompt_length)
-    assert torch.allclose(in_vllm_order(same), same.probs)  # no min_p: the order does not matter
+    assert torch.allclose(same.in_vllm_order().probs, same.probs)  # no min_p: the order does not matter
 
 
 # -- the explorer's "copy this preset" button ------------------------------------------------------------------
@@ -701,9 +694,9 @@ def test_explorer_copy_button(lm):
     panel = explorer.export
     assert panel.code.value == "" and panel.code.layout.display == "none"
     panel.button.click()
-    assert panel.code.value == SamplingParams(temperature=0.7).snippet("transformers", prompt=PROMPTS[0])
+    assert panel.code.value == snippet(SamplingParams(temperature=0.7), "transformers", prompt=PROMPTS[0])
     panel.target.value = "vllm"
-    assert panel.code.value == SamplingParams(temperature=0.7).snippet("vllm", prompt=PROMPTS[0])
+    assert panel.code.value == snippet(SamplingParams(temperature=0.7), "vllm", prompt=PROMPTS[0])
     explorer.update(temperature=0.4)  # a slider move: the code is not rewritten, only marked out of date
     assert "temperature=0.7" in panel.code.value and "settings changed" in panel.status.value
     panel.button.click()

@@ -11,6 +11,8 @@ import torch
 
 import smolkit
 from smolkit import SamplingParams, fastpath, generate, next_token_distribution
+from smolkit.fastpath import layers, sampler
+from smolkit.testing import chi_square
 
 STORY = "Write one sentence about a cat."
 
@@ -42,12 +44,12 @@ def test_greedy_equals_plain_generate_token_for_token(lm, params):
 def test_every_step_samples_from_the_kits_distribution(lm):
     """Probabilities the fast path draws from == next_token_distribution for the same prefix (float32: 1e-4)."""
     decoder = fastpath.get_fast_decoder(lm)
-    state, _ = decoder.generate(lm.inputs(STORY), FULL, lm.eos_token_ids, lm.pad_token_id, keep_probs=True)
+    out = decoder.generate(lm.inputs(STORY), FULL, lm.eos_token_ids, lm.pad_token_id, keep_probs=True)
     for row in range(FULL.n):
-        tokens = state.tokens[row, : FULL.max_new_tokens].tolist()
+        tokens = out.tokens[row]
         for t in range(FULL.max_new_tokens):
             dist = next_token_distribution(lm, STORY, FULL, generated=tokens[:t])
-            torch.testing.assert_close(state.full_probs[row, t], dist.probs, rtol=0, atol=1e-4)
+            torch.testing.assert_close(out.full_probs[row, t], dist.probs, rtol=0, atol=1e-4)
             assert dist.probs[tokens[t]] > 0
 
 
@@ -60,11 +62,14 @@ def test_draws_follow_the_distribution(lm):
     logits = torch.topk(next_token_distribution(lm, "Once upon a time", params).logits, 1000).values
     expected = torch.softmax(torch.where(logits >= logits[7], logits / 0.9, float("-inf")), dim=-1)
     rows = 10_000
-    state = fastpath.SamplerState.allocate(rows, 1000, 2, torch.device("cpu"), keep_probs=False)
-    state.load(params, [999], 0, torch.zeros(1, 0, dtype=torch.int64))
+    cpu = torch.device("cpu")
+    settings, progress = sampler.Settings.allocate(1000, cpu), sampler.Progress.allocate(rows, 1000, cpu)
+    records = sampler.Records.allocate(rows, 1000, 2, cpu, keep_probs=False)
+    settings.load(params, [999], 0)
+    progress.reset(torch.zeros(1, 0, dtype=torch.int64))
     gen = torch.Generator().manual_seed(0)
     noise = torch.empty(rows, 1000).exponential_(generator=gen)
-    tokens = fastpath.sample_step(logits.expand(rows, -1).contiguous(), noise, state)
+    tokens = sampler.sample_step(logits.expand(rows, -1).contiguous(), noise, settings, progress, records)
     assert set(tokens.unique().tolist()) <= set(range(8))
     observed = torch.bincount(tokens, minlength=8)[:8].double()
     chi2 = float(((observed - expected[:8].double() * rows) ** 2 / (expected[:8].double() * rows)).sum())
@@ -84,8 +89,8 @@ def test_finished_rows_stop_changing(lm):
     result = generate(lm, "Say only: yes", params, fast=True)
     sample = result.samples[0]
     assert sample.finish_reason == "stop" and len(sample.token_ids) < 40
-    state = lm.fast_decoder._buffers[(2, 256, False)].state
-    assert state.tokens[0, len(sample.token_ids) :].eq(lm.pad_token_id).all()
+    records = lm.fast_decoder._buffers[(2, 256, False)].records
+    assert records.tokens[0, len(sample.token_ids) :].eq(lm.pad_token_id).all()
 
 
 def test_unsupported_models_fall_back(tiny_vlm):
@@ -104,12 +109,56 @@ def test_compile_cache_location(monkeypatch, tmp_path):
     assert fastpath.compile_cache_dir() == str(tmp_path / "inductor")
 
 
+def test_fallback_when_the_fast_path_cannot_serve_a_model(lm, monkeypatch, capsys):
+    """fast=None falls back to transformers with a one-line notice (once per model); fast=True refuses clearly."""
+    from smolkit.generation import uses_fast_path
+
+    monkeypatch.setattr(fastpath, "fast_path_problem", lambda _: "torch 2.3.1 is older than 2.4")
+    monkeypatch.setattr(lm, "device", torch.device("cuda"))  # as if on a GPU: only the decision is exercised
+    monkeypatch.setattr(lm, "fast_path_notice_shown", False)
+    assert uses_fast_path(lm, None) is False and uses_fast_path(lm, None) is False
+    notice = capsys.readouterr().err
+    assert notice.count("\n") == 1 and "fast path cannot serve 'embedded' (torch 2.3.1 is older than 2.4)" in notice
+    with pytest.raises(ValueError, match=r"fast=True: the fast path cannot run 'embedded': torch 2\.3\.1"):
+        uses_fast_path(lm, True)
+    assert uses_fast_path(lm, False) is False
+
+
+def test_fast_path_problem_names_the_reason(lm, monkeypatch):
+    assert fastpath.fast_path_problem(lm) is None
+    monkeypatch.setattr(torch, "__version__", "2.3.1+cpu")
+    assert fastpath.fast_path_problem(lm) == "torch 2.3.1+cpu is older than 2.4"
+    monkeypatch.undo()
+    monkeypatch.setattr(lm.model.config, "hidden_act", "gelu")
+    assert fastpath.fast_path_problem(lm) == "activation 'gelu' is not supported"
+    with pytest.raises(ValueError, match="activation 'gelu' is not supported"):
+        fastpath.FastDecoder(lm)
+
+
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (make test-gpu)")
+
+CHI2_PARAMS = [
+    SamplingParams(temperature=1.0),
+    SamplingParams(temperature=1.3, top_p=0.95),
+    SamplingParams(temperature=0.8, top_k=40, min_p=0.02, repetition_penalty=1.1),
+]
+"""Parameter sets whose first-token draws are tested against the distribution the kit shows (one cuts with
+top_p, one with top_k and min_p)."""
+DRAWS, CALLS = 32_768, 64
+CHI2_BINS = 20
+CHI2_CRITICAL = 45.3  # chi-square with 20 degrees of freedom (20 tokens and "all others" - 1) at p = 0.001
 
 
 @pytest.fixture(scope="module")
 def gpu_lm():
-    return smolkit.load_model("embedded", device="cuda", dtype="float32")
+    """The embedded model as load_model() gives it on a GPU: the default dtype."""
+    return smolkit.load_model("embedded", device="cuda")
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_default_dtype_is_float32(gpu_lm):
+    assert gpu_lm.dtype == torch.float32
 
 
 @pytest.mark.gpu
@@ -124,43 +173,84 @@ def test_gpu_greedy_equals_plain_generate(gpu_lm):
 @pytest.mark.gpu
 @gpu
 def test_gpu_steps_sample_from_the_kits_distribution(gpu_lm):
+    """Every step's probabilities (fast path, CUDA graphs) equal next_token_distribution for the same prefix
+    within 1e-4 (float32 arithmetic in two orders; measured differences are ~1e-6)."""
     decoder = fastpath.get_fast_decoder(gpu_lm)
-    params = FULL.replace(max_new_tokens=24, n=1)
-    state, _ = decoder.generate(gpu_lm.inputs(STORY), params, gpu_lm.eos_token_ids, gpu_lm.pad_token_id, True)
-    tokens = state.tokens[0, :24].tolist()
-    for t in range(24):
-        dist = next_token_distribution(gpu_lm, STORY, params, generated=tokens[:t])
-        torch.testing.assert_close(state.full_probs[0, t].cpu(), dist.probs, rtol=0, atol=2e-3)
+    for n in (1, 8):
+        params = FULL.replace(max_new_tokens=24, n=n)
+        out = decoder.generate(gpu_lm.inputs(STORY), params, gpu_lm.eos_token_ids, gpu_lm.pad_token_id, True)
+        for row in (0, n - 1):
+            for t in range(24):
+                dist = next_token_distribution(gpu_lm, STORY, params, generated=out.tokens[row][:t])
+                torch.testing.assert_close(out.full_probs[row, t], dist.probs, rtol=0, atol=1e-4)
+
+
+def test_chi_square_tells_a_wrong_distribution():
+    """The statistic used on the GPU: small for draws from the distribution, large for draws from another one."""
+    gen = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(1000, generator=gen) * 2, dim=0)
+    draws = torch.multinomial(probs, DRAWS, replacement=True, generator=gen)
+    counts = torch.bincount(draws, minlength=1000).float()
+    assert chi_square(counts, probs) < CHI2_CRITICAL
+    shifted = torch.softmax(torch.log(probs) + 0.05 * torch.randn(1000, generator=gen), dim=0)  # a few per cent off
+    assert chi_square(counts, shifted) > CHI2_CRITICAL
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("params", CHI2_PARAMS, ids=repr)
+def test_gpu_draws_follow_the_plotted_distribution(gpu_lm, params):
+    """32,768 first tokens drawn by the fast path (64 calls of n=512, seeds 0-63) against next_token_distribution's
+    probs for the same prompt: chi-square below the p = 0.001 critical value, and no draw outside the support."""
+    prompt = "Write a short story about a robot who learns to paint."
+    shown = next_token_distribution(gpu_lm, prompt, params).probs
+    counts = torch.zeros_like(shown)
+    per_call = params.replace(max_new_tokens=1, n=DRAWS // CALLS)
+    for seed in range(CALLS):
+        result = generate(gpu_lm, prompt, per_call.replace(seed=seed))
+        first = torch.tensor([s.token_ids[0] for s in result.samples])
+        counts += torch.bincount(first, minlength=shown.numel()).float()
+    assert int(counts.sum()) == DRAWS
+    outside = counts[shown == 0].sum()
+    assert outside == 0, f"{int(outside)} draws of tokens the plot shows as cut"
+    assert chi_square(counts, shown) < CHI2_CRITICAL
 
 
 def test_two_pass_argmax_equals_argmax():
     gen = torch.Generator().manual_seed(0)
     for _ in range(50):
         x = torch.randn(3, 4096, generator=gen)
-        assert torch.equal(fastpath._argmax(x), x.argmax(-1))
+        assert torch.equal(sampler._argmax(x), x.argmax(-1))
     x = torch.full((1, 4096), float("-inf"))
     x[0, 4000] = 0.0
-    assert fastpath._argmax(x).item() == 4000
+    assert sampler._argmax(x).item() == 4000
 
 
 def test_small_batch_layer_computes_what_layer_step_computes():
-    """decode_layer_small (for the compiler) and layer_step give the same layer output and cache writes (float32)."""
+    """layer_step with small=True (for the compiler) and without give the same output and cache writes (float32)."""
     gen = torch.Generator().manual_seed(0)
     batch, hidden, n_heads, n_kv, head_dim, length = 2, 64, 4, 2, 16, 32
 
     def r(*shape):
         return torch.randn(*shape, generator=gen)
 
-    weights = (1 + 0.1 * r(hidden), r(hidden + 2 * n_kv * head_dim, hidden) / 8, r(hidden, hidden) / 8,
-               1 + 0.1 * r(hidden), r(2 * 96, hidden) / 8, r(hidden, 96) / 8)  # fmt: skip
+    weights = layers.LayerWeights(
+        1 + 0.1 * r(hidden),
+        r(hidden + 2 * n_kv * head_dim, hidden) / 8,
+        r(hidden, hidden) / 8,
+        1 + 0.1 * r(hidden),
+        r(2 * 96, hidden) / 8,
+        r(hidden, 96) / 8,
+    )
+    dims = layers.Dims(n_heads, n_kv, head_dim, 1e-5)
     x, delta = r(batch, 1, hidden), r(batch, 1, hidden)
-    cos, sin = r(1, head_dim), r(1, head_dim)
+    rope = r(1, head_dim), r(1, head_dim)
     pos = torch.tensor([5])
     mask = torch.where(torch.arange(length) <= 5, 0.0, float("-inf")).unsqueeze(0)
     k, v = r(batch, n_kv, length, head_dim), r(batch, n_kv, length, head_dim)
     caches = [(k.clone(), v.clone()) for _ in range(2)]
-    a = fastpath.layer_step(x, delta, cos, sin, mask, pos, *caches[0], *weights, 1e-5, n_heads, n_kv)
-    b = fastpath.decode_layer_small(x, delta, cos, sin, mask, pos, *caches[1], *weights, 1e-5, n_heads, n_kv)
+    a = layers.layer_step(x, delta, rope, mask, pos, caches[0], weights, dims)
+    b = layers.layer_step(x, delta, rope, mask, pos, caches[1], weights, dims, small=True)
     for u, v in zip(a, b, strict=True):
         torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(caches[0][0][:, :, :6], caches[1][0][:, :, :6])

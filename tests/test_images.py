@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from smolkit import load_image
-from smolkit.images import MAX_IMAGE_EDGE
+from smolkit.images import MAX_IMAGE_EDGE, load_image
 
 
 def test_missing_file(tmp_path):

@@ -194,6 +194,7 @@ def test_cuda_requested_without_cuda():
 def test_device_and_dtype_resolution():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.float32  # what is shown is what is sampled
     assert resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
     with pytest.raises(ValueError, match="device must be"):
         resolve_device("tpu")

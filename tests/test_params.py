@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from transformers import GenerationConfig
 
 from smolkit import SamplingParams
-from smolkit.params import transformers_processors
+from smolkit.hf import processors_for, to_transformers
 
 BAD_VALUES = [
     # (field, value, exception, words the message must contain)
@@ -104,7 +104,7 @@ def test_translation_of_every_field():
         min_tokens=3,
         stop_token_ids=[13, 2],
     )
-    gc, procs = params.to_generation_config(prompt_length=9, eos_token_id=2, pad_token_id=2)
+    gc, procs = to_transformers(params, prompt_length=9, eos_token_id=2, pad_token_id=2)
     assert gc.do_sample is True
     assert gc.temperature == 0.5 and isinstance(gc.temperature, float)
     assert gc.top_k == 0  # -1 (all tokens) reaches transformers as 0
@@ -117,7 +117,7 @@ def test_translation_of_every_field():
 
 
 def test_greedy_translation_sets_no_sampling_fields():
-    gc, procs = SamplingParams(temperature=0.0, top_k=5).to_generation_config(prompt_length=1, eos_token_id=[2])
+    gc, procs = to_transformers(SamplingParams(temperature=0.0, top_k=5), prompt_length=1, eos_token_id=[2])
     assert gc.do_sample is False and gc.temperature is None and gc.top_k is None
     assert len(procs) == 0
 
@@ -125,7 +125,7 @@ def test_greedy_translation_sets_no_sampling_fields():
 def test_model_defaults_do_not_leak(lm):
     """transformers fills unset fields from the model's config and then its defaults (top_k=50): not ours."""
     ids = torch.tensor([[1, 2, 3]])
-    procs = transformers_processors(lm.model, SamplingParams(temperature=0.9), ids, 3, [2], 2)
+    procs = processors_for(lm, SamplingParams(temperature=0.9), ids, 3)
     assert [type(p).__name__ for p in procs] == ["TemperatureLogitsWarper"]
     # The same model with a generation config that switches stages on: the kit switches them off again.
     saved = lm.model.generation_config
@@ -133,7 +133,7 @@ def test_model_defaults_do_not_leak(lm):
         top_k=20, top_p=0.5, min_p=0.2, repetition_penalty=1.5, eos_token_id=2
     )
     try:
-        procs = transformers_processors(lm.model, SamplingParams(temperature=0.9), ids, 3, [2], 2)
+        procs = processors_for(lm, SamplingParams(temperature=0.9), ids, 3)
         names = [type(p).__name__ for p in procs]
         assert "TopKLogitsWarper" not in names and "TopPLogitsWarper" not in names
         assert "RepetitionPenaltyLogitsProcessor" not in names
@@ -175,7 +175,7 @@ valid_params = st.builds(
 @settings(max_examples=200, deadline=None)
 @given(valid_params)
 def test_every_valid_preset_translates_to_a_valid_generation_config(params):
-    gc, procs = params.to_generation_config(prompt_length=4, eos_token_id=2)
+    gc, procs = to_transformers(params, prompt_length=4, eos_token_id=2)
     gc.validate(strict=False)
     assert gc.do_sample is (not params.greedy)
     if not params.greedy:

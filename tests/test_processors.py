@@ -59,8 +59,26 @@ def test_arguments_are_validated(cls, value, error, match):
 
 
 def test_prompt_length_is_validated():
-    with pytest.raises(ValueError, match="prompt_length must be an int >= 0, got -1"):
+    with pytest.raises(ValueError, match="prompt_length must be an integer >= 0, got -1"):
         PresencePenaltyLogitsProcessor(1.0, prompt_length=-1)
+    with pytest.raises(TypeError, match=r"prompt_length must be an integer, got 2\.0"):
+        PresencePenaltyLogitsProcessor(1.0, prompt_length=2.0)
+
+
+def test_one_processor_finds_where_each_prompt_ends():
+    """Without prompt_length, the first call of a generation is the prompt; each later call adds one token per row;
+    any other call (another prompt, another batch) starts a new generation."""
+    proc = FrequencyPenaltyLogitsProcessor(1.0)
+    zeros = torch.zeros(2, 6)
+    first = torch.tensor([[1, 1, 2], [1, 1, 2]])  # a prompt that repeats token 1: the prompt does not count
+    assert proc(first, zeros).tolist() == [[0.0] * 6] * 2
+    step = torch.cat([first, torch.tensor([[1], [3]])], dim=1)
+    assert proc(step, zeros).tolist() == [[0, -1, 0, 0, 0, 0], [0, 0, 0, -1, 0, 0]]
+    step2 = torch.cat([step, torch.tensor([[1], [3]])], dim=1)
+    assert proc(step2, zeros).tolist() == [[0, -2, 0, 0, 0, 0], [0, 0, 0, -2, 0, 0]]
+    other = torch.tensor([[4, 4, 4, 4, 4]])  # a new, longer prompt: nothing generated yet
+    assert proc(other, torch.zeros(1, 6)).tolist() == [[0.0] * 6]
+    assert proc(torch.tensor([[4, 4, 4, 4, 4, 5]]), torch.zeros(1, 6)).tolist() == [[0, 0, 0, 0, 0, -1]]
 
 
 @settings(max_examples=100, deadline=None)

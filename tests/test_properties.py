@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 
 from smolkit import Distribution, SamplingParams, next_token_distribution
 from smolkit.distribution import is_probability_vector
-from smolkit.export import in_vllm_order
 
 VOCAB = 49152  # the embedded model's logits (checked below)
 FILTERS = ("temperature", "top_k", "top_p", "min_p", "greedy", "final")
@@ -109,7 +108,7 @@ def test_every_stage_is_a_distribution_and_the_top_token_survives(lm, model_logi
     for name in after:
         assert (dist.stages[name][best] > 0).any(), f"{name} removed every top token of {penalised}"
     assert dist.probs[best].max() == dist.probs.max(), "the most likely token changed"
-    vllm = in_vllm_order(dist)  # the same stages in vLLM's order: also a distribution, same top token
+    vllm = dist.in_vllm_order().probs  # the same stages in vLLM's order: also a distribution, same top token
     assert is_probability_vector(vllm, atol=SUM_TOLERANCE) and vllm[best].max() == vllm.max()
 
 

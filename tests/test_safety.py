@@ -5,23 +5,15 @@ no network access when HF_HUB_OFFLINE=1 (nor for anything already on disk).
 from __future__ import annotations
 
 import ast
-import contextlib
 import json
-import os
 import re
-import secrets
 import shutil
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
-import psutil
 import pytest
-import requests
 from conftest import PROMPT
 from PIL import Image
-from servers import family, free_port, start, stop, wait_for
 
 import smolkit
 from smolkit import SamplingParams, generate, load_model, next_token_distribution
@@ -174,88 +166,6 @@ def test_the_embedded_model_is_read_from_gguf_and_cached_as_safetensors():
 # -- JupyterLab (make lab) on 127.0.0.1 with a token -------------------------------------------------------------
 
 
-def _fake_venv(tmp_path: Path) -> Path:
-    """A venv whose `jupyter` writes its arguments to $ARGS_OUT instead of starting a server."""
-    venv = tmp_path / "venv"
-    (venv / "bin").mkdir(parents=True)
-    (venv / "bin" / "python").symlink_to(sys.executable)
-    jupyter = venv / "bin" / "jupyter"
-    jupyter.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$ARGS_OUT"\n')
-    jupyter.chmod(0o755)
-    return venv
-
-
-@pytest.mark.parametrize("given_token", [None, "", "my-own-token-0123456789abcdef"], ids=["unset", "empty", "set"])
-def test_lab_command_line_binds_loopback_with_a_token(tmp_path, given_token):
-    venv = _fake_venv(tmp_path)
-    env = {k: v for k, v in os.environ.items() if k != "JUPYTER_TOKEN"}
-    env.update(VENV=str(venv), PORT="8899", ARGS_OUT=str(tmp_path / "args"))
-    if given_token is not None:
-        env["JUPYTER_TOKEN"] = given_token
-    out = subprocess.run(["bash", str(REPO / "environment" / "lab.sh")], env=env, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    args = (tmp_path / "args").read_text().splitlines()
-    token = re.search(r"http://127\.0\.0\.1:8899/lab\?token=(\S+)", out.stdout).group(1)
-    assert args[0] == "lab" and "--no-browser" in args
-    assert "--ip=127.0.0.1" in args and "--port=8899" in args
-    assert f"--IdentityProvider.token={token}" in args
-    if given_token:
-        assert token == given_token
-    else:  # never an empty token (which would switch authentication off): a fresh random one
-        assert re.fullmatch(r"[0-9a-f]{48}", token)
-    risky = [a for a in args if re.search(r"0\.0\.0\.0|ip=\*|allow_remote|disable_check_xsrf|token=$|password=$", a)]
-    assert risky == []
-
-
-def _listening(processes) -> list[tuple[str, int]]:
-    found = []
-    for p in processes:
-        with contextlib.suppress(psutil.Error):
-            found += [(c.laddr.ip, c.laddr.port) for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN]
-    return found
-
-
-def _other_addresses() -> list[str]:
-    return [
-        a.address
-        for addresses in psutil.net_if_addrs().values()
-        for a in addresses
-        if a.family == socket.AF_INET and not a.address.startswith("127.")
-    ]
-
-
-def test_lab_listens_on_loopback_only_and_refuses_requests_without_the_token(tmp_path):
-    """`make lab`'s script, started for real on a free port (configuration isolated in tmp_path), then stopped."""
-    port, token = free_port(), secrets.token_hex(16)
-    env = dict(os.environ, VENV=sys.prefix, PORT=str(port), JUPYTER_TOKEN=token, JUPYTER_PLATFORM_DIRS="1")
-    for var in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "JUPYTERLAB_WORKSPACES_DIR"):
-        (tmp_path / var).mkdir()
-        env[var] = str(tmp_path / var)
-    log = tmp_path / "lab.log"
-    url = f"http://127.0.0.1:{port}"
-    server = start(["bash", str(REPO / "environment" / "lab.sh")], log, env)
-    try:
-        wait_for(
-            "JupyterLab to answer",
-            lambda: requests.get(f"{url}/api/status", params={"token": token}, timeout=5).ok,
-            120,
-            server,
-            log,
-        )
-        assert requests.get(f"{url}/api/status", timeout=5).status_code == 403
-        assert requests.get(f"{url}/api/contents", params={"token": "wrong"}, timeout=5).status_code == 403
-        page = requests.get(f"{url}/lab", timeout=5, allow_redirects=False)
-        assert page.status_code == 302 and "/login" in page.headers["Location"]
-        assert requests.get(f"{url}/lab", params={"token": token}, timeout=5).status_code == 200
-        sockets = _listening(family(server))
-        assert (("127.0.0.1", port) in sockets) and {ip for ip, _ in sockets} == {"127.0.0.1"}, sockets
-        for address in _other_addresses():
-            with pytest.raises(OSError), socket.create_connection((address, port), timeout=2):
-                pass
-    finally:
-        assert stop(server) == []
-
-
 # -- no network when offline, nor for anything on disk ------------------------------------------------------------
 
 
@@ -342,7 +252,7 @@ def test_cached_hub_model_loads_and_generates_without_the_network(
     cache = tmp_path / "hub"
     _cache_as_hub_model(tiny_vlm_dir, cache, "smolkit-test/tiny-idefics3")
     _hub_settings(monkeypatch, cache, offline)
-    assert smolkit.is_cached("smolkit-test/tiny-idefics3")
+    assert smolkit.hub_cache.is_cached("smolkit-test/tiny-idefics3")
     lm = load_model("smolkit-test/tiny-idefics3", device="cpu")
     assert lm.is_vision
     image = Image.new("RGB", (32, 32), "red")

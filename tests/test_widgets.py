@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import pytest
 
 import smolkit
@@ -21,11 +23,9 @@ def test_every_slider_position_is_a_valid_parameter():
         slider("temprature", 1.0)
 
 
-def test_explorer_moves_with_its_sliders_without_running_the_model(lm):
+def test_explorer_moves_with_its_sliders_without_running_the_model(lm, model_work):
     explorer = DistributionExplorer(lm, STORY, controls=("temperature", "top_p"))
-    calls = []
-    handle = lm.model.register_forward_hook(lambda *a: calls.append(1))
-    try:
+    with model_work(lm) as work:
         before_png, before = explorer.png, explorer.dist
         explorer.sliders["temperature"].value = 1.5  # what moving the slider does
         assert explorer.dist.params.temperature == 1.5 and explorer.dist.entropy > before.entropy
@@ -34,9 +34,7 @@ def test_explorer_moves_with_its_sliders_without_running_the_model(lm):
         assert explorer.sliders["top_p"].value == 0.5  # the slider follows a change made in code
         assert explorer.dist.surviving() < before.surviving()
         assert "entropy" in explorer.readout.value and explorer.summary().startswith("top 5:")
-    finally:
-        handle.remove()
-    assert calls == []
+        assert work.calls == 0
     assert explorer.last_update_seconds > 0
 
 
@@ -44,7 +42,7 @@ def test_a_bad_value_is_shown_and_the_last_picture_stays(lm):
     explorer = DistributionExplorer(lm, STORY, controls=("top_p",), view="both")
     png, dist = explorer.png, explorer.dist
     assert explorer.update(top_p=0) is dist
-    assert "top_p must be in (0, 1]" in explorer.error.value and explorer.png == png
+    assert "top_p must be in (0, 1]" in html.unescape(explorer.error.value) and explorer.png == png
     explorer.update(top_p=0.8)
     assert explorer.error.value == "" and explorer.png != png
 
@@ -110,5 +108,29 @@ def test_live_samples_regenerate_with_the_slider(lm):
     hot = live.result
     assert hot.params.temperature == 1.8 and hot.texts != cold.texts
     assert hot.texts == smolkit.generate(lm, live.prompt, hot.params).texts  # the same seed: reproducible
-    assert live.update(temperature=-1) is None and "temperature must be" in live.status.value
+    assert live.update(temperature=-1) is None and "temperature must be" in html.unescape(live.error.value)
     assert live.result is hot
+
+
+def test_a_preset_outside_a_slider_range_widens_it(lm):
+    """top_k=500 with a top_k slider to 100: the slider shows 500 (it showed 100 while 500 was used), and moving
+    another slider keeps 500."""
+    explorer = DistributionExplorer(lm, STORY, SamplingParams(top_k=500), controls=("temperature", "top_k"))
+    assert explorer.sliders["top_k"].value == 500 and explorer.sliders["top_k"].max == 500
+    explorer.sliders["temperature"].value = 0.5
+    assert explorer.params.top_k == 500 and explorer.dist.surviving() <= 500
+
+
+def test_the_scale_follows_the_distribution_once_the_sliders_settle(lm):
+    """While a slider moves the scale only grows; settle() fits it to what is shown (T=1.3: the bars that matter
+    were a fifth of a fixed 0-1.1 axis)."""
+    explorer = DistributionExplorer(lm, STORY, SamplingParams(temperature=0.2), controls=("temperature",))
+    (plot,) = explorer.live.plots
+    high = plot.ax.get_ylim()[1]
+    explorer.update(temperature=1.3)
+    assert plot.ax.get_ylim()[1] == high  # moving: the scale stays
+    explorer.settle()
+    tallest = max(bar.get_height() for bar in [*plot.base_bars, *plot.stage_bars])
+    assert tallest <= plot.ax.get_ylim()[1] <= 1.25 * tallest + 1e-9 < high
+    explorer.update(temperature=0.05)  # a bar taller than the scale: it grows at once
+    assert max(bar.get_height() for bar in plot.stage_bars) <= plot.ax.get_ylim()[1]

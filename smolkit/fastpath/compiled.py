@@ -1,0 +1,50 @@
+"""A function through torch.compile when asked, falling back to the plain function if the compiler fails on it."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+__all__ = ["MaybeCompiled"]
+
+
+class MaybeCompiled:
+    """``fn`` through torch.compile (fullgraph, static shapes) when ``compile``; if the compiler fails on it, ``fn``
+    itself from then on, with one warning (``problem`` says why).
+
+    The first call must happen outside CUDA-graph capture (the decoder's warm-up does it), so that a failure is
+    caught there.
+    """
+
+    def __init__(self, fn: Callable[..., Any], compile: bool):
+        self.fn = fn
+        self.compiled = torch.compile(fn, fullgraph=True, dynamic=False) if compile else None
+        self.problem: str | None = None
+        self.first_call_seconds: float | None = None  # compile time (or cache load), for the benchmark's record
+
+    @property
+    def name(self) -> str:
+        return self.fn.__name__
+
+    def __call__(self, *args: Any) -> Any:
+        if self.compiled is None:
+            return self.fn(*args)
+        try:
+            if self.first_call_seconds is not None:
+                return self.compiled(*args)
+            start = time.perf_counter()
+            out = self.compiled(*args)
+            self.first_call_seconds = time.perf_counter() - start
+            return out
+        except Exception as err:  # a compiler failure must not cost the user the fast path
+            self.problem = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"
+            warnings.warn(
+                f"smolkit fast path: torch.compile failed on {self.name}, running it eagerly ({self.problem})",
+                stacklevel=2,
+            )
+            self.compiled = None
+            return self.fn(*args)

@@ -1,0 +1,167 @@
+"""One kernel's share of a GPU that several people use: the cap it puts on itself, and a clear message when a
+cell needs more than the share or the GPU has left.
+
+The workshop hub gives each participant's kernel ``SMOLKIT_GPU_MEMORY_FRACTION`` (e.g. 0.1 of the GPU's memory);
+``apply_gpu_memory_cap`` turns it into ``torch.cuda.set_per_process_memory_fraction``, so that torch's allocator
+in this process stops at the share and raises an out-of-memory error instead of taking the memory the others'
+kernels need. That cap is kept by this process itself: it is a courtesy between kernels, not an enforcement, since
+the participant can change the variable or call torch again. What does enforce a share (MIG partitions, MPS v3
+memory limits) is in environment/README.md, "The GPU".
+
+``out_of_memory`` turns torch's out-of-memory error into one that says which limit was hit (this kernel's share,
+or the whole GPU, full of other kernels), how much this kernel holds, and what to do; it also hands the memory
+torch keeps cached back to the GPU, so that the next, smaller cell can run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Iterator
+
+import torch
+
+__all__ = [
+    "ENV",
+    "GpuMemory",
+    "GpuShareExhausted",
+    "apply_gpu_memory_cap",
+    "measure",
+    "memory_fraction",
+    "out_of_memory",
+    "out_of_memory_message",
+    "requested_bytes",
+]
+
+ENV = "SMOLKIT_GPU_MEMORY_FRACTION"
+GB = 1e9
+
+
+def memory_fraction(value: str | None = None) -> float | None:
+    """The share of the GPU's memory in ``value`` (default: $SMOLKIT_GPU_MEMORY_FRACTION), None when unset.
+
+    >>> memory_fraction("0.25")
+    0.25
+    >>> memory_fraction("")
+    >>> memory_fraction("1.5")
+    Traceback (most recent call last):
+    ...
+    ValueError: SMOLKIT_GPU_MEMORY_FRACTION must be a number in (0, 1], got '1.5'
+    """
+    value = os.environ.get(ENV) if value is None else value
+    if not value:
+        return None
+    try:
+        fraction = float(value)
+    except ValueError:
+        fraction = float("nan")
+    if not 0 < fraction <= 1:  # NaN fails this too
+        raise ValueError(f"{ENV} must be a number in (0, 1], got {value!r}")
+    return fraction
+
+
+def apply_gpu_memory_cap(device: torch.device) -> float | None:
+    """Cap torch's allocator in this process at $SMOLKIT_GPU_MEMORY_FRACTION of ``device`` (CUDA only); returns
+    the fraction applied, or None (a CPU device, or no share set)."""
+    fraction = memory_fraction()
+    if device.type != "cuda" or fraction is None:
+        return None
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    return fraction
+
+
+@dataclasses.dataclass(frozen=True)
+class GpuMemory:
+    """What one kernel sees of a GPU: its memory (bytes), this kernel's share of it (a fraction; None: no share
+    set), what this kernel's torch holds (reserved: allocated and cached) and what the GPU has free for anyone."""
+
+    total: int
+    fraction: float | None
+    held: int
+    free: int
+
+    @property
+    def share(self) -> int | None:
+        return None if self.fraction is None else int(self.fraction * self.total)
+
+
+def measure(device: torch.device) -> GpuMemory:
+    """The figures of ``GpuMemory`` for a CUDA ``device``, from torch and the driver."""
+    free, total = torch.cuda.mem_get_info(device)
+    return GpuMemory(total=total, fraction=memory_fraction(), held=torch.cuda.memory_reserved(device), free=free)
+
+
+_SIZE = re.compile(r"Tried to allocate ([0-9.]+) ?(bytes|B|KiB|MiB|GiB|TiB)")
+_UNITS = {"bytes": 1, "B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+
+
+def requested_bytes(message: str) -> int | None:
+    """How much the failed allocation asked for, read from torch's out-of-memory message (None if it says not).
+
+    >>> requested_bytes("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.19 GiB")
+    2147483648
+    >>> requested_bytes("out of memory")
+    """
+    found = _SIZE.search(message)
+    return None if found is None else int(float(found.group(1)) * _UNITS[found.group(2)])
+
+
+REMEDY = (
+    "Ask for less at once: fewer samples (n), fewer max_new_tokens, a shorter prompt or a smaller image; or free "
+    "what earlier cells keep (`del` results you no longer need) and run the cell again. Kernel > Restart Kernel "
+    "gives back everything this kernel holds."
+)
+
+
+def out_of_memory_message(memory: GpuMemory, requested: int | None) -> str:
+    """The learner's explanation of an out-of-memory error, from what the kernel saw (``GpuMemory``): its own share
+    used up, or the GPU full of other kernels' memory, or (no share set) the GPU's memory used up.
+
+    >>> print(out_of_memory_message(GpuMemory(total=80 * 10**9, fraction=0.1, held=int(7.5e9), free=40 * 10**9),
+    ...                             requested=2**30))  # doctest: +NORMALIZE_WHITESPACE +ELLIPSIS
+    GPU out of memory for this kernel: it asked for 1.07 GB more while it holds 7.50 GB, and its share is 8.00 GB
+    (SMOLKIT_GPU_MEMORY_FRACTION=0.1 of the GPU's 80.00 GB, set for each participant so that one kernel cannot
+    take the others' memory). Ask for less at once: ...
+    """
+    asked = f"it asked for {requested / GB:.2f} GB more while " if requested else ""
+    share = memory.share
+    if share is not None and memory.held + (requested or 0) > share * 0.95:
+        return (
+            f"GPU out of memory for this kernel: {asked}it holds {memory.held / GB:.2f} GB, and its share is "
+            f"{share / GB:.2f} GB ({ENV}={memory.fraction:g} of the GPU's {memory.total / GB:.2f} GB, set for each "
+            f"participant so that one kernel cannot take the others' memory). {REMEDY}"
+        )
+    if share is not None:
+        return (
+            f"GPU out of memory: the GPU is full. {memory.free / GB:.2f} GB of its {memory.total / GB:.2f} GB are "
+            f"free, the rest is held by other kernels, while this kernel holds {memory.held / GB:.2f} GB of its "
+            f"{share / GB:.2f} GB share ({ENV}={memory.fraction:g}). Run the cell again in a moment; if the GPU "
+            "stays full, tell the facilitator (idle kernels are shut down, which frees their memory)."
+        )
+    return (
+        f"GPU out of memory: {asked}this kernel holds {memory.held / GB:.2f} GB and the GPU has "
+        f"{memory.free / GB:.2f} GB of its {memory.total / GB:.2f} GB free. {REMEDY}"
+    )
+
+
+class GpuShareExhausted(torch.OutOfMemoryError):
+    """torch's out-of-memory error, explained (``out_of_memory_message``); still a ``torch.OutOfMemoryError``."""
+
+
+@contextlib.contextmanager
+def out_of_memory(device: torch.device, measured: Callable[[torch.device], GpuMemory] = measure) -> Iterator[None]:
+    """Turn a ``torch.OutOfMemoryError`` raised inside into a ``GpuShareExhausted`` that says which limit was hit
+    and what to do, after giving torch's cached memory back to the GPU. Anything else passes through unchanged.
+
+    ``measured`` reads the GPU's figures (tests give their own; on the CPU there is no GPU to read).
+    """
+    try:
+        yield
+    except GpuShareExhausted:
+        raise
+    except torch.OutOfMemoryError as err:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        raise GpuShareExhausted(out_of_memory_message(measured(device), requested_bytes(str(err)))) from err

@@ -1,0 +1,181 @@
+"""Code to paste: a few lines of Python that run a preset on transformers, vLLM or an OpenAI-style server.
+
+Every value that enters the code is written with ``repr`` (a model name or prompt cannot become code), and no
+comment holds a user's value.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from smolkit import _checks
+from smolkit.export import DEFAULT_MODEL_ID, ExportWarning, check_params, to_openai, to_vllm
+from smolkit.hf import to_transformers
+from smolkit.params import SamplingParams
+
+__all__ = ["SNIPPET_TARGETS", "snippet"]
+
+SNIPPET_TARGETS = ("transformers", "vllm", "openai")
+
+GENERATION_FIELDS = ("do_sample", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "max_new_tokens")
+"""The GenerationConfig fields a transformers snippet sets (those that do not depend on the model)."""
+
+
+def snippet(
+    params: SamplingParams,
+    target: str,
+    model: str = DEFAULT_MODEL_ID,
+    prompt: str = "Write a haiku about tea.",
+    vision: bool | None = None,
+) -> str:
+    """A few lines of Python that run this preset on ``target``: "transformers", "vllm" or "openai".
+
+    transformers: a GenerationConfig with every sampling field set (so neither the model's generation_config.json
+    nor transformers' top_k=50 leaks in), smolkit's processors for presence/frequency penalties, the seed; for a
+    vision-language model (``vision``; by default when the name says SmolVLM or Idefics) the processor and
+    AutoModelForImageTextToText. vLLM: ``SamplingParams(**to_vllm())`` and ``llm.chat``. OpenAI: the client's
+    ``chat.completions.create`` against a vLLM server, with ``extra_body``. Raises ValueError for an unknown target,
+    and what the export raises.
+
+    >>> print(snippet(SamplingParams(temperature=0.7), "vllm").splitlines()[0])
+    from vllm import LLM, SamplingParams
+    """
+    check_params(params)
+    target = _checks.choice("target", target, SNIPPET_TARGETS)
+    if not isinstance(model, str) or not model:
+        raise TypeError(f"model must be the model's name (a Hub id), e.g. {DEFAULT_MODEL_ID!r}, got {model!r}")
+    _checks.text("prompt", prompt)
+    if vision is None:
+        vision = any(word in model.lower() for word in ("smolvlm", "idefics"))
+    vision = _checks.boolean("vision", vision)
+    if target == "vllm":
+        return _vllm(params, model, prompt)
+    if target == "openai":
+        return _openai(params, model, prompt)
+    return _transformers(params, model, prompt, vision)
+
+
+def _kwargs_lines(kwargs: Mapping[str, Any], indent: str = "    ") -> list[str]:
+    return [f"{indent}{name}={value!r}," for name, value in kwargs.items()]
+
+
+def _vllm(params: SamplingParams, model: str, prompt: str) -> str:
+    messages = [{"role": "user", "content": prompt}]
+    return "\n".join(
+        [
+            "from vllm import LLM, SamplingParams",
+            "",
+            f"llm = LLM(model={model!r})",
+            "params = SamplingParams(",
+            *_kwargs_lines(to_vllm(params)),
+            ")",
+            f"outputs = llm.chat({messages!r}, params)",
+            "print(outputs[0].outputs[0].text)",
+        ]
+    )
+
+
+def _openai(params: SamplingParams, model: str, prompt: str) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExportWarning)  # said in a comment in the code instead
+        body = to_openai(params, model=model, messages=[{"role": "user", "content": prompt}])
+    extra = body.pop("extra_body")
+    return "\n".join(
+        [
+            "from openai import OpenAI",
+            "",
+            "# a vLLM server for the model below, started with: vllm serve <model>",
+            'client = OpenAI(base_url="http://localhost:8000/v1", api_key="EMPTY")',
+            "response = client.chat.completions.create(",
+            *_kwargs_lines(body),
+            "    # vLLM's extensions: the client merges extra_body into the request's JSON; a plain OpenAI",
+            "    # endpoint rejects them: drop extra_body there",
+            f"    extra_body={extra!r},",
+            ")",
+            "for choice in response.choices:",
+            "    print(choice.message.content)",
+        ]
+    )
+
+
+def _transformers(params: SamplingParams, model: str, prompt: str, vision: bool) -> str:
+    gc, processors = to_transformers(params)
+    fields = {name: getattr(gc, name) for name in GENERATION_FIELDS if getattr(gc, name) is not None}
+    if params.min_tokens:
+        fields["min_new_tokens"] = params.min_tokens
+    penalties = [(type(p).__name__, p.value) for p in processors]
+    return "\n".join(
+        [
+            *_transformers_imports(vision, [cls for cls, _ in penalties]),
+            "",
+            *_transformers_load(model, prompt, vision),
+            *_transformers_config(fields, params.stop_token_ids),
+            *_transformers_generate(penalties, params.n, params.seed),
+        ]
+    )
+
+
+def _transformers_imports(vision: bool, penalty_classes: list[str]) -> list[str]:
+    classes = "AutoModelForImageTextToText, AutoProcessor" if vision else "AutoModelForCausalLM, AutoTokenizer"
+    lines = ["import torch", f"from transformers import {classes}, GenerationConfig"]
+    if penalty_classes:
+        lines[1:1] = [
+            "from transformers import LogitsProcessorList",
+            f"from smolkit import {', '.join(penalty_classes)}  # transformers has no such penalty",
+        ]
+    return lines
+
+
+def _transformers_load(model: str, prompt: str, vision: bool) -> list[str]:
+    if vision:  # SmolVLM: a processor reads images and text; the message content is a list of parts
+        content: Any = [{"type": "text", "text": prompt}]
+        lines = [
+            f"tokenizer = AutoProcessor.from_pretrained({model!r})  # SmolVLM's processor",
+            f"model = AutoModelForImageTextToText.from_pretrained({model!r})",
+        ]
+    else:
+        content = prompt
+        lines = [
+            f"tokenizer = AutoTokenizer.from_pretrained({model!r})",
+            f"model = AutoModelForCausalLM.from_pretrained({model!r})",
+        ]
+    return [
+        *lines,
+        f"messages = {[{'role': 'user', 'content': content}]!r}",
+        "inputs = tokenizer.apply_chat_template(",
+        '    messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"',
+        ")",
+    ]
+
+
+def _transformers_config(fields: dict[str, Any], stop_token_ids: tuple[int, ...]) -> list[str]:
+    lines = []
+    if stop_token_ids:
+        lines.append("eos = model.generation_config.eos_token_id  # the model's own end of sequence, kept")
+    lines += ["gc = GenerationConfig(", *_kwargs_lines(fields)]
+    if stop_token_ids:
+        stops = ", ".join(map(str, stop_token_ids))
+        lines.append(f"    eos_token_id=[*(eos if isinstance(eos, list) else [eos]), {stops}],")
+    return [*lines, ")"]
+
+
+def _transformers_generate(penalties: list[tuple[str, float]], n: int, seed: int | None) -> list[str]:
+    call = "out = model.generate(**inputs, generation_config=gc"
+    lines = []
+    if penalties:
+        procs = ", ".join(f"{cls}({value!r})" for cls, value in penalties)
+        lines.append(f"processors = LogitsProcessorList([{procs}])  # they find where each prompt ends")
+        call += ", logits_processor=processors"
+    if n > 1:
+        lines.append(f"inputs = {{k: v.repeat({n}, 1) for k, v in inputs.items()}}  # n={n} samples")
+    if seed is not None:
+        lines.append(f"torch.manual_seed({seed})")
+    return [
+        *lines,
+        call + ")",
+        "prompt_length = inputs['input_ids'].shape[1]",
+        "for row in out:",
+        "    print(tokenizer.decode(row[prompt_length:], skip_special_tokens=True))",
+    ]
