@@ -293,7 +293,8 @@ def write_remedy(folder: Path, reason: str) -> str:
     """What to do when the cache ``folder`` cannot be written for ``reason`` (from ``write_problem``)."""
     if reason.startswith(NO_SPACE):
         return SPACE_REMEDY
-    return f"{REMEDY}, or have the owner of {folder.parent} run `python -m smolkit convert` there"
+    return (f"{REMEDY}, or have the owner of {folder.parent} run `python -m smolkit convert` there (a workshop's "
+            "shared cache: `environment/workshop.sh prepare`)")  # fmt: skip
 
 
 def _cannot_write(folder: Path, problem: str | None, reason: str) -> CacheError:
