@@ -404,9 +404,12 @@ def _run_with_folder(args: list[str], folder: Path, env: dict, options: str = "r
     return proc
 
 
-def _clean_env(**settings: str) -> dict:
+def _clean_env(tmp_path: Path, **settings: str) -> dict:
+    """The environment without the cache settings, plus ``settings``. matplotlib (imported with smolkit) gets a
+    config folder of its own: in a read-only HOME it warns on stderr, and it creates a missing HOME."""
     env = {k: v for k, v in os.environ.items() if k not in ("SMOLKIT_CACHE_DIR", "XDG_CACHE_HOME", "HOME")}
-    return {**env, "CUDA_VISIBLE_DEVICES": "", **settings}
+    (tmp_path / "matplotlib").mkdir(exist_ok=True)
+    return {**env, "CUDA_VISIBLE_DEVICES": "", "MPLCONFIGDIR": str(tmp_path / "matplotlib"), **settings}
 
 
 def _one_line_error(proc: subprocess.CompletedProcess) -> str:
@@ -420,7 +423,7 @@ def test_a_read_only_cache_dir_without_a_cache_is_one_clear_line(tmp_path, comma
     cache = tmp_path / "shared-cache"
     cache.mkdir()
     proc = _run_with_folder([sys.executable, "-m", "smolkit", *command], cache,
-                            _clean_env(SMOLKIT_CACHE_DIR=str(cache), HOME=str(tmp_path)))  # fmt: skip
+                            _clean_env(tmp_path, SMOLKIT_CACHE_DIR=str(cache), HOME=str(tmp_path)))  # fmt: skip
     err = _one_line_error(proc)
     assert "is not converted yet and cannot be written" in err and "SMOLKIT_CACHE_DIR" in err, err
     assert "not writable" in err or "Read-only file system" in err, err
@@ -432,7 +435,7 @@ def test_a_read_only_cache_dir_with_a_damaged_cache_is_one_clear_line(lm, tmp_pa
     shutil.copytree(lm.tokenizer.name_or_path, folder)
     (folder / "tokenizer.json").unlink()
     proc = _run_with_folder([sys.executable, "-m", "smolkit", "generate", "Hi"], cache,
-                            _clean_env(SMOLKIT_CACHE_DIR=str(cache), HOME=str(tmp_path)))  # fmt: skip
+                            _clean_env(tmp_path, SMOLKIT_CACHE_DIR=str(cache), HOME=str(tmp_path)))  # fmt: skip
     err = _one_line_error(proc)
     assert "is unusable (tokenizer.json is missing) and cannot be written" in err and "SMOLKIT_CACHE_DIR" in err
     assert "python -m smolkit convert" in err
@@ -441,14 +444,14 @@ def test_a_read_only_cache_dir_with_a_damaged_cache_is_one_clear_line(lm, tmp_pa
 def test_a_read_only_home_is_one_clear_line(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
-    proc = _run_with_folder([sys.executable, "-m", "smolkit", "convert"], home, _clean_env(HOME=str(home)))
+    proc = _run_with_folder([sys.executable, "-m", "smolkit", "convert"], home, _clean_env(tmp_path, HOME=str(home)))
     err = _one_line_error(proc)
     assert f"{home}/.cache/smolkit" in err and "SMOLKIT_CACHE_DIR" in err and "cannot be written" in err, err
 
 
 def test_a_missing_home_is_one_clear_line_and_not_created(tmp_path):
     home = tmp_path / "gone"
-    proc = subprocess.run([sys.executable, "-m", "smolkit", "convert"], env=_clean_env(HOME=str(home)),
+    proc = subprocess.run([sys.executable, "-m", "smolkit", "convert"], env=_clean_env(tmp_path, HOME=str(home)),
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     err = _one_line_error(proc)
     assert f"HOME ({home}) does not exist" in err and "SMOLKIT_CACHE_DIR" in err, err
@@ -494,7 +497,7 @@ def test_a_small_disk_is_one_clear_line_before_any_work(tmp_path):
     """The real thing, as root: a 64 MB tmpfs as the cache folder."""
     cache = tmp_path / "small-disk"
     cache.mkdir()
-    env = _clean_env(SMOLKIT_CACHE_DIR=str(cache), HOME=str(tmp_path))
+    env = _clean_env(tmp_path, SMOLKIT_CACHE_DIR=str(cache), HOME=str(tmp_path))
     proc = _run_with_folder([sys.executable, "-m", "smolkit", "convert"], cache, env, options="size=64m")
     err = _one_line_error(proc)
     assert "not enough disk space: 64 MB free" in err and "SMOLKIT_CACHE_DIR" in err, err
