@@ -115,8 +115,9 @@ def embedded_gguf_path() -> Path | None:
 
 
 def embedded_cache_path() -> Path:
-    """Folder of the converted (safetensors) embedded model."""
-    return cache_dir() / "smollm2-135m-instruct-q4_1"
+    """Folder of the converted (safetensors) embedded model; its name carries the cache format, so that kits of
+    another format (an older checkout, another venv) keep their own folder instead of rebuilding each other's."""
+    return cache_dir() / f"smollm2-135m-instruct-q4_1.v{CACHE_FORMAT}"
 
 
 def _missing_gguf() -> FileNotFoundError:

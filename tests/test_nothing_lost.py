@@ -24,7 +24,15 @@ import pytest
 import transformers
 
 from smolkit import embedded
-from smolkit.embedded import MANIFEST, CacheError, cache_problem, convert_embedded, embedded_gguf_path, leftovers
+from smolkit.embedded import (
+    MANIFEST,
+    CacheError,
+    cache_problem,
+    convert_embedded,
+    embedded_cache_path,
+    embedded_gguf_path,
+    leftovers,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -304,7 +312,7 @@ def test_kernels_starting_at_once_convert_once_and_all_load(lm, tmp_path):
     for proc, (out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0 and "loaded 8" in out, out + err[-3000:]
     assert sum("converting the embedded GGUF" in out for out, _ in outputs) == 1, [out for out, _ in outputs]
-    folder = cache / "smollm2-135m-instruct-q4_1"
+    folder = cache / embedded_cache_path().name
     assert cache_problem(folder) is None and leftovers(folder) == []
 
 
@@ -431,7 +439,7 @@ def test_a_read_only_cache_dir_without_a_cache_is_one_clear_line(tmp_path, comma
 
 def test_a_read_only_cache_dir_with_a_damaged_cache_is_one_clear_line(lm, tmp_path):
     cache = tmp_path / "shared-cache"
-    folder = cache / "smollm2-135m-instruct-q4_1"
+    folder = cache / embedded_cache_path().name
     shutil.copytree(lm.tokenizer.name_or_path, folder)
     (folder / "tokenizer.json").unlink()
     proc = _run_with_folder([sys.executable, "-m", "smolkit", "generate", "Hi"], cache,
