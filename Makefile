@@ -53,10 +53,27 @@ lint: setup
 test-unit: kernel
 	$(PY) -m pytest -q -m "not gpu and not browser and not hub" tests smolkit
 
-# nbval compares each notebook's text outputs with the committed ones (strict mode), on the CPU.
-NBVAL := --nbval --nbval-kernel-name smolkit --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 900
-test-notebooks: kernel
-	CUDA_VISIBLE_DEVICES= $(PY) -m pytest -q -p no:cacheprovider -o addopts= $(NBVAL) notebooks
+# nbval compares each notebook's text outputs with the committed ones, on the CPU: text exactly, printed decimals to
+# one unit in their last digit (tests/nbval_numbers.py). The committed outputs must hold on any x86-64 CPU, so they
+# are checked once per variation of the CPU kernels, each run setting only what its line says:
+#   default       this machine's best ATen kernels (AVX-512 where there is one), 2 threads
+#   avx2-1thread  ATen's AVX2 kernels, 1 thread (another summation order in every matrix product)
+#   mkl-auto      MKL's conditional-numerical-reproducibility path instead of its fastest one, 2 threads
+# One run: make test-notebooks NOTEBOOK_RUNS=default; some notebooks: NOTEBOOKS="notebooks/03_temperature.ipynb".
+NOTEBOOK_RUNS ?= default avx2-1thread mkl-auto
+NOTEBOOK_ENV_default := OMP_NUM_THREADS=2
+NOTEBOOK_ENV_avx2-1thread := ATEN_CPU_CAPABILITY=avx2 OMP_NUM_THREADS=1
+NOTEBOOK_ENV_mkl-auto := MKL_CBWR=AUTO OMP_NUM_THREADS=2
+NOTEBOOKS ?= notebooks
+NBVAL := -p tests.nbval_numbers --nbval --nbval-kernel-name smolkit --nbval-sanitize-with tests/nbval_sanitize.cfg \
+  --nbval-cell-timeout 900
+test-notebooks: $(addprefix test-notebooks-,$(NOTEBOOK_RUNS))
+
+test-notebooks-%: kernel
+	@[ -n "$(NOTEBOOK_ENV_$*)" ] || { echo "unknown notebook run '$*'; runs: default avx2-1thread mkl-auto" >&2; exit 2; }
+	@$(NOTEBOOK_ENV_$*) $(PY) -c "import torch; print('== notebooks, run $*: $(NOTEBOOK_ENV_$*) ->', \
+	  torch.backends.cpu.get_cpu_capability(), 'kernels,', torch.get_num_threads(), 'thread(s)')"
+	CUDA_VISIBLE_DEVICES= $(NOTEBOOK_ENV_$*) $(PY) -m pytest -q -p no:cacheprovider -o addopts= $(NBVAL) $(NOTEBOOKS)
 
 notebooks: kernel
 	$(PY) environment/execute_notebooks.py $(if $(FORCE),--force) $(NB)
