@@ -79,7 +79,7 @@ def random_lm(kind: str, dtype: torch.dtype) -> LoadedModel:
         LlamaForCausalLM,
     )
 
-    from smolkit.models import cache_problem, convert_embedded, embedded_cache_path
+    from smolkit.embedded import cache_problem, convert_embedded, embedded_cache_path
 
     folder = os.environ.get("SMOLKIT_BENCH_TOKENIZER")  # a folder with tokenizer files, where no GGUF travelled
     if folder is None:

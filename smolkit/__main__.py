@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return 0 if doctor().ok else 1
     if args.command == "convert":
-        from smolkit.models import cache_problem, convert_embedded, embedded_cache_path
+        from smolkit.embedded import cache_problem, convert_embedded, embedded_cache_path
 
         folder = embedded_cache_path()
         if args.force or cache_problem(folder) is not None:

@@ -163,7 +163,8 @@ def check_kernel() -> list[Check]:
 
 
 def check_models() -> list[Check]:
-    from smolkit.models import SMOLVLM_MODELS, cache_problem, embedded_cache_path, embedded_gguf_path
+    from smolkit.embedded import cache_problem, embedded_cache_path, embedded_gguf_path
+    from smolkit.models import SMOLVLM_MODELS
 
     checks = []
     gguf = embedded_gguf_path()

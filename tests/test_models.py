@@ -11,7 +11,8 @@ from PIL import Image
 
 import smolkit
 from smolkit import SamplingParams, generate, load_model, next_token_distribution
-from smolkit.models import cache_problem, embedded_cache_path, resolve_device, resolve_dtype
+from smolkit.embedded import cache_problem, embedded_cache_path
+from smolkit.models import resolve_device, resolve_dtype
 
 
 def test_embedded_model_handle(lm):

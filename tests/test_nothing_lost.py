@@ -22,7 +22,7 @@ import nbformat
 import pytest
 import transformers
 
-from smolkit.models import (
+from smolkit.embedded import (
     MANIFEST,
     STALE_SECONDS,
     cache_problem,

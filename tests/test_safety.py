@@ -68,7 +68,7 @@ def test_every_auto_class_load_in_the_package_says_trust_remote_code_false():
             ):
                 spread = {k.value.id for k in node.keywords if k.arg is None and isinstance(k.value, ast.Name)}
                 calls.append((f"{path.name}:{node.lineno}", _says_false(node) or bool(spread & safe_dicts)))
-    assert len(calls) >= 8  # the loads of models.py and testing.py are all seen
+    assert len(calls) >= 8  # the loads of models.py, embedded.py and testing.py are all seen
     assert [where for where, ok in calls if not ok] == []
 
 
@@ -164,7 +164,7 @@ def test_a_folder_with_only_pickle_weights_is_refused_before_loading(auto_loads,
 
 
 def test_the_embedded_model_is_read_from_gguf_and_cached_as_safetensors():
-    from smolkit.models import embedded_cache_path, embedded_gguf_path
+    from smolkit.embedded import embedded_cache_path, embedded_gguf_path
 
     assert embedded_gguf_path().suffix == ".gguf"
     weights = {p.suffix for p in embedded_cache_path().iterdir() if p.suffix not in (".json", ".jinja", ".txt")}

@@ -25,7 +25,7 @@ import websocket
 from servers import alive, describe, family, free_port, sigterm_as_interrupt, start, stop, wait_for
 
 import smolkit
-from smolkit.models import cache_problem, embedded_cache_path
+from smolkit.embedded import cache_problem, embedded_cache_path
 
 pytestmark = pytest.mark.hub
 
@@ -47,7 +47,7 @@ c.JupyterHub.load_roles = [{{
 PROBE = """
 import json, os, torch
 from smolkit.doctor import doctor
-from smolkit.models import embedded_cache_path
+from smolkit.embedded import embedded_cache_path
 probe = smolkit.load_model(device="cpu")
 report = doctor(verbose=False)
 print(json.dumps({
