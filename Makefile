@@ -16,12 +16,14 @@ KERNEL := $(VENV)/share/jupyter/kernels/smolkit/kernel.json
 CHROMIUM ?= /usr/bin/chromium
 PROXY := environment/proxy/node_modules/.bin/configurable-http-proxy
 
-.PHONY: help setup kernel doctor lab test lint test-unit test-notebooks test-gpu notebooks bench bench-gpu clean
+.PHONY: help setup kernel doctor lab test lint test-unit test-notebooks test-compat test-compat-ends test-gpu notebooks
+.PHONY: bench bench-gpu clean
 .PHONY: chromium proxy test-browser test-hub workshop
 
 help:
 	@echo "make lab        set up .venv, register the 'smolkit' kernel, run the doctor, start JupyterLab"
 	@echo "make test       set up if needed, then lint and run the whole test suite (CPU)"
+	@echo "make test-compat  the transformers-dependent tests on every tested transformers version (smolkit/compat.py)"
 	@echo "make test-gpu   GPU tests and the notebooks under nbval-lax (on a machine with CUDA)"
 	@echo "make bench      CPU benchmarks; make bench-gpu the GPU ones (bench/RESULTS.md)"
 	@echo "make test-browser  JupyterLab in headless Chromium: run notebook 03, move its slider (screenshots in artifacts/)"
@@ -30,7 +32,7 @@ help:
 	@echo "make doctor     check Python, torch, CUDA, Jupyter and the models"
 	@echo "make notebooks  re-execute the notebooks on the CPU and save their outputs (NB=path for one; FORCE=1)"
 
-$(STAMP): requirements.txt pyproject.toml environment/setup.sh
+$(STAMP): requirements.txt requirements-cpu.txt pyproject.toml environment/setup.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) TORCH=$(TORCH) bash environment/setup.sh
 	touch $@
 
@@ -75,6 +77,15 @@ test-notebooks-%: kernel
 	  torch.backends.cpu.get_cpu_capability(), 'kernels,', torch.get_num_threads(), 'thread(s)')"
 	CUDA_VISIBLE_DEVICES= $(NOTEBOOK_ENV_$*) $(PY) -m pytest -q -p no:cacheprovider -o addopts= $(NBVAL) $(NOTEBOOKS)
 
+# The tests that depend on transformers' internals (parity, stage order, export, fast path, loading) against each
+# transformers version the kit is tested with (smolkit/compat.py), one venv each in $(VENV)/compat. make test runs
+# the oldest and the newest; TRANSFORMERS="5.25.0" tries others.
+test-compat: setup
+	VENV=$(VENV) bash environment/compat.sh $(TRANSFORMERS)
+
+test-compat-ends: setup
+	VENV=$(VENV) bash environment/compat.sh --ends
+
 notebooks: kernel
 	$(PY) environment/execute_notebooks.py $(if $(FORCE),--force) $(NB)
 
@@ -101,7 +112,7 @@ workshop: kernel proxy
 	VENV=$(VENV) bash environment/workshop.sh prepare
 	VENV=$(VENV) bash environment/workshop.sh start
 
-test: lint test-unit test-notebooks test-browser test-hub
+test: lint test-unit test-notebooks test-compat-ends test-browser test-hub
 
 # On a CUDA machine: the GPU tests (fast path parity), then every notebook under nbval-lax (cells must run without
 # error; outputs are not compared, since sampling on a GPU draws other random numbers than the CPU baselines).

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from smolkit.compat import require_supported_transformers
 from smolkit.embedded import EMBEDDED_DESCRIPTION, ensure_converted
 from smolkit.images import load_image
 
@@ -371,6 +372,7 @@ def load_model(
     """
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"name must be 'embedded', a Hub model id or a local folder, got {name!r}")
+    require_supported_transformers()
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     if image_splitting is not None and not isinstance(image_splitting, bool):
