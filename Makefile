@@ -67,8 +67,7 @@ NOTEBOOK_ENV_default := OMP_NUM_THREADS=2
 NOTEBOOK_ENV_avx2-1thread := ATEN_CPU_CAPABILITY=avx2 OMP_NUM_THREADS=1
 NOTEBOOK_ENV_mkl-auto := MKL_CBWR=AUTO OMP_NUM_THREADS=2
 NOTEBOOKS ?= notebooks
-NBVAL := -p tests.nbval_numbers --nbval --nbval-kernel-name smolkit --nbval-sanitize-with tests/nbval_sanitize.cfg \
-  --nbval-cell-timeout 900
+NBVAL := -p tests.nbval_numbers --nbval --nbval-kernel-name smolkit --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 900
 test-notebooks: $(addprefix test-notebooks-,$(NOTEBOOK_RUNS))
 
 test-notebooks-%: kernel

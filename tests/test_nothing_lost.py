@@ -79,7 +79,7 @@ def test_nbval_as_make_test_notebooks_runs_it_leaves_the_notebook_untouched(tmp_
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", *_nbval_flags(), str(path)],
         cwd=tmp_path,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO)},  # -p tests.nbval_numbers
         capture_output=True,
         text=True,
         timeout=300,
