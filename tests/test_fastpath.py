@@ -255,3 +255,11 @@ def test_small_batch_layer_computes_what_layer_step_computes():
         torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(caches[0][0][:, :, :6], caches[1][0][:, :, :6])
     torch.testing.assert_close(caches[0][1][:, :, :6], caches[1][1][:, :, :6])
+
+
+def test_the_fused_sampler_is_only_used_on_cuda(lm):
+    """On the CPU the decoder keeps the PyTorch sampler (the reference); the fused kernel needs CUDA and Triton."""
+    decoder = fastpath.FastDecoder(lm, fused=True)
+    assert decoder.fused is None and decoder.fused_problem == "needs CUDA and Triton"
+    assert decoder.sampler_name == "PyTorch"
+    assert fastpath.FastDecoder(lm, fused=False).fused_problem == "not asked for"

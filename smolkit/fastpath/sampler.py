@@ -242,7 +242,7 @@ class Sampler:
         """Sample one token per row from ``logits`` (B, V) float32, record it and advance; returns the tokens."""
         piece = self.pieces
         greedy_scores, scores = piece["penalise"](logits, s, p)
-        sorted_scores, sorted_ids = torch.sort(scores, dim=-1)
+        sorted_scores, sorted_ids = torch.sort(scores, dim=-1, stable=True)  # ties in index order, as on CUDA
         remove_sorted = top_k_top_p_mask(sorted_scores, s.top_k, s.top_p)
         probs = piece["cut"](scores, remove_sorted, sorted_ids, s.min_p)
         token, shown = piece["draw"](probs, noise, greedy_scores, s.greedy)
