@@ -263,3 +263,54 @@ def test_the_fused_sampler_is_only_used_on_cuda(lm):
     assert decoder.fused is None and decoder.fused_problem == "needs CUDA and Triton"
     assert decoder.sampler_name == "PyTorch"
     assert fastpath.FastDecoder(lm, fused=False).fused_problem == "not asked for"
+
+
+def _layer_inputs(batch: int, length: int, gen: torch.Generator):
+    hidden, n_heads, n_kv, head_dim = 64, 4, 2, 16
+
+    def r(*shape):
+        return torch.randn(*shape, generator=gen)
+
+    weights = layers.LayerWeights(
+        1 + 0.1 * r(hidden),
+        r(hidden + 2 * n_kv * head_dim, hidden) / 8,
+        r(hidden, hidden) / 8,
+        1 + 0.1 * r(hidden),
+        r(2 * 96, hidden) / 8,
+        r(hidden, 96) / 8,
+    )
+    pos = torch.tensor([5])
+    mask = torch.where(torch.arange(length) <= 5, 0.0, float("-inf")).unsqueeze(0)
+    cache = (r(batch, n_kv, length, head_dim), r(batch, n_kv, length, head_dim))
+    x = r(batch, 1, hidden)
+    return x, torch.zeros_like(x), (r(1, head_dim), r(1, head_dim)), mask, pos, cache, weights, \
+        layers.Dims(n_heads, n_kv, head_dim, 1e-5)  # fmt: skip
+
+
+@pytest.mark.parametrize("small", [False, True])
+def test_one_compiled_layer_serves_every_batch_size_and_cache_length(small):
+    """The decoder marks batch and cache length as varying (decode_dims): torch.compile traces the layer once for
+    batch sizes 2..64 and cache lengths 256 and 512 (batch 1 once more: sizes 1 are specialised), where static
+    shapes trace it for every combination. Traced with a counting backend: the graphs, not the kernels."""
+    from torch._dynamo.testing import CompileCounter
+
+    from smolkit.fastpath.compiled import MaybeCompiled
+    from smolkit.fastpath.decoder import decode_dims
+
+    gen = torch.Generator().manual_seed(0)
+    counts = {}
+    for dynamic in (True, False):
+        torch._dynamo.reset()
+        counter = CompileCounter()
+        layer = MaybeCompiled(layers.layer_step, True, dynamic=dynamic, backend=counter)
+        for batch in (2, 8, 64, 1):
+            for length in (256, 512):
+                args = _layer_inputs(batch, length, gen)
+                if dynamic:
+                    decode_dims(args[0], args[1], args[3], args[5])
+                out = layer(*args, small)
+                torch.testing.assert_close(out, layers.layer_step(*args, small))
+        assert layer.problem is None
+        counts[dynamic] = counter.frame_count
+    torch._dynamo.reset()
+    assert counts == {True: 2, False: 8}
