@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from smolkit import _checks, gpu_share
+from smolkit.compat import require_supported_transformers, vision_problem
 from smolkit.embedded import EMBEDDED_DESCRIPTION, ensure_converted
 from smolkit.images import load_image
 
@@ -160,6 +161,7 @@ class LoadedModel:
         which is what instruct models are trained on; ``chat=False`` feeds the text as it is.
         """
         _checks.text("prompt", prompt)
+        chat = _checks.boolean("chat", chat)
         if image is not None and not self.is_vision:
             raise ValueError(
                 f"image: model {self.name!r} is text-only and cannot read images; load a SmolVLM model, e.g. "
@@ -200,15 +202,22 @@ class LoadedModel:
 
     def token_text(self, token_id: int) -> str:
         """The text one token adds (e.g. ' Paris'), for display."""
-        return self.token_texts([int(token_id)])[0]
+        token_id = int(token_id)
+        text = self.token_text_cache.get(token_id)
+        return text if text is not None else self.token_texts([token_id])[0]
 
     def token_texts(self, token_ids: Sequence[int]) -> list[str]:
-        """The text of each token, decoded in one batch and remembered (step records need thousands at once)."""
+        """The text of each token, decoded in one batch and remembered (step records need thousands at once).
+
+        A call costs in proportion to the ids asked, never to the cache: each id is looked up, not the cache
+        compared as a whole (a set difference with the cache's keys visits every remembered entry).
+        """
+        ids = [int(i) for i in token_ids]
         cache = self.token_text_cache
-        missing = list({int(i) for i in token_ids} - cache.keys())
+        missing = [i for i in dict.fromkeys(ids) if i not in cache]
         if missing:
             cache.update(zip(missing, self.tokenizer.batch_decode([[i] for i in missing]), strict=True))
-        return [cache[int(i)] for i in token_ids]
+        return [cache[i] for i in ids]
 
 
 @contextlib.contextmanager
@@ -296,6 +305,8 @@ def _load_hub(name: str, device: torch.device, dtype: torch.dtype, image_splitti
 
     kwargs = dict(**_model_kwargs(device, dtype), local_files_only=local_only, trust_remote_code=False)
     is_vision = hasattr(config, "vision_config")
+    if is_vision and vision_problem() is not None:
+        raise RuntimeError(f"model {name!r} is a vision-language model, and {vision_problem()}")
     with warnings.catch_warnings(), _quiet_progress():
         warnings.filterwarnings("ignore", message=".*use_fast.*")
         if is_vision:
@@ -367,6 +378,7 @@ def load_model(
     """
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"name must be 'embedded', a Hub model id or a local folder, got {name!r}")
+    require_supported_transformers()
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     if image_splitting is not None and not isinstance(image_splitting, bool):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 
@@ -64,3 +65,31 @@ def test_cli_exit_code_on_a_problem(tmp_path):
 @pytest.mark.parametrize("name", ["python", "torch", "transformers"])
 def test_versions_are_reported(name):
     assert run_checks()[name].found
+
+
+def test_a_cache_that_cannot_be_written_fails_with_the_remedy(tmp_path, monkeypatch):
+    """Issue 17, item 10: doctor said "the first load converts it" where that load could only fail."""
+    import shutil
+
+    monkeypatch.setenv("SMOLKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 10**12 - 10**7, 10**7))
+    check = run_checks()["embedded model"]
+    assert check.status == "fail" and "not converted yet" in check.found and "not enough disk space" in check.found
+    assert "SMOLKIT_CACHE_DIR" in check.remedy
+
+
+@pytest.mark.parametrize(
+    ("version", "status", "remedy"),
+    [("5.23.0", "ok", ""), ("5.99.0", "warn", "pip install 'transformers>="), ("4.57.6", "fail", "pip install")],
+)
+def test_transformers_outside_the_tested_range_is_named(monkeypatch, version, status, remedy):
+    """A newer transformers works but is unchecked (warn); an older one is refused by load_model (fail)."""
+    module = importlib.import_module("smolkit.doctor")  # smolkit.doctor is also the function
+    real = module._version
+    monkeypatch.setattr(module, "_version", lambda dist: version if dist == "transformers" else real(dist))
+    report = run_checks()
+    check = report["transformers"]
+    assert check.status == status and version in check.found and remedy in check.remedy
+    assert report.ok == (status != "fail")
+    if status != "ok":
+        assert f"-> {check.remedy}" in str(report)
