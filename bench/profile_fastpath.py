@@ -59,6 +59,21 @@ def report_samplers(dec: FastDecoder, lm, batch: int) -> None:
         reference = bench_gpu.sampler_step_us(pytorch, batch, params)
         print(f"sampler alone, batch {batch}, {case}: {dec.sampler_name} {shipped:.1f} us/step, "
               f"PyTorch {reference:.1f} us/step")  # fmt: skip
+    if dec.fused is None:
+        return
+    from smolkit.fastpath.fused import FusedSampler
+
+    shipped = dec.fused
+    for block, cand, warps in FUSED_VARIANTS:  # the kernel's sizes: which is fastest on this GPU
+        dec.fused = FusedSampler(block=block, cand=cand, num_warps=warps)
+        times = {case: round(bench_gpu.sampler_step_us(dec, batch, params), 1)
+                 for case, params in bench_gpu.SAMPLER_CASES.items()}  # fmt: skip
+        print(f"fused sampler block={block} cand={cand} num_warps={warps}, batch {batch}: {times} us/step")
+    dec.fused = shipped
+
+
+FUSED_VARIANTS = [(4096, 1024, 16), (2048, 1024, 8), (8192, 1024, 16), (4096, 512, 16), (4096, 2048, 16)]
+"""(tokens per pass chunk, window, warps) tried for the fused sampler; the first is FusedSampler's default."""
 
 
 def main() -> None:

@@ -120,8 +120,9 @@ def assert_same(reference, fused_out, atol=1e-6):
     torch.testing.assert_close(rb.probs, ra.probs, rtol=1e-5, atol=atol)
     torch.testing.assert_close(rb.entropy, ra.entropy, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(rb.top_probs, ra.top_probs, rtol=1e-5, atol=atol)
-    distinct = (ra.top_probs[..., :-1] > ra.top_probs[..., 1:]).all(-1) & (ra.top_probs[..., -1] > 0)
-    assert torch.equal(ra.top_ids[distinct], rb.top_ids[distinct])  # where the order is defined
+    sixth = probs_a.topk(sampler.TOP_RECORDS + 1, dim=-1).values[..., -1]  # a 5th tied with a 6th: either is right
+    distinct = (ra.top_probs[..., :-1] > ra.top_probs[..., 1:]).all(-1) & (ra.top_probs[..., -1] > sixth)
+    assert torch.equal(ra.top_ids[distinct], rb.top_ids[distinct])  # where the order and the five are defined
     for field in ("seen", "counts", "step", "finished"):
         assert torch.equal(getattr(pa, field), getattr(pb, field)), field
 
@@ -202,7 +203,8 @@ def test_fused_equals_the_reference_on_real_logits(real_logits, params):
     reference, out = run_both(real_logits, params, REAL, generated=(28, 253))
     assert_same(reference, out)
     if params.temperature == 2.0:  # this case exists to move the window: top_p keeps more than one window
-        assert int((out[1].full_probs[:, 0] > 0).sum(-1).max()) > REAL.cand
+        column = int(out[2].step) - 1  # the step's column in the records (run_both starts after two tokens)
+        assert int((out[1].full_probs[:, column] > 0).sum(-1).max()) > REAL.cand
 
 
 def test_the_kernels_draws_follow_the_distribution():
@@ -267,3 +269,36 @@ def test_gpu_fast_path_samples_with_the_fused_kernel():
     decoder = fastpath.get_fast_decoder(lm)
     assert decoder.fused is not None, decoder.fused_problem
     assert decoder.sampler_name == "fused (Triton)"
+
+
+AHEAD_OF_TIME = """
+import sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from smolkit.fastpath import fused
+
+kernel, sampler = fused._fused_sample_kernel, fused.FusedSampler()
+types = {"seen_ptr": "*u8", "stop_ptr": "*u8", "greedy_ptr": "*u8", "finished_ptr": "*u8", "cand_scratch": "*i64",
+         "seed_ptr": "*i64", "top_k_ptr": "*i64", "min_tokens_ptr": "*i64", "max_new_ptr": "*i64", "pad_ptr": "*i64",
+         "step_ptr": "*i64", "tokens_ptr": "*i64", "ranks_ptr": "*i64", "top_ids_ptr": "*i64", "out_ptr": "*i64"}
+ints = ("use_noise", "keep_probs", "batch", "length")
+constants = {"V": 49152, "BLOCK": sampler.block, "CAND": sampler.cand, "TOP": 5, "TAIL_N": fused.TAIL}
+signature = {name: "constexpr" if name in constants else "i32" if name in ints else types.get(name, "*fp32")
+             for name in kernel.arg_names}
+compiled = triton.compile(ASTSource(kernel, signature, constexprs=constants),
+                          target=GPUTarget("cuda", int(sys.argv[1]), 32), options={"num_warps": sampler.num_warps})
+print("COMPILED", len(compiled.asm["cubin"]), "bytes of cubin")
+"""
+
+
+@pytest.mark.parametrize("arch", [90, 80], ids=["Hopper sm_90", "Ampere sm_80"])
+def test_the_kernel_compiles_for_gpus_without_one(arch):
+    """Triton's compiler (front end, LLVM, the ptxas it ships) builds the decoder's kernel for a GPU on this
+    machine: what the interpreter cannot check (constexpr rules, types through loops, registers) fails here."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", AHEAD_OF_TIME, str(arch)], capture_output=True, text=True, env=env,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 0 and "COMPILED" in proc.stdout, proc.stderr[-3000:]

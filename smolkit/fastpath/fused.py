@@ -36,21 +36,43 @@ swap). Everything else (which tokens top_k keeps, ties, the order of stages, the
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra import libdevice
 
-from smolkit.fastpath.sampler import TOP_RECORDS, Progress, Records, Sampler, Settings
+from smolkit.fastpath.sampler import TOP_P_SLACK, TOP_RECORDS, Progress, Records, Sampler, Settings
 from smolkit.params import SamplingParams
 
 __all__ = ["FusedSampler", "self_check_problem"]
 
-INT32_MIN = -2147483648
-INT64_MIN = -9223372036854775808
-INT64_MAX = 9223372036854775807
-LN2 = 0.6931471805599453
+INT32_MIN = tl.constexpr(-2147483648)
+INT64_MIN = tl.constexpr(-9223372036854775808)
+INT64_MAX = tl.constexpr(9223372036854775807)
+LN2 = tl.constexpr(0.6931471805599453)
+ACCURATE_EXP = tl.constexpr(os.environ.get("TRITON_INTERPRET") != "1")
+SLACK = tl.constexpr(TOP_P_SLACK)
+
+
+@triton.jit
+def _exp(x):
+    """exp as torch computes it on CUDA (libdevice's expf, within an ulp or two), not tl.exp's ex2.approx (a few
+    ulps more for large |x|); NumPy's exp in Triton's interpreter, which has no libdevice."""
+    if ACCURATE_EXP:
+        return libdevice.exp(x)
+    else:
+        return tl.exp(x)
+
+
+@triton.jit
+def _div(x, y):
+    """x / y correctly rounded, as torch divides (tl's ``/`` compiles to div.full.f32, within 2 ulps)."""
+    return tl.math.div_rn(x, y)
+
+
 TAIL = 8  # the first window's best tokens kept for the top-5 records (a power of two >= TOP_RECORDS)
 
 
@@ -96,7 +118,7 @@ def _select(s_ptr, rank_a, rank_b, V: tl.constexpr, BLOCK: tl.constexpr):
     need_b = rank_b
     ties_b = rank_b
     for level in tl.static_range(4):
-        shift: tl.constexpr = 24 - 8 * level
+        shift = 24 - 8 * level
         hist_a = tl.zeros([256], tl.int32)
         hist_b = tl.zeros([256], tl.int32)
         for start in range(0, V, BLOCK):
@@ -121,9 +143,10 @@ def _select(s_ptr, rank_a, rank_b, V: tl.constexpr, BLOCK: tl.constexpr):
 def _window(s_ptr, cand_ptr, m, k_top, k_sel, needed, ties, c_hi, V: tl.constexpr, BLOCK: tl.constexpr):
     """Write the composites of the tokens in the top ``rank`` (``_select``'s key, needed and ties: of the tokens at
     the boundary key, the highest indices) and below ``c_hi`` to ``cand_ptr``. Returns the top_k mass Z, the mass
-    of top_k's tokens below the window (both unnormalised: exp(s - m)) and how many tokens were written."""
-    z = 0.0
-    low = 0.0
+    of top_k's tokens below the window (both unnormalised, exp(s - m), in float64 as top_p's cumulative sums are:
+    see sampler.top_k_top_p_mask) and how many tokens were written."""
+    z = tl.zeros([], tl.float64)
+    low = tl.zeros([], tl.float64)
     seen_ties = 0
     written = 0
     for start in range(0, V, BLOCK):
@@ -131,7 +154,7 @@ def _window(s_ptr, cand_ptr, m, k_top, k_sel, needed, ties, c_hi, V: tl.constexp
         valid = i < V
         s = tl.load(s_ptr + i, mask=valid, other=float("-inf"))
         key = _key(s)
-        e = tl.exp(s - m)
+        e = _exp(s.to(tl.float64) - m.to(tl.float64))
         kept_k = valid & (key >= k_top)
         tie = valid & (key == k_sel)
         tie_rank = seen_ties + tl.cumsum(tie.to(tl.int32), 0) - 1
@@ -156,11 +179,12 @@ def _sorted_window(cand_ptr, written, CAND: tl.constexpr):
 
 @triton.jit
 def _top_p_cut(cs, written, low, z, budget, m, k_top, c_top, CAND: tl.constexpr):
-    """TopPLogitsWarper over the sorted window ``cs``: the composite at and below which every token is removed."""
+    """TopPLogitsWarper over the sorted window ``cs``: the composite at and below which every token is removed
+    (in float64 with ``budget`` = 1 - top_p + slack, as sampler.top_k_top_p_mask decides)."""
     j = tl.arange(0, CAND)
     real = j >= CAND - written
     key = (cs >> 32).to(tl.int32)
-    p = tl.where(real & (key >= k_top), tl.exp(_value(key) - m) / z, 0.0)
+    p = tl.where(real & (key >= k_top), _exp(_value(key).to(tl.float64) - m.to(tl.float64)) / z, 0.0)
     cumulative = low / z + tl.cumsum(p, 0)
     removed = real & (cumulative <= budget) & (cs != c_top)
     below_window = tl.min(tl.where(real, cs, INT64_MAX), 0) - 1
@@ -170,7 +194,7 @@ def _top_p_cut(cs, written, low, z, budget, m, k_top, c_top, CAND: tl.constexpr)
 @triton.jit
 def _kept(s, key, c, valid, m, k_top, c_cut, min_p):
     """Whether each token survives top_k, top_p and min_p, and its unnormalised mass exp(s - m)."""
-    e = tl.exp(s - m)
+    e = _exp(s - m)
     return valid & (key >= k_top) & (c > c_cut) & ~(e < min_p), e
 
 
@@ -202,10 +226,10 @@ def _fused_sample_kernel(
         seen = tl.load(seen_ptr + row * V + i, mask=valid, other=0) != 0
         counts = tl.load(counts_ptr + row * V + i, mask=valid, other=0.0)
         stop = tl.load(stop_ptr + i, mask=valid, other=0) != 0
-        x = tl.where(seen, tl.where(raw > 0, raw / repetition, raw * repetition), raw)
+        x = tl.where(seen, tl.where(raw > 0, _div(raw, repetition), raw * repetition), raw)
         x = tl.where(stop & force_stop, float("-inf"), x)
         x = x - presence * (counts > 0).to(tl.float32) - frequency * counts
-        s = tl.where(valid, x / temperature, float("-inf"))
+        s = tl.where(valid, _div(x, temperature), float("-inf"))
         tl.store(s_row + i, s, mask=valid)
         chunk_best, where = tl.max(s, 0, return_indices=True, return_indices_tie_break_left=True)
         greedy_token = tl.where(chunk_best > best_s, start + where, greedy_token)
@@ -224,7 +248,7 @@ def _fused_sample_kernel(
     c_top = tl.max(cs, 0)
     # 4. top_p, moving the window down while the boundary lies below it
     top_p = tl.load(top_p_ptr)
-    budget = 1.0 - top_p
+    budget = (1.0 - top_p.to(tl.float64)) + SLACK
     c_cut = tl.full([], INT64_MIN, tl.int64)
     if top_p < 1.0:
         moved = 0
@@ -257,7 +281,7 @@ def _fused_sample_kernel(
             noise = -tl.log(tl.rand(seed, base + i))
         z_kept += tl.sum(tl.where(kept, e, 0.0), 0)
         h += tl.sum(e * tl.where(kept & (e > 0), s - m, 0.0), 0)
-        ratio = tl.where(kept & (e > 0), e / noise, -1.0)
+        ratio = tl.where(kept & (e > 0), _div(e, noise), -1.0)
         chunk_best, where = tl.max(ratio, 0, return_indices=True, return_indices_tie_break_left=True)
         drawn = tl.where(chunk_best > best_ratio, start + where, drawn)
         best_ratio = tl.maximum(best_ratio, chunk_best)
@@ -276,7 +300,7 @@ def _fused_sample_kernel(
         rank_of += tl.sum((tl.load(raw_row + i, mask=i < V, other=float("-inf")) > raw_token).to(tl.int32), 0)
     column = row * length + tl.minimum(step, length - 1)
     tl.store(tokens_ptr + column, token.to(tl.int64))
-    tl.store(probs_ptr + column, tl.where(kept_token, e_token / z_kept, 0.0))
+    tl.store(probs_ptr + column, tl.where(kept_token, _div(e_token, z_kept), 0.0))
     tl.store(ranks_ptr + column, rank_of.to(tl.int64))
     tl.store(entropy_ptr + column, tl.log2(z_kept) - h / (z_kept * LN2))
     t = tl.arange(0, TAIL_N)
@@ -285,7 +309,7 @@ def _fused_sample_kernel(
     tail_index = (tail & 0xFFFFFFFF).to(tl.int32)
     tail_kept, tail_e = _kept(_value(tail_key), tail_key, tail, tail != INT64_MIN, m, k_top, c_cut, min_p)
     tl.store(top_ids_ptr + column * TOP + t, tail_index.to(tl.int64), mask=t < TOP)
-    tl.store(top_probs_ptr + column * TOP + t, tl.where(tail_kept, tail_e / z_kept, 0.0), mask=t < TOP)
+    tl.store(top_probs_ptr + column * TOP + t, tl.where(tail_kept, _div(tail_e, z_kept), 0.0), mask=t < TOP)
     if keep_probs != 0:
         for start in range(0, V, BLOCK):
             i = start + tl.arange(0, BLOCK)
@@ -293,7 +317,7 @@ def _fused_sample_kernel(
             s = tl.load(s_row + i, mask=valid, other=float("-inf"))
             key = _key(s)
             kept, e = _kept(s, key, _composite(key, i), valid, m, k_top, c_cut, min_p)
-            tl.store(full_ptr + column.to(tl.int64) * V + i, tl.where(kept, e / z_kept, 0.0), mask=valid)
+            tl.store(full_ptr + column.to(tl.int64) * V + i, tl.where(kept, _div(e, z_kept), 0.0), mask=valid)
     if active:
         tl.store(counts_ptr + row * V + token, tl.load(counts_ptr + row * V + token) + 1.0)
         tl.store(seen_ptr + row * V + token, 1)
