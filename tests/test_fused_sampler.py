@@ -207,10 +207,10 @@ def test_fused_equals_the_reference_on_real_logits(real_logits, params):
         assert int((out[1].full_probs[:, column] > 0).sum(-1).max()) > REAL.cand
 
 
-def test_the_kernels_draws_follow_the_distribution():
-    """Chi-square of 400 draws with the kernel's own random numbers (one step of 400 rows) against the
-    distribution it reports, nothing drawn outside it; and another seed gives other numbers."""
-    rows, vocab = 400, 32
+def assert_draws_follow_the_distribution(sample, rows: int, vocab: int, bins: int, critical: float) -> None:
+    """Chi-square of ``rows`` draws with the kernel's own random numbers (one step of that many equal rows) against
+    the distribution it reports (below ``critical``: ``bins`` degrees of freedom at p = 0.001), nothing drawn
+    outside it; and another seed gives other numbers."""
     logits = (torch.randn(1, vocab, generator=torch.Generator().manual_seed(3)) * 2).expand(rows, -1).contiguous()
     s, p = sampler.Settings.allocate(vocab, DEVICE), sampler.Progress.allocate(rows, vocab, DEVICE)
     s.load(SamplingParams(temperature=0.9, top_p=0.9), [31], 0)
@@ -218,13 +218,17 @@ def test_the_kernels_draws_follow_the_distribution():
     for seed, n in ((11, rows), (12, 40)):
         p.reset(torch.zeros(1, 0, dtype=torch.int64))
         r = sampler.Records.allocate(n, vocab, 2, DEVICE, keep_probs=True)
-        tokens = ONE_CHUNK(logits[:n].to(DEVICE), torch.tensor([seed], device=DEVICE), s, p, r)
+        tokens = sample(logits[:n].to(DEVICE), torch.tensor([seed], device=DEVICE), s, p, r)
         draws.append(tokens.cpu().clone())
     probs = r.full_probs[0, 0].cpu().double()
     counts = torch.bincount(draws[0], minlength=vocab).double()
     assert counts[probs == 0].sum() == 0  # nothing outside what top_p keeps
-    assert chi_square(counts, probs, bins=5) < 20.5  # 5 degrees of freedom, p = 0.001
+    assert chi_square(counts, probs, bins=bins) < critical
     assert (draws[0][:40] != draws[1]).float().mean() > 0.3  # another seed, other numbers
+
+
+def test_the_kernels_draws_follow_the_distribution():
+    assert_draws_follow_the_distribution(ONE_CHUNK, rows=400, vocab=32, bins=5, critical=20.5)
 
 
 def test_self_check_passes_and_reports_a_wrong_kernel(monkeypatch):
@@ -257,6 +261,14 @@ def test_gpu_compiled_kernel_equals_the_reference(real_logits):
         )  # fmt: skip
         logits = make_logits(pick(["normal", "peaked", "ties", "flat", "few-values"]), 8, 49152, case)
         assert_same(*run_both(logits, params, fused.FusedSampler(), generated=(4, 9)))
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_compiled_kernels_draws_follow_the_distribution():
+    """The compiled kernel with the decoder's sizes over a 49,152-token row: 4,096 draws (its own Philox numbers)
+    against the distribution it reports, 20 bins (critical value 45.3 at p = 0.001)."""
+    assert_draws_follow_the_distribution(fused.FusedSampler(), rows=4096, vocab=49152, bins=20, critical=45.3)
 
 
 @pytest.mark.gpu
