@@ -26,11 +26,13 @@ One program per row runs these passes over the row (``BLOCK`` tokens at a time):
    (a last pass), entropy in bits, the 5 most likely tokens (from the first window), optionally the whole
    distribution; counts, seen and finished updated for the row. The step counter is advanced after the kernel.
 
-Where the result can differ from the reference: only where float32 rounding decides. The cumulative sums of top_p
-and the normalisers are summed in another order (so a token whose cumulative mass lies within a few float32 ulps
-of 1 - top_p may fall on the other side), min_p compares ``exp(s - max)`` with min_p instead of two rounded
-quotients, and the race divides unnormalised masses by the noise (two tokens whose ratios are within an ulp may
-swap). Everything else (which tokens top_k keeps, ties, the order of stages, the noise) is the same.
+Where the result can differ from the reference: only where rounding decides. top_p's masses and cumulative sums
+are float64 in both (summed in another order here) and compared with 1 - top_p + ``sampler.TOP_P_SLACK``, so only
+a cumulative mass within about 1e-12 of that bound may fall on the other side (ties exactly on 1 - top_p do not);
+the normalisers of the distribution are float32 sums in another order, min_p compares ``exp(s - max)`` with
+min_p instead of two rounded quotients, and the race divides unnormalised masses by the noise (two tokens whose
+ratios are within an ulp may swap). Everything else (which tokens top_k keeps, ties, the order of stages, the
+noise) is the same.
 """
 
 from __future__ import annotations

@@ -160,7 +160,8 @@ def top_k_top_p_mask(sorted_scores: torch.Tensor, top_k: torch.Tensor, top_p: to
     below_k = (sorted_scores < kth) & (top_k > 0)
     masked = sorted_scores.masked_fill(below_k, NEG_INF)
     cumulative = torch.softmax(masked.double(), dim=-1).cumsum(dim=-1)
-    below_p = (cumulative <= (1 - top_p.double()) + TOP_P_SLACK) & (top_p < 1) & (rank < vocab - 1)  # the most likely token always stays
+    budget = (1 - top_p.double()) + TOP_P_SLACK
+    below_p = (cumulative <= budget) & (top_p < 1) & (rank < vocab - 1)  # the most likely token always stays
     return below_k | below_p
 
 
