@@ -1,18 +1,25 @@
-"""GPU benchmark (`make bench-gpu`): smolkit's fast path beside transformers' own paths, measured in one run.
+"""GPU benchmark (`make bench-gpu`): smolkit's fast path beside its peers, each measured in the same run.
 
 Peers, all on the same model, prompt and machine:
   - plain ``model.generate()`` (dynamic cache),
-  - transformers' fastest path, ``generate(..., cache_implementation="static")`` (compiles the forward),
-  - smolkit's ``generate()`` (decode + sampling captured in CUDA graphs, ``smolkit.fastpath``).
-Sampling as in the issue: temperature 0.8, top_p 0.9; smolkit also with the full parameter set.
+  - transformers' fastest path, ``generate(..., cache_implementation="static")`` (compiles the forward; --static),
+  - smolkit's ``generate()`` (decode + sampling captured in CUDA graphs, ``smolkit.fastpath``), as shipped (the
+    fused Triton sampler, one compiled layer for every batch size) beside its own variants: the PyTorch sampler,
+    and static shapes (a compile per batch size and cache length).
+Also the sampler alone per step (a CUDA graph of 32 steps, fused beside PyTorch), and in fresh processes
+(--warmup): imports, CUDA start, ``load_model()`` alone, the first token, and the first call at each of the
+notebooks' batch sizes (1, 8, 64) and at a new prompt bucket, with an empty compile cache and then a warm one.
 
 Prints a table and writes JSON (--out). Random weights of the same architecture give the same speed as real ones
-(--weights random); --weights embedded uses the real SmolLM2-135M-Instruct when the embedded model is installed.
+(--weights random). ``--device cpu`` runs the same code paths eagerly on the CPU with a tiny model and few tokens
+(a check that the script runs end to end, not a measurement).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import statistics
@@ -30,16 +37,36 @@ from smolkit import SamplingParams, fastpath
 from smolkit.models import LoadedModel, resolve_dtype
 
 PROMPT = "Write a short story about a robot who learns to paint."
-TOKENS = 128
-BASE = SamplingParams(temperature=0.8, top_p=0.9, max_new_tokens=TOKENS)
-FULL = BASE.replace(
-    top_k=50, min_p=0.02, repetition_penalty=1.1, presence_penalty=0.3, frequency_penalty=0.2, min_tokens=8,
-    stop_token_ids=[30],
-)  # fmt: skip
+LONG_PROMPT = " ".join([PROMPT] * 24)  # ~300 tokens: another prompt bucket and cache length
+DEVICE = torch.device("cuda")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    tokens: int  # new tokens at batch 1
+    many: int  # rows of the many-samples case (and its tokens)
+    middle: int  # the notebooks' middle batch size
+    repeat: int  # timed repetitions
+
+
+GPU_SIZES = Sizes(tokens=128, many=64, middle=8, repeat=5)
+CPU_SIZES = Sizes(tokens=6, many=4, middle=2, repeat=1)
+SIZES = GPU_SIZES
+
+
+def base_params() -> SamplingParams:
+    return SamplingParams(temperature=0.8, top_p=0.9, max_new_tokens=SIZES.tokens)
+
+
+def full_params() -> SamplingParams:
+    return base_params().replace(top_k=50, min_p=0.02, repetition_penalty=1.1, presence_penalty=0.3,
+                                 frequency_penalty=0.2, min_tokens=min(8, SIZES.tokens),
+                                 stop_token_ids=[30])  # fmt: skip
 
 
 def sync() -> None:
-    torch.cuda.synchronize()
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def timed(fn, repeat: int = 3) -> tuple[float, Any]:
@@ -60,6 +87,8 @@ SMOLLM2_135M = dict(
     tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
 )  # fmt: skip
 """SmolLM2-135M-Instruct's architecture (as in the embedded model's config.json)."""
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+"""The --device cpu stand-in: SmolLM2's vocabulary (its tokenizer), tiny layers."""
 
 SIGLIP_B16_512 = dict(
     hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=512,
@@ -68,9 +97,9 @@ SIGLIP_B16_512 = dict(
 """SmolVLM-256M's vision encoder per its model card: SigLIP base-patch16-512; with pixel shuffle x4, 64 tokens/tile."""
 
 
-def random_lm(kind: str, dtype: torch.dtype) -> LoadedModel:
-    """A model of SmolLM2-135M's (or SmolVLM-256M's) architecture with random weights, for speed only; the
-    tokenizer is the embedded model's (the prompts are text)."""
+def random_lm(kind: str, dtype: torch.dtype, device: torch.device | None = None) -> LoadedModel:
+    """A model of SmolLM2-135M's (or SmolVLM-256M's) architecture with random weights, for speed only (on the CPU
+    a tiny one); the tokenizer is the embedded model's (the prompts are text)."""
     from transformers import (
         AutoTokenizer,
         Idefics3Config,
@@ -81,6 +110,7 @@ def random_lm(kind: str, dtype: torch.dtype) -> LoadedModel:
 
     from smolkit.embedded import cache_problem, convert_embedded, embedded_cache_path
 
+    device = device or DEVICE
     folder = os.environ.get("SMOLKIT_BENCH_TOKENIZER")  # a folder with tokenizer files, where no GGUF travelled
     if folder is None:
         if cache_problem(embedded_cache_path()) is not None:
@@ -88,19 +118,20 @@ def random_lm(kind: str, dtype: torch.dtype) -> LoadedModel:
         folder = str(embedded_cache_path())
     tokenizer = AutoTokenizer.from_pretrained(folder)
     torch.manual_seed(0)
-    with torch.device("cuda"):
+    text = {**SMOLLM2_135M, **(TINY if device.type == "cpu" else {})}
+    with torch.device(device):
         if kind == "smollm2":
-            model = LlamaForCausalLM(LlamaConfig(**SMOLLM2_135M))
+            model = LlamaForCausalLM(LlamaConfig(**text))
         else:
-            text = {**SMOLLM2_135M, "vocab_size": 49280, "model_type": "llama"}
-            config = Idefics3Config(text_config=text, vision_config=SIGLIP_B16_512, scale_factor=4,
-                                    image_token_id=49190, tie_word_embeddings=True)  # fmt: skip
+            config = Idefics3Config(text_config={**text, "vocab_size": 49280, "model_type": "llama"},
+                                    vision_config=SIGLIP_B16_512, scale_factor=4, image_token_id=49190,
+                                    tie_word_embeddings=True)  # fmt: skip
             model = Idefics3ForConditionalGeneration(config)
     model = model.to(dtype).eval()
     model.generation_config.eos_token_id = 2
     model.generation_config.pad_token_id = 2
     name = f"random-weights {kind}"
-    return LoadedModel(model, tokenizer, None, torch.device("cuda"), name, dtype, name)
+    return LoadedModel(model, tokenizer, None, device, name, dtype, name)
 
 
 def hf_generate(lm: LoadedModel, params: SamplingParams, static: bool) -> int:
@@ -115,85 +146,233 @@ def hf_generate(lm: LoadedModel, params: SamplingParams, static: bool) -> int:
     return (out.shape[1] - batch["input_ids"].shape[1]) * params.n
 
 
-def smolkit_generate(lm: LoadedModel, params: SamplingParams) -> int:
-    result = smolkit.generate(lm, PROMPT, params)
+def smolkit_generate(lm: LoadedModel, params: SamplingParams, prompt: str = PROMPT) -> int:
+    result = smolkit.generate(lm, prompt, params)
     return sum(len(s.token_ids) for s in result.samples)
 
 
-def bench_model(lm: LoadedModel, rows: list[dict], static: bool, plain: bool, label: str) -> None:
-    def add(name: str, seconds: float, tokens: int, note: str = "") -> None:
-        rows.append({"model": label, "what": name, "seconds": seconds, "tokens": tokens,
-                     "tokens_per_s": tokens / seconds, "note": note})  # fmt: skip
-        print(f"{label:28} {name:58} {seconds:8.3f} s {tokens / seconds:10.1f} tok/s {note}", flush=True)
+@contextlib.contextmanager
+def decoder_variant(lm: LoadedModel, **options: Any):
+    """``lm``'s generate served by a FastDecoder built with ``options`` (fused=False, dynamic=False) meanwhile."""
+    kept = fastpath.get_fast_decoder(lm)
+    lm.fast_decoder = fastpath.FastDecoder(lm, **options)
+    try:
+        yield lm.fast_decoder
+    finally:
+        lm.fast_decoder = kept
 
-    long = FULL.replace(min_tokens=TOKENS)  # all rows run the full length: same work as the peers
-    many = FULL.replace(n=64, max_new_tokens=64, min_tokens=64)
-    # smolkit fast path: set-up (compile + capture) first, then warm timings
+
+@torch.inference_mode()
+def sampler_step_us(decoder: fastpath.FastDecoder, batch: int, params: SamplingParams, steps: int = 32) -> float:
+    """Microseconds one sampling step takes alone (on CUDA a graph of ``steps`` steps, replayed), from random
+    logits, with ``params`` loaded and every row active."""
+    buf = decoder.prepare(batch, 256)
+    lm = decoder.lm
+    params = params.replace(min_tokens=0, max_new_tokens=10_000, stop_token_ids=[])
+    buf.settings.load(params, lm.eos_token_ids, lm.pad_token_id or 0)
+    buf.progress.reset(lm.encode(PROMPT))
+    logits = torch.randn(batch, decoder.vocab, device=decoder.device) * 3
+
+    def run() -> None:
+        for _ in range(steps):
+            decoder._sample(logits, buf)
+
+    run()  # compiles what needs compiling, outside the capture
+    if DEVICE.type != "cuda":
+        return timed(run, 1)[0] / steps * 1e6
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    graph.replay()
+    start.record()
+    for _ in range(10):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / 10 / steps * 1000
+
+
+TYPICAL = SamplingParams(temperature=0.8, top_p=0.9, top_k=50, min_p=0.02, repetition_penalty=1.1,
+                         presence_penalty=0.3, frequency_penalty=0.2)  # fmt: skip
+WIDE = SamplingParams(temperature=1.5, top_p=0.99)  # top_p keeps thousands of tokens: the fused window moves
+SAMPLER_CASES = {
+    "full parameter set": TYPICAL,
+    "temperature 1.5 top_p 0.99": WIDE,
+    "greedy": SamplingParams(temperature=0),
+}
+
+
+class Table:
+    """The rows printed and written to JSON."""
+
+    def __init__(self, rows: list[dict], label: str):
+        self.rows, self.label = rows, label
+
+    def add(self, name: str, seconds: float, tokens: int = 0, note: str = "") -> None:
+        rate = tokens / seconds if tokens and seconds else 0.0
+        self.rows.append({"model": self.label, "what": name, "seconds": seconds, "tokens": tokens,
+                          "tokens_per_s": rate, "note": note})  # fmt: skip
+        print(f"{self.label:30} {name:66} {seconds:9.4f} s {rate:10.1f} tok/s {note}", flush=True)
+
+
+def bench_samplers(lm: LoadedModel, table: Table) -> None:
+    """The sampler alone per step: the fused kernel beside the PyTorch sampler, at the notebooks' batch sizes."""
+    shipped = fastpath.get_fast_decoder(lm)
+    with decoder_variant(lm, fused=False) as pytorch:
+        for batch in (1, SIZES.many):
+            for case, params in SAMPLER_CASES.items():
+                for name, decoder in (("fused" if shipped.fused else "shipped", shipped), ("PyTorch", pytorch)):
+                    us = sampler_step_us(decoder, batch, params)
+                    table.add(f"sampler alone ({name}), batch {batch}, {case}", us / 1e6, 0, f"{us:.1f} us/step")
+
+
+def first_call(table: Table, lm: LoadedModel, name: str, params: SamplingParams, prompt: str = PROMPT) -> None:
+    start = time.perf_counter()
+    tokens = smolkit_generate(lm, params, prompt)
+    sync()
+    decoder = fastpath.get_fast_decoder(lm)
+    table.add(name, time.perf_counter() - start, tokens, f"problems: {decoder.compile_problems or 'none'}")
+
+
+def bench_smolkit(lm: LoadedModel, table: Table) -> None:
+    """smolkit's fast path as shipped: set-up, batch 1, the notebooks' batch sizes (first call and warm), a new
+    prompt bucket."""
+    long, many = full_params().replace(min_tokens=SIZES.tokens), full_params().replace(
+        n=SIZES.many, max_new_tokens=SIZES.many, min_tokens=SIZES.many)  # fmt: skip
+    middle = many.replace(n=SIZES.middle)
     start = time.perf_counter()
     decoder = fastpath.get_fast_decoder(lm)
-    decoder.prepare(1, lm.encode(PROMPT).shape[1] + TOKENS)
-    add("smolkit fast path: compile + capture, batch 1", time.perf_counter() - start, 0)
+    decoder.prepare(1, lm.encode(PROMPT).shape[1] + SIZES.tokens)
+    table.add("smolkit fast path: compile + capture, batch 1", time.perf_counter() - start, 0,
+              f"sampler: {decoder.sampler_name} ({decoder.fused_problem or 'check passed'})")  # fmt: skip
     print(f"  first calls (compile or cache load): {decoder.compile_seconds}; problems: {decoder.compile_problems}")
     smolkit_generate(lm, long)
-    seconds, tokens = timed(lambda: smolkit_generate(lm, long), 5)
-    add("smolkit generate, batch 1, full parameter set", seconds, tokens)
-    seconds, tokens = timed(lambda: smolkit_generate(lm, BASE.replace(min_tokens=TOKENS)), 5)
-    add("smolkit generate, batch 1, temperature 0.8 top_p 0.9", seconds, tokens)
-    start = time.perf_counter()
-    smolkit_generate(lm, many)
-    add("smolkit fast path: first 64x64 call (compile + capture)", time.perf_counter() - start, 64 * 64)
-    seconds, tokens = timed(lambda: smolkit_generate(lm, many), 5)
-    add("smolkit generate, 64 continuations x 64 tokens", seconds, tokens)
+    table.add("smolkit generate, batch 1, full parameter set", *timed(lambda: smolkit_generate(lm, long), SIZES.repeat))
+    base = base_params().replace(min_tokens=SIZES.tokens)
+    table.add("smolkit generate, batch 1, temperature 0.8 top_p 0.9", *timed(lambda: smolkit_generate(lm, base),
+                                                                             SIZES.repeat))  # fmt: skip
+    first_call(table, lm, f"smolkit: first call at batch {SIZES.middle} (compile + capture)", middle)
+    table.add(f"smolkit generate, {SIZES.middle} x {SIZES.many} tokens", *timed(lambda: smolkit_generate(lm, middle),
+                                                                                SIZES.repeat))  # fmt: skip
+    first_call(table, lm, f"smolkit: first call at batch {SIZES.many} (compile + capture)", many)
+    table.add(f"smolkit generate, {SIZES.many} continuations x {SIZES.many} tokens",
+              *timed(lambda: smolkit_generate(lm, many), SIZES.repeat))  # fmt: skip
+    first_call(table, lm, "smolkit: first call at a new prompt bucket (~300 tokens)", long, LONG_PROMPT)
+    print(f"  set-up seconds: { {k: round(v, 2) for k, v in decoder.setup_seconds.items()} }", flush=True)
+
+
+def bench_variants(lm: LoadedModel, table: Table) -> None:
+    """smolkit's own peers: the PyTorch sampler, and static shapes (compiled per batch size and cache length)."""
+    long = full_params().replace(min_tokens=SIZES.tokens)
+    many = full_params().replace(n=SIZES.many, max_new_tokens=SIZES.many, min_tokens=SIZES.many)
+    for label, options in (("PyTorch sampler", {"fused": False}), ("static shapes", {"dynamic": False})):
+        with decoder_variant(lm, **options):
+            first_call(table, lm, f"smolkit ({label}): first call, batch 1 (compile + capture)", long)
+            table.add(f"smolkit ({label}) generate, batch 1, full parameter set",
+                      *timed(lambda: smolkit_generate(lm, long), SIZES.repeat))  # fmt: skip
+            first_call(table, lm, f"smolkit ({label}): first call at batch {SIZES.many}", many)
+            table.add(f"smolkit ({label}) generate, {SIZES.many} x {SIZES.many}",
+                      *timed(lambda: smolkit_generate(lm, many), SIZES.repeat))  # fmt: skip
+
+
+def bench_transformers(lm: LoadedModel, table: Table, static: bool, plain: bool) -> None:
+    base, many = base_params(), base_params().replace(n=SIZES.many, max_new_tokens=SIZES.many)
     if plain:
-        hf_generate(lm, BASE.replace(max_new_tokens=8), static=False)
-        seconds, tokens = timed(lambda: hf_generate(lm, BASE, static=False), 1)
-        add("plain generate(), batch 1", seconds, tokens)
-        seconds, tokens = timed(lambda: hf_generate(lm, BASE.replace(n=64, max_new_tokens=64), static=False), 1)
-        add("plain generate(), 64 x 64", seconds, tokens)
+        hf_generate(lm, base.replace(max_new_tokens=4), static=False)
+        table.add("plain generate(), batch 1", *timed(lambda: hf_generate(lm, base, static=False), 1))
+        table.add(f"plain generate(), {SIZES.many} x {SIZES.many}", *timed(lambda: hf_generate(lm, many, False), 1))
     if static:
         start = time.perf_counter()
-        tokens = hf_generate(lm, BASE, static=True)
-        add("static-cache generate, batch 1, first call (compiles)", time.perf_counter() - start, tokens)
-        seconds, tokens = timed(lambda: hf_generate(lm, BASE, static=True), 3)
-        add("static-cache generate, batch 1, warm", seconds, tokens)
+        tokens = hf_generate(lm, base, static=True)
+        table.add("static-cache generate, batch 1, first call (compiles)", time.perf_counter() - start, tokens)
+        table.add("static-cache generate, batch 1, warm", *timed(lambda: hf_generate(lm, base, static=True), 3))
         start = time.perf_counter()
-        tokens = hf_generate(lm, BASE.replace(n=64, max_new_tokens=64), static=True)
-        add("static-cache generate, 64 x 64, first call (compiles)", time.perf_counter() - start, tokens)
-        seconds, tokens = timed(lambda: hf_generate(lm, BASE.replace(n=64, max_new_tokens=64), static=True), 3)
-        add("static-cache generate, 64 x 64, warm", seconds, tokens)
+        tokens = hf_generate(lm, many, static=True)
+        table.add(f"static-cache generate, {SIZES.many} x {SIZES.many}, first call (compiles)",
+                  time.perf_counter() - start, tokens)  # fmt: skip
+        table.add(f"static-cache generate, {SIZES.many} x {SIZES.many}, warm",
+                  *timed(lambda: hf_generate(lm, many, static=True), 3))  # fmt: skip
+
+
+def bench_model(lm: LoadedModel, rows: list[dict], static: bool, plain: bool, label: str, full: bool) -> None:
+    """Everything for one model: smolkit as shipped; with ``full`` also the sampler alone and smolkit's variants;
+    transformers' paths as asked."""
+    table = Table(rows, label)
+    bench_smolkit(lm, table)
+    if full:
+        bench_samplers(lm, table)
+        bench_variants(lm, table)
+    bench_transformers(lm, table, static, plain)
 
 
 WARMUP_SNIPPET = """
-import time, sys
-import smolkit
-start = time.perf_counter()  # the goal: from load_model() to the first sampled token
-lm = smolkit.load_model(sys.argv[1], device="cuda", dtype=sys.argv[2]) if sys.argv[1] == "embedded" else None
-if lm is None:
+import json, sys, time
+start = time.perf_counter()
+import torch, smolkit
+imported = time.perf_counter()
+weights, dtype, device, tokens, middle, many = sys.argv[1:7]
+device = torch.device(device)
+if device.type == "cuda":
+    torch.cuda.init()
+    torch.empty(1, device=device)
+started = time.perf_counter()
+if weights == "embedded":
+    lm = smolkit.load_model("embedded", device=device, dtype=dtype)
+else:
     import bench_gpu  # run with the bench folder as the working directory
-    lm = bench_gpu.random_lm("smollm2", bench_gpu.resolve_dtype(sys.argv[2], __import__("torch").device("cuda")))
+    lm = bench_gpu.random_lm("smollm2", bench_gpu.resolve_dtype(dtype, device), device)
 loaded = time.perf_counter()
-result = smolkit.generate(lm, "Hello!", smolkit.SamplingParams(temperature=0.8, top_p=0.9, max_new_tokens=2))
+params = smolkit.SamplingParams(temperature=0.8, top_p=0.9, max_new_tokens=2)
+result = smolkit.generate(lm, "Hello!", params)
 first = time.perf_counter()
-print(f"WARMUP load={loaded - start:.2f} first_token={first - start:.2f} backend={result.backend}")
+out = {"import_s": imported - start, "cuda_start_s": started - imported, "load_model_s": loaded - started,
+       "first_token_s": first - start, "load_to_first_token_s": first - started, "backend": result.backend}
+if weights == "embedded":
+    again = time.perf_counter()
+    smolkit.load_model("embedded", device=device, dtype=dtype)
+    out["load_model_again_s"] = time.perf_counter() - again
+calls = [(f"batch {middle}", params.replace(n=int(middle), max_new_tokens=int(tokens)), "Hello!"),
+         (f"batch {many}", params.replace(n=int(many), max_new_tokens=int(tokens)), "Hello!"),
+         ("prompt bucket ~300 tokens", params, " ".join(["Write a short story about a robot."] * 40))]
+for name, call_params, prompt in calls:
+    begin = time.perf_counter()
+    smolkit.generate(lm, prompt, call_params)
+    out[f"first call, {name}_s"] = time.perf_counter() - begin
+print("WARMUP " + json.dumps(out))
 """
 
 
-def warmup_in_fresh_process(weights: str, cache: str, dtype: str) -> dict[str, float]:
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
-    proc = subprocess.run(
-        [sys.executable, "-c", WARMUP_SNIPPET, weights, dtype],
-        capture_output=True, text=True, env=env, timeout=600, cwd=Path(__file__).parent,
-    )  # fmt: skip
-    line = [x for x in proc.stdout.splitlines() if x.startswith("WARMUP")]
+def warmup_in_fresh_process(weights: str, cache: str, dtype: str) -> dict[str, Any]:
+    """From ``import smolkit`` to the first token in a new process, with ``cache`` as the compile cache; then the
+    first call at the notebooks' other batch sizes and at a new prompt bucket."""
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "TRITON_CACHE_DIR": os.path.join(cache, "triton")}
+    argv = [weights, dtype, str(DEVICE), str(min(SIZES.many, 64)), str(SIZES.middle), str(SIZES.many)]
+    proc = subprocess.run([sys.executable, "-c", WARMUP_SNIPPET, *argv], capture_output=True, text=True, env=env,
+                          timeout=600, cwd=Path(__file__).parent)  # fmt: skip
+    line = [x for x in proc.stdout.splitlines() if x.startswith("WARMUP ")]
     if proc.returncode or not line:
         raise RuntimeError(f"warm-up process failed: {proc.stdout[-2000:]} {proc.stderr[-4000:]}")
-    fields = line[0].split(maxsplit=3)[1:]  # load=.. first_token=.. backend=... (the backend has spaces)
-    parts = dict(f.split("=", 1) for f in fields)
-    return {"load_s": float(parts["load"]), "first_token_s": float(parts["first_token"]), "backend": parts["backend"]}
+    return json.loads(line[0].removeprefix("WARMUP "))
+
+
+def run_warmups(result: dict, weights: str, dtype: str) -> None:
+    with tempfile.TemporaryDirectory() as cache:
+        result["warmup_cold_cache"] = warmup_in_fresh_process(weights, cache, dtype)
+        print("fresh process, empty compile cache:", result["warmup_cold_cache"], flush=True)
+        result["warmup_warm_cache"] = warmup_in_fresh_process(weights, cache, dtype)
+        print("fresh process, compile cache of the run before:", result["warmup_warm_cache"], flush=True)
+
+
+def load(weights: str, dtype: torch.dtype) -> LoadedModel:
+    if weights == "embedded":
+        return smolkit.load_model("embedded", device=DEVICE, dtype=dtype)
+    return random_lm("smollm2", dtype)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    global DEVICE, SIZES
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", choices=["random", "embedded"], default="embedded")
     parser.add_argument("--static", action="store_true", help="also measure transformers' static-cache path (slow)")
     parser.add_argument("--no-plain", action="store_true", help="skip plain generate()")
@@ -203,9 +382,14 @@ def main() -> int:
     parser.add_argument("--only-warmup", action="store_true", help="just the fresh-process warm-up timings")
     parser.add_argument("--dtype", default="auto", help="the dtype measured in full (auto: load_model's default)")
     parser.add_argument("--compare-dtype", default=None, help="also the fast path alone in this dtype")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                        help="cpu: the same code paths eagerly, a tiny model, few tokens (a dry run)")  # fmt: skip
     args = parser.parse_args()
+    DEVICE = torch.device(args.device)
+    SIZES = GPU_SIZES if DEVICE.type == "cuda" else CPU_SIZES
+    weights = args.weights if DEVICE.type == "cuda" else "random"
     info = {
-        "gpu": torch.cuda.get_device_name(),
+        "gpu": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "none (dry run on the CPU)",
         "torch": torch.__version__,
         "transformers": __import__("transformers").__version__,
         "smolkit": smolkit.__version__,
@@ -214,34 +398,26 @@ def main() -> int:
     print(json.dumps(info), flush=True)
     rows: list[dict] = []
     result: dict[str, Any] = {"info": info, "rows": rows}
+    started = time.perf_counter()
     if args.warmup:
-        with tempfile.TemporaryDirectory() as cache:
-            result["warmup_cold_cache"] = warmup_in_fresh_process(args.weights, cache, args.dtype)
-            print("warm-up, empty compile cache:", result["warmup_cold_cache"], flush=True)
-            result["warmup_warm_cache"] = warmup_in_fresh_process(args.weights, cache, args.dtype)
-            print("warm-up, compile cache from the run before:", result["warmup_warm_cache"], flush=True)
-    if args.only_warmup:
-        if args.out:
-            Path(args.out).write_text(json.dumps(result, indent=2))
-        return 0
-    dtype = resolve_dtype(args.dtype, torch.device("cuda"))
-    name = str(dtype).removeprefix("torch.")
-    start = time.perf_counter()
-    if args.weights == "embedded":
-        lm = smolkit.load_model("embedded", device="cuda", dtype=dtype)
-    else:
-        lm = random_lm("smollm2", dtype)
-    result["load_model_s"] = time.perf_counter() - start
-    print(f"load_model in this process: {result['load_model_s']:.2f} s", flush=True)
-    bench_model(lm, rows, args.static, not args.no_plain, f"SmolLM2-135M ({args.weights}) {name}")
-    if args.compare_dtype:
-        other = resolve_dtype(args.compare_dtype, torch.device("cuda"))
-        lm2 = smolkit.load_model("embedded", device="cuda", dtype=other) if args.weights == "embedded" else \
-            random_lm("smollm2", other)  # fmt: skip
-        bench_model(lm2, rows, False, False, f"SmolLM2-135M ({args.weights}) {args.compare_dtype}")
-    if args.vlm:
-        vlm = random_lm("smolvlm", dtype)
-        bench_model(vlm, rows, False, not args.no_plain, f"SmolVLM-256M shape (random) {name}")
+        run_warmups(result, args.weights, args.dtype)  # on the CPU too: load_model's own path
+    if not args.only_warmup:
+        dtype = resolve_dtype(args.dtype, DEVICE)
+        start = time.perf_counter()
+        lm = load(weights, dtype)
+        result["load_model_s"] = time.perf_counter() - start
+        print(f"load_model in this process: {result['load_model_s']:.2f} s", flush=True)
+        label = f"SmolLM2-135M ({weights}) {str(dtype).removeprefix('torch.')}"
+        bench_model(lm, rows, args.static, not args.no_plain, label, full=True)
+        if args.compare_dtype:
+            other = resolve_dtype(args.compare_dtype, DEVICE)
+            bench_model(load(weights, other), rows, False, False, f"SmolLM2-135M ({weights}) {args.compare_dtype}",
+                        full=False)  # fmt: skip
+        if args.vlm:
+            vlm = random_lm("smolvlm", dtype)
+            bench_model(vlm, rows, False, not args.no_plain, "SmolVLM-256M shape (random)", full=False)
+    result["bench_seconds"] = time.perf_counter() - started
+    print(f"bench: {result['bench_seconds']:.0f} s in all", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))
     return 0

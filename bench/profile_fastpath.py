@@ -1,7 +1,11 @@
-"""Where a fast-path decode step spends its time on a GPU: one CUDA-graph chunk, the sampler alone, one decoder
-layer, the prompt pass, the host's post-processing, and the profiler's kernel table for one chunk.
+"""Where a fast-path decode step spends its time on a GPU: one CUDA-graph chunk, the sampler alone (the fused
+kernel beside the PyTorch sampler), one decoder layer, the prompt pass, the host's post-processing, and the
+profiler's kernel table for one chunk.
 
-    python bench/profile_fastpath.py [--batch 1] [--dtype float32] [--random] [--quick]
+    python bench/profile_fastpath.py [--batch 1] [--dtype auto] [--random] [--quick] [--device cpu]
+
+``--device cpu`` runs the same code eagerly with a tiny random model (a check that the script runs, not a
+measurement).
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import bench_gpu  # this script's folder is on sys.path
 import torch
 
 import smolkit
@@ -20,9 +25,12 @@ from smolkit.fastpath.layers import SMALL_BATCH
 PROMPT = "Write a short story about a robot who learns to paint."
 
 
-def cuda_ms(fn, repeat: int = 20) -> float:
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+def device_ms(fn, repeat: int = 20) -> float:
+    """Milliseconds per call of ``fn`` (CUDA events on a GPU, the wall clock on the CPU), after one warm-up."""
     fn()
+    if bench_gpu.DEVICE.type != "cuda":
+        return bench_gpu.timed(fn, 1)[0] * 1000
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     torch.cuda.synchronize()
     start.record()
     for _ in range(repeat):
@@ -32,70 +40,98 @@ def cuda_ms(fn, repeat: int = 20) -> float:
     return start.elapsed_time(end) / repeat
 
 
-def graphed(fn) -> torch.cuda.CUDAGraph:
+def graphed(fn):
+    """``fn`` captured as a CUDA graph (its replay), or ``fn`` itself on the CPU."""
     fn()
+    if bench_gpu.DEVICE.type != "cuda":
+        return fn
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         fn()
-    return graph
+    return graph.replay
+
+
+def report_samplers(dec: FastDecoder, lm, batch: int) -> None:
+    """The sampler alone per step, the shipped one (fused where it passed its check) beside the PyTorch one."""
+    pytorch = FastDecoder(lm, compile=dec.compile, fused=False)
+    for case, params in bench_gpu.SAMPLER_CASES.items():
+        shipped = bench_gpu.sampler_step_us(dec, batch, params)
+        reference = bench_gpu.sampler_step_us(pytorch, batch, params)
+        print(f"sampler alone, batch {batch}, {case}: {dec.sampler_name} {shipped:.1f} us/step, "
+              f"PyTorch {reference:.1f} us/step")  # fmt: skip
+    if dec.fused is None:
+        return
+    from smolkit.fastpath.fused import FusedSampler
+
+    shipped = dec.fused
+    for block, cand, warps in FUSED_VARIANTS:  # the kernel's sizes: which is fastest on this GPU
+        dec.fused = FusedSampler(block=block, cand=cand, num_warps=warps)
+        times = {case: round(bench_gpu.sampler_step_us(dec, batch, params), 1)
+                 for case, params in bench_gpu.SAMPLER_CASES.items()}  # fmt: skip
+        print(f"fused sampler block={block} cand={cand} num_warps={warps}, batch {batch}: {times} us/step")
+    dec.fused = shipped
+
+
+FUSED_VARIANTS = [(4096, 1024, 16), (2048, 1024, 8), (8192, 1024, 16), (4096, 512, 16), (4096, 2048, 16)]
+"""(tokens per pass chunk, window, warps) tried for the fused sampler; the first is FusedSampler's default."""
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--quick", action="store_true", help="only the step timings")
     parser.add_argument("--random", action="store_true", help="random weights (speed only)")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     args = parser.parse_args()
-    if args.random:
-        import bench_gpu  # this script's folder is on sys.path
-
-        lm = bench_gpu.random_lm("smollm2", smolkit.models.resolve_dtype(args.dtype, torch.device("cuda")))
-    else:
-        lm = smolkit.load_model("embedded", device="cuda", dtype=args.dtype)
-    dec = FastDecoder(lm, compile=not args.no_compile)
+    bench_gpu.DEVICE = device = torch.device(args.device)
+    on_gpu = device.type == "cuda"
+    dtype = smolkit.models.resolve_dtype(args.dtype, device)
+    lm = smolkit.load_model("embedded", device=device, dtype=dtype) if on_gpu and not args.random else \
+        bench_gpu.random_lm("smollm2", dtype, device)  # fmt: skip
+    tokens = 128 if on_gpu else 8
+    dec = FastDecoder(lm, compile=on_gpu and not args.no_compile)
     params = SamplingParams(temperature=0.8, top_p=0.9, top_k=50, repetition_penalty=1.1, presence_penalty=0.3,
-                            max_new_tokens=128, min_tokens=128, n=args.batch)  # fmt: skip
+                            max_new_tokens=tokens, min_tokens=tokens, n=args.batch)  # fmt: skip
     inputs = lm.inputs(PROMPT)
-    buf = dec.prepare(args.batch, inputs["input_ids"].shape[1] + 128)
-    print("variant:", vars(args), lm.dtype, "| compile problems:", str(dec.compile_problems)[:300])
+    buf = dec.prepare(args.batch, inputs["input_ids"].shape[1] + tokens)
+    print("variant:", vars(args), lm.dtype, "| sampler:", dec.sampler_name, dec.fused_problem or "",
+          "| compile problems:", str(dec.compile_problems)[:300])  # fmt: skip
     print("set-up seconds:", {k: round(v, 2) for k, v in dec.setup_seconds.items()}, "first calls:",
           dec.compile_seconds)  # fmt: skip
     with torch.inference_mode():
         out = dec.generate(inputs, params, lm.eos_token_ids, 2)
-        print(f"generate (device work and one copy to the host): {out.seconds * 1000:.1f} ms for 128 tokens")
+        print(f"generate (device work and one copy to the host): {out.seconds * 1000:.1f} ms for {tokens} tokens")
 
         def replay():
             buf.progress.step.fill_(1)
             buf.progress.finished.zero_()
-            buf.graph.replay()
+            buf.graph.replay() if buf.graph is not None else dec._decode_chunk(buf, CHUNK)
 
-        chunk = cuda_ms(replay)
-        print(f"one graph replay ({CHUNK} steps): {chunk:.3f} ms = {chunk / CHUNK:.3f} ms/step")
-        print(f"prompt pass: {cuda_ms(lambda: dec._prefill(inputs, buf), 5):.2f} ms")
-        logits = torch.randn(args.batch, lm.vocab_size, device="cuda")
-        buf.progress.step.zero_()
-        sampler = graphed(lambda: dec._sample(logits, buf))
-        print(f"sampler alone (graph): {cuda_ms(sampler.replay) * 1000:.1f} us/step")
-        x = torch.randn(args.batch, 1, lm.model.config.hidden_size, device="cuda", dtype=lm.dtype)
-        rope, mask = (buf.cos[:1], buf.sin[:1]), torch.zeros(1, buf.arange.numel(), device="cuda")
-        pos, small = torch.zeros(1, dtype=torch.int64, device="cuda"), dec.compile and args.batch <= SMALL_BATCH
+        chunk = device_ms(replay)
+        print(f"one chunk ({CHUNK} steps): {chunk:.3f} ms = {chunk / CHUNK:.3f} ms/step")
+        print(f"prompt pass: {device_ms(lambda: dec._prefill(inputs, buf), 5):.2f} ms")
+        x = torch.randn(args.batch, 1, lm.model.config.hidden_size, device=device, dtype=lm.dtype)
+        rope, mask = (buf.cos[:1], buf.sin[:1]), torch.zeros(1, buf.arange.numel(), device=device)
+        pos, small = torch.zeros(1, dtype=torch.int64, device=device), dec.compile and args.batch <= SMALL_BATCH
         layer = graphed(lambda: dec.layer(x, torch.zeros_like(x), rope, mask, pos, buf.caches[0], dec.layers[0],
                                           dec.dims, small))  # fmt: skip
-        layer_ms = cuda_ms(layer.replay)
-        print(f"one decoder layer (graph): {layer_ms * 1000:.1f} us; x{len(dec.layers)} = "
-              f"{layer_ms * len(dec.layers):.3f} ms")  # fmt: skip
-        if args.quick:
-            return
-        start = time.perf_counter()
-        result = smolkit.generate(lm, PROMPT, params)
-        print(f"smolkit.generate, all in: {(time.perf_counter() - start) * 1000:.1f} ms ({result.seconds * 1000:.1f}"
-              " ms of it on the device)")  # fmt: skip
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-            replay()
-            torch.cuda.synchronize()
-        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30))
+        layer_ms = device_ms(layer)
+        print(f"one decoder layer: {layer_ms * 1000:.1f} us; x{len(dec.layers)} = {layer_ms * len(dec.layers):.3f} ms")
+    report_samplers(dec, lm, args.batch)
+    if args.quick:
+        return
+    start = time.perf_counter()
+    lm.fast_decoder = dec
+    result = smolkit.generate(lm, PROMPT, params, fast=True)
+    print(f"smolkit.generate, all in: {(time.perf_counter() - start) * 1000:.1f} ms ({result.seconds * 1000:.1f}"
+          " ms of it on the device)")  # fmt: skip
+    activity = torch.profiler.ProfilerActivity.CUDA if on_gpu else torch.profiler.ProfilerActivity.CPU
+    with torch.inference_mode(), torch.profiler.profile(activities=[activity]) as prof:
+        replay()
+        bench_gpu.sync()
+    print(prof.key_averages().table(sort_by="cuda_time_total" if on_gpu else "cpu_time_total", row_limit=30))
 
 
 if __name__ == "__main__":

@@ -176,6 +176,7 @@ def test_gpu_steps_sample_from_the_kits_distribution(gpu_lm):
     """Every step's probabilities (fast path, CUDA graphs) equal next_token_distribution for the same prefix
     within 1e-4 (float32 arithmetic in two orders; measured differences are ~1e-6)."""
     decoder = fastpath.get_fast_decoder(gpu_lm)
+    assert decoder.sampler_name == "fused (Triton)", decoder.fused_problem  # the kernel the decoder ships with
     for n in (1, 8):
         params = FULL.replace(max_new_tokens=24, n=n)
         out = decoder.generate(gpu_lm.inputs(STORY), params, gpu_lm.eos_token_ids, gpu_lm.pad_token_id, True)
@@ -203,6 +204,8 @@ def test_gpu_draws_follow_the_plotted_distribution(gpu_lm, params):
     """32,768 first tokens drawn by the fast path (64 calls of n=512, seeds 0-63) against next_token_distribution's
     probs for the same prompt: chi-square below the p = 0.001 critical value, and no draw outside the support."""
     prompt = "Write a short story about a robot who learns to paint."
+    decoder = fastpath.get_fast_decoder(gpu_lm)
+    assert decoder.sampler_name == "fused (Triton)", decoder.fused_problem  # its draws are the ones tested
     shown = next_token_distribution(gpu_lm, prompt, params).probs
     counts = torch.zeros_like(shown)
     per_call = params.replace(max_new_tokens=1, n=DRAWS // CALLS)
@@ -255,3 +258,62 @@ def test_small_batch_layer_computes_what_layer_step_computes():
         torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(caches[0][0][:, :, :6], caches[1][0][:, :, :6])
     torch.testing.assert_close(caches[0][1][:, :, :6], caches[1][1][:, :, :6])
+
+
+def test_the_fused_sampler_is_only_used_on_cuda(lm):
+    """On the CPU the decoder keeps the PyTorch sampler (the reference); the fused kernel needs CUDA and Triton."""
+    decoder = fastpath.FastDecoder(lm, fused=True)
+    assert decoder.fused is None and decoder.fused_problem == "needs CUDA and Triton"
+    assert decoder.sampler_name == "PyTorch"
+    assert fastpath.FastDecoder(lm, fused=False).fused_problem == "not asked for"
+
+
+def _layer_inputs(batch: int, length: int, gen: torch.Generator):
+    hidden, n_heads, n_kv, head_dim = 64, 4, 2, 16
+
+    def r(*shape):
+        return torch.randn(*shape, generator=gen)
+
+    weights = layers.LayerWeights(
+        1 + 0.1 * r(hidden),
+        r(hidden + 2 * n_kv * head_dim, hidden) / 8,
+        r(hidden, hidden) / 8,
+        1 + 0.1 * r(hidden),
+        r(2 * 96, hidden) / 8,
+        r(hidden, 96) / 8,
+    )
+    pos = torch.tensor([5])
+    mask = torch.where(torch.arange(length) <= 5, 0.0, float("-inf")).unsqueeze(0)
+    cache = (r(batch, n_kv, length, head_dim), r(batch, n_kv, length, head_dim))
+    x = r(batch, 1, hidden)
+    return x, torch.zeros_like(x), (r(1, head_dim), r(1, head_dim)), mask, pos, cache, weights, \
+        layers.Dims(n_heads, n_kv, head_dim, 1e-5)  # fmt: skip
+
+
+@pytest.mark.parametrize("small", [False, True])
+def test_one_compiled_layer_serves_every_batch_size_and_cache_length(small):
+    """The decoder marks batch and cache length as varying (decode_dims): torch.compile traces the layer once for
+    batch sizes 2..64 and cache lengths 256 and 512 (batch 1 once more: sizes 1 are specialised), where static
+    shapes trace it for every combination. Traced with a counting backend: the graphs, not the kernels."""
+    from torch._dynamo.testing import CompileCounter
+
+    from smolkit.fastpath.compiled import MaybeCompiled
+    from smolkit.fastpath.decoder import decode_dims
+
+    gen = torch.Generator().manual_seed(0)
+    counts = {}
+    for dynamic in (True, False):
+        torch._dynamo.reset()
+        counter = CompileCounter()
+        layer = MaybeCompiled(layers.layer_step, True, dynamic=dynamic, backend=counter)
+        for batch in (2, 8, 64, 1):
+            for length in (256, 512):
+                args = _layer_inputs(batch, length, gen)
+                if dynamic:
+                    decode_dims(args[0], args[1], args[3], args[5])
+                out = layer(*args, small)
+                torch.testing.assert_close(out, layers.layer_step(*args, small))
+        assert layer.problem is None
+        counts[dynamic] = counter.frame_count
+    torch._dynamo.reset()
+    assert counts == {True: 2, False: 8}

@@ -69,6 +69,55 @@ def test_cache_is_sound_and_loads_fast(lm):
     assert "quantization_config" not in config
 
 
+def _plain_load(dtype: torch.dtype):
+    """The embedded model the way transformers loads a folder by default (what load_model did before it skipped
+    the throw-away initialisation and read the weights straight onto the device)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(embedded_cache_path()), dtype=dtype, trust_remote_code=False)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fast_load_gives_the_plain_loads_model(dtype):
+    """Every tensor of load_model's model equals transformers' plain load, bit for bit, in the dtype asked for,
+    on the device asked for, with the embedding and the output projection still one tensor."""
+    fast = load_model(device="cpu", dtype=dtype).model
+    plain = _plain_load(getattr(torch, dtype))
+    ours, theirs = fast.state_dict(), plain.state_dict()
+    assert ours.keys() == theirs.keys()
+    for key, value in theirs.items():
+        assert ours[key].dtype == value.dtype and ours[key].device == torch.device("cpu"), key
+        assert torch.equal(ours[key], value), key
+    assert fast.lm_head.weight is fast.model.embed_tokens.weight
+    assert dict(fast.named_buffers()).keys() == dict(plain.named_buffers()).keys()
+    for (name, a), b in zip(fast.named_buffers(), plain.buffers(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def _initialised_tensors(load) -> list[tuple[int, ...]]:
+    """Shapes of the real tensors filled with random numbers (transformers' weight initialisation) during load()."""
+    filled = []
+    with pytest.MonkeyPatch.context() as patch:
+        for method in ("normal_", "uniform_"):
+            original = getattr(torch.Tensor, method)
+
+            def spy(tensor, *args, _original=original, **kwargs):
+                if tensor.device.type != "meta":
+                    filled.append(tuple(tensor.shape))
+                return _original(tensor, *args, **kwargs)
+
+            patch.setattr(torch.Tensor, method, spy)
+        load()
+    return filled
+
+
+def test_load_initialises_no_weight_it_then_overwrites():
+    """load_model fills no weight with random numbers (the plain load initialises the 49,152 x 576 embedding, which
+    the checkpoint's tied lm_head then overwrites: the spy sees that, so it would see a regression)."""
+    assert (49152, 576) in _initialised_tensors(lambda: _plain_load(torch.float32))
+    assert _initialised_tensors(lambda: load_model(device="cpu")) == []
+
+
 @pytest.fixture
 def private_cache(tmp_path, monkeypatch):
     """A copy of the converted cache in a temporary SMOLKIT_CACHE_DIR, to damage freely."""

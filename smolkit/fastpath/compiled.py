@@ -9,20 +9,23 @@ from typing import Any
 
 import torch
 
-__all__ = ["MaybeCompiled"]
+__all__ = ["MaybeCompiled", "vary"]
 
 
 class MaybeCompiled:
-    """``fn`` through torch.compile (fullgraph, static shapes) when ``compile``; if the compiler fails on it, ``fn``
-    itself from then on, with one warning (``problem`` says why).
+    """``fn`` through torch.compile (fullgraph) when ``compile``; if the compiler fails on it, ``fn`` itself from
+    then on, with one warning (``problem`` says why). Shapes are static unless ``dynamic``: then the dimensions
+    the caller marks with ``vary`` are compiled once for every size (the others stay static).
 
     The first call must happen outside CUDA-graph capture (the decoder's warm-up does it), so that a failure is
     caught there.
     """
 
-    def __init__(self, fn: Callable[..., Any], compile: bool):
+    def __init__(self, fn: Callable[..., Any], compile: bool, dynamic: bool = False, backend: Any = "inductor"):
         self.fn = fn
-        self.compiled = torch.compile(fn, fullgraph=True, dynamic=False) if compile else None
+        self.dynamic = dynamic
+        options = dict(fullgraph=True, dynamic=None if dynamic else False, backend=backend)
+        self.compiled = torch.compile(fn, **options) if compile else None
         self.problem: str | None = None
         self.first_call_seconds: float | None = None  # compile time (or cache load), for the benchmark's record
 
@@ -48,3 +51,12 @@ class MaybeCompiled:
             )
             self.compiled = None
             return self.fn(*args)
+
+
+def vary(tensor: torch.Tensor, *dims: int) -> None:
+    """Mark ``dims`` of ``tensor`` as varying between calls, for a ``MaybeCompiled(dynamic=True)``: compiled once
+    for all their sizes instead of once per size. Sizes 0 and 1 stay specialised (torch.compile's rule), and a
+    dimension the compiled code must specialise is left static rather than failing (``maybe_mark_dynamic``)."""
+    for dim in dims:
+        if tensor.shape[dim] > 1:
+            torch._dynamo.maybe_mark_dynamic(tensor, dim)

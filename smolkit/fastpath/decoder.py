@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from smolkit.fastpath.compiled import MaybeCompiled
+from smolkit.fastpath.compiled import MaybeCompiled, vary
 from smolkit.fastpath.layers import SMALL_BATCH, Dims, layer_step, rms_norm, weights_of
 from smolkit.fastpath.sampler import Progress, Records, Sampler, Settings
 from smolkit.fastpath.support import compile_cache_dir, fast_path_problem, has_triton, text_config
@@ -66,7 +66,8 @@ class _Buffers:
     arange: torch.Tensor  # (L,)
     cos: torch.Tensor  # (L, head_dim)
     sin: torch.Tensor
-    noise: torch.Tensor  # (B, V) Exp(1) draws, refilled every step
+    noise: torch.Tensor  # (B, V) Exp(1) draws, refilled every step (the PyTorch sampler)
+    seed: torch.Tensor  # (1,) int64: the fused sampler's random stream, drawn anew every call
     caches: list[tuple[torch.Tensor, torch.Tensor]]
     settings: Settings
     progress: Progress
@@ -93,7 +94,10 @@ class _PrefillGraph:
 class FastDecoder:
     """Runs ``generate`` for one loaded model with the fast path; built once per model (see get_fast_decoder)."""
 
-    def __init__(self, lm: Any, compile: bool | None = None, use_graphs: bool | None = None):
+    def __init__(
+        self, lm: Any, compile: bool | None = None, use_graphs: bool | None = None, fused: bool | None = None,
+        dynamic: bool = True,
+    ):  # fmt: skip
         problem = fast_path_problem(lm)
         if problem:
             raise ValueError(f"the fast path cannot run {lm.name!r}: {problem}")
@@ -110,9 +114,13 @@ class FastDecoder:
         self.vocab = int(self.lm_head.shape[0])
         self.layers = [weights_of(layer) for layer in decoder.layers]
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", compile_cache_dir())
-        # One compiled graph for a decoder layer, reused by every layer (per batch shape), and the sampler's pieces.
-        self.layer = MaybeCompiled(layer_step, self.compile)
+        os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(compile_cache_dir(), "triton"))
+        # One compiled graph for a decoder layer, reused by every layer; ``dynamic``: also by every batch size > 1
+        # (up to SMALL_BATCH and above it) and cache length, so a new size costs no compile (see decode_dims).
+        self.layer = MaybeCompiled(layer_step, self.compile, dynamic=dynamic)
         self.sampler = Sampler(self.compile)
+        # The fused Triton sampler on CUDA (fused=None: when Triton is there and it passes its check on the device).
+        self.fused, self.fused_problem = _fused_sampler(self.device, self.vocab, on_cuda if fused is None else fused)
         self._buffers: dict[tuple[int, int, bool], _Buffers] = {}
         self.setup_seconds: dict[str, float] = {}
 
@@ -135,7 +143,10 @@ class FastDecoder:
     def _run_layers(self, x: torch.Tensor, buf: _Buffers, rope, mask, pos, rows: int, layer, small: bool):
         delta = torch.zeros_like(x)
         for w, (k_cache, v_cache) in zip(self.layers, buf.caches, strict=True):
-            x, delta = layer(x, delta, rope, mask, pos, (k_cache[:rows], v_cache[:rows]), w, self.dims, small)
+            cache = (k_cache[:rows], v_cache[:rows])
+            if layer is self.layer and layer.dynamic:
+                decode_dims(x, delta, mask, cache)
+            x, delta = layer(x, delta, rope, mask, pos, cache, w, self.dims, small)
         return rms_norm(x + delta, self.norm.weight, self.dims.eps)
 
     def _forward_step(self, buf: _Buffers) -> torch.Tensor:
@@ -169,7 +180,13 @@ class FastDecoder:
             buf.token.copy_(self._sample(logits, buf))
 
     def _sample(self, logits: torch.Tensor, buf: _Buffers) -> torch.Tensor:
+        if self.fused is not None:
+            return self.fused(logits, buf.seed, buf.settings, buf.progress, buf.records)
         return self.sampler(logits, buf.noise.exponential_(), buf.settings, buf.progress, buf.records)
+
+    @property
+    def sampler_name(self) -> str:
+        return "fused (Triton)" if self.fused is not None else "PyTorch"
 
     # -- buffers and graphs --------------------------------------------------------------------------------------
 
@@ -191,6 +208,7 @@ class FastDecoder:
             cos=cos,
             sin=sin,
             noise=torch.ones(batch, self.vocab, device=self.device),
+            seed=torch.zeros(1, dtype=torch.int64, device=self.device),
             caches=caches,
             settings=Settings.allocate(self.vocab, self.device),
             progress=Progress.allocate(batch, self.vocab, self.device),
@@ -286,6 +304,8 @@ class FastDecoder:
         buf = self.prepare(params.n, prompt_len + params.max_new_tokens, keep_probs)
         start = time.perf_counter()
         buf.settings.load(params, stop_ids, pad_id)
+        if self.fused is not None:
+            buf.seed.random_()  # from the caller's (seeded) generator: a replayed graph draws new numbers every call
         buf.progress.reset(inputs["input_ids"])
         buf.records.tokens.fill_(pad_id)
         buf.prompt_len.fill_(prompt_len)
@@ -317,6 +337,35 @@ def _on_side_stream(device: torch.device, work: Callable[[], Any]) -> None:
         work()
     torch.cuda.current_stream(device).wait_stream(stream)
     torch.cuda.synchronize(device)
+
+
+def decode_dims(x: torch.Tensor, delta: torch.Tensor, mask: torch.Tensor, cache: tuple[torch.Tensor, ...]) -> None:
+    """The dimensions of a decode step's layer inputs that change between calls: the batch (x, delta and the
+    caches: dim 0) and the cache length (the mask's dim 1, the caches' dim 2)."""
+    for t in (x, delta, *cache):
+        vary(t, 0)
+    vary(mask, 1)
+    for t in cache:
+        vary(t, 2)
+
+
+def _fused_sampler(device: torch.device, vocab: int, wanted: bool) -> tuple[Any, str | None]:
+    """The fused sampler for ``device`` once it passed its self-check there (``fastpath.fused``), else None and
+    why; a failed check prints one line and leaves the PyTorch sampler in charge."""
+    if not wanted:
+        return None, "not asked for"
+    if device.type != "cuda" or not has_triton():
+        return None, "needs CUDA and Triton"
+    try:
+        from smolkit.fastpath import fused
+    except Exception as err:  # a broken Triton install must not cost the user the fast path
+        return None, f"Triton cannot be imported ({type(err).__name__})"
+    sampler = fused.FusedSampler()
+    problem = fused.self_check_problem(sampler, vocab, device)
+    if problem is not None:
+        fused.notice(problem)
+        return None, problem
+    return sampler, None
 
 
 def _bucket(length: int) -> int:

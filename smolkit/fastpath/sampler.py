@@ -20,6 +20,11 @@ __all__ = ["TOP_RECORDS", "Progress", "Records", "Sampler", "Settings", "sample_
 
 TOP_RECORDS = 5
 """Alternatives recorded per step (Step.top)."""
+TOP_P_SLACK = 2.0**-30
+"""How far above 1 - top_p a cumulative mass (float64) still counts as <= it: far more than float64's rounding
+over a vocabulary (about 1e-12), far less than float32's (6e-8). So a token whose cumulative mass is exactly
+1 - top_p (ties: 50 of 100 equal tokens at top_p 0.5) is removed as exact arithmetic says, whatever order the
+sum was taken in, on every device and in the fused kernel alike."""
 NEG_INF = float("-inf")
 
 
@@ -144,7 +149,9 @@ def top_k_top_p_mask(sorted_scores: torch.Tensor, top_k: torch.Tensor, top_p: to
     """Which tokens top_k and then top_p remove, in ascending sorted order (``sorted_scores`` sorted ascending).
 
     top_k keeps tokens >= the k-th largest (ties kept), as TopKLogitsWarper; top_p then drops the least likely
-    tokens whose cumulative mass is <= 1 - top_p and keeps at least one, as TopPLogitsWarper.
+    tokens whose cumulative mass is <= 1 - top_p and keeps at least one, as TopPLogitsWarper. The softmax and its
+    cumulative sum are taken in float64 and compared with a slack of ``TOP_P_SLACK``: in float32 the rounding of
+    the sum (its order differs between devices and kernels) decides ties that sit exactly on 1 - top_p.
     """
     vocab = sorted_scores.shape[-1]
     rank = torch.arange(vocab, device=sorted_scores.device)
@@ -152,8 +159,9 @@ def top_k_top_p_mask(sorted_scores: torch.Tensor, top_k: torch.Tensor, top_p: to
     kth = torch.where(rank == vocab - k, sorted_scores, NEG_INF).amax(-1, keepdim=True)  # the k-th largest
     below_k = (sorted_scores < kth) & (top_k > 0)
     masked = sorted_scores.masked_fill(below_k, NEG_INF)
-    cumulative = torch.softmax(masked, dim=-1).cumsum(dim=-1)
-    below_p = (cumulative <= (1 - top_p)) & (top_p < 1) & (rank < vocab - 1)  # the most likely token always stays
+    cumulative = torch.softmax(masked.double(), dim=-1).cumsum(dim=-1)
+    budget = (1 - top_p.double()) + TOP_P_SLACK
+    below_p = (cumulative <= budget) & (top_p < 1) & (rank < vocab - 1)  # the most likely token always stays
     return below_k | below_p
 
 
@@ -242,7 +250,7 @@ class Sampler:
         """Sample one token per row from ``logits`` (B, V) float32, record it and advance; returns the tokens."""
         piece = self.pieces
         greedy_scores, scores = piece["penalise"](logits, s, p)
-        sorted_scores, sorted_ids = torch.sort(scores, dim=-1)
+        sorted_scores, sorted_ids = torch.sort(scores, dim=-1, stable=True)  # ties in index order, as on CUDA
         remove_sorted = top_k_top_p_mask(sorted_scores, s.top_k, s.top_p)
         probs = piece["cut"](scores, remove_sorted, sorted_ids, s.min_p)
         token, shown = piece["draw"](probs, noise, greedy_scores, s.greedy)
