@@ -52,18 +52,19 @@ def graphed(fn):
 
 
 def report_samplers(dec: FastDecoder, lm, batch: int) -> None:
-    """The sampler alone per step, the shipped one (fused where it passed its check) beside the PyTorch one."""
-    pytorch = FastDecoder(lm, compile=dec.compile, fused=False)
+    """The sampler alone per step, the shipped one (PyTorch) beside the fused kernel (where it passed its check)
+    and the fused kernel's other sizes."""
+    fused = FastDecoder(lm, compile=dec.compile, fused=True)
     for case, params in bench_gpu.SAMPLER_CASES.items():
         shipped = bench_gpu.sampler_step_us(dec, batch, params)
-        reference = bench_gpu.sampler_step_us(pytorch, batch, params)
+        candidate = bench_gpu.sampler_step_us(fused, batch, params)
         print(f"sampler alone, batch {batch}, {case}: {dec.sampler_name} {shipped:.1f} us/step, "
-              f"PyTorch {reference:.1f} us/step")  # fmt: skip
-    if dec.fused is None:
+              f"{fused.sampler_name} {candidate:.1f} us/step")  # fmt: skip
+    if fused.fused is None:
         return
     from smolkit.fastpath.fused import FusedSampler
 
-    shipped = dec.fused
+    dec, shipped = fused, fused.fused
     for block, cand, warps in FUSED_VARIANTS:  # the kernel's sizes: which is fastest on this GPU
         dec.fused = FusedSampler(block=block, cand=cand, num_warps=warps)
         times = {case: round(bench_gpu.sampler_step_us(dec, batch, params), 1)

@@ -176,7 +176,7 @@ def test_gpu_steps_sample_from_the_kits_distribution(gpu_lm):
     """Every step's probabilities (fast path, CUDA graphs) equal next_token_distribution for the same prefix
     within 1e-4 (float32 arithmetic in two orders; measured differences are ~1e-6)."""
     decoder = fastpath.get_fast_decoder(gpu_lm)
-    assert decoder.sampler_name == "fused (Triton)", decoder.fused_problem  # the kernel the decoder ships with
+    assert decoder.sampler_name == "PyTorch", decoder.fused_problem  # the sampler the decoder ships with
     for n in (1, 8):
         params = FULL.replace(max_new_tokens=24, n=n)
         out = decoder.generate(gpu_lm.inputs(STORY), params, gpu_lm.eos_token_ids, gpu_lm.pad_token_id, True)
@@ -205,7 +205,7 @@ def test_gpu_draws_follow_the_plotted_distribution(gpu_lm, params):
     probs for the same prompt: chi-square below the p = 0.001 critical value, and no draw outside the support."""
     prompt = "Write a short story about a robot who learns to paint."
     decoder = fastpath.get_fast_decoder(gpu_lm)
-    assert decoder.sampler_name == "fused (Triton)", decoder.fused_problem  # its draws are the ones tested
+    assert decoder.sampler_name == "PyTorch", decoder.fused_problem  # its draws are the ones tested
     shown = next_token_distribution(gpu_lm, prompt, params).probs
     counts = torch.zeros_like(shown)
     per_call = params.replace(max_new_tokens=1, n=DRAWS // CALLS)

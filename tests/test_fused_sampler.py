@@ -273,14 +273,25 @@ def test_gpu_compiled_kernels_draws_follow_the_distribution():
 
 @pytest.mark.gpu
 @gpu
-def test_gpu_fast_path_samples_with_the_fused_kernel():
+def test_gpu_fast_path_samples_with_the_fused_kernel_when_asked():
+    """FastDecoder(fused=True) passes the kernel's self-check on the GPU and decodes what the shipped decoder (the
+    PyTorch sampler) decodes: greedy token for token, and the same step distributions within 1e-5."""
     import smolkit
     from smolkit import fastpath
 
     lm = smolkit.load_model("embedded", device="cuda")
-    decoder = fastpath.get_fast_decoder(lm)
-    assert decoder.fused is not None, decoder.fused_problem
-    assert decoder.sampler_name == "fused (Triton)"
+    fused, shipped = fastpath.FastDecoder(lm, fused=True), fastpath.get_fast_decoder(lm)
+    assert fused.sampler_name == "fused (Triton)", fused.fused_problem
+    assert shipped.sampler_name == "PyTorch"
+    inputs = lm.inputs("Write a short story about a robot who learns to paint.")
+    for params in (
+        SamplingParams(temperature=0, max_new_tokens=32),
+        SamplingParams(temperature=0.8, top_p=0.9, max_new_tokens=1, n=4),
+    ):
+        a, b = (d.generate(inputs, params, lm.eos_token_ids, lm.pad_token_id, True) for d in (fused, shipped))
+        if params.temperature == 0:
+            assert a.tokens == b.tokens
+        torch.testing.assert_close(a.full_probs[:, 0], b.full_probs[:, 0], rtol=0, atol=1e-5)
 
 
 AHEAD_OF_TIME = """

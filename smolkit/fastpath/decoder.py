@@ -95,7 +95,7 @@ class FastDecoder:
     """Runs ``generate`` for one loaded model with the fast path; built once per model (see get_fast_decoder)."""
 
     def __init__(
-        self, lm: Any, compile: bool | None = None, use_graphs: bool | None = None, fused: bool | None = None,
+        self, lm: Any, compile: bool | None = None, use_graphs: bool | None = None, fused: bool = False,
         dynamic: bool = True,
     ):  # fmt: skip
         problem = fast_path_problem(lm)
@@ -119,8 +119,10 @@ class FastDecoder:
         # (up to SMALL_BATCH and above it) and cache length, so a new size costs no compile (see decode_dims).
         self.layer = MaybeCompiled(layer_step, self.compile, dynamic=dynamic)
         self.sampler = Sampler(self.compile)
-        # The fused Triton sampler on CUDA (fused=None: when Triton is there and it passes its check on the device).
-        self.fused, self.fused_problem = _fused_sampler(self.device, self.vocab, on_cuda if fused is None else fused)
+        # The fused Triton sampler only when asked for (on CUDA, once it passes its check on the device): on the H200
+        # it was slower than the PyTorch sampler at batch 1 (350 vs 253 us a step) and 8-29x slower when top_p keeps
+        # thousands of tokens (its window moves), faster only at batch 64 with ordinary settings (bench/RESULTS.md).
+        self.fused, self.fused_problem = _fused_sampler(self.device, self.vocab, fused)
         self._buffers: dict[tuple[int, int, bool], _Buffers] = {}
         self.setup_seconds: dict[str, float] = {}
 
