@@ -236,7 +236,31 @@ def _hub_cache_check(known: tuple[str, ...]) -> Check:
     )
 
 
-CHECKS: tuple[Callable[[], list[Check]], ...] = (check_python, check_torch, check_packages, check_kernel, check_models)
+def check_fast_path(cuda: bool | None = None) -> list[Check]:
+    """Whether generate's GPU fast path can run here (torch version, Triton for its compiled layer) and whether
+    its compile cache is warm (an empty one costs the first generate of each new kernel about 20 s)."""
+    import torch
+
+    from smolkit.fastpath import support
+
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if not cuda:
+        return [Check("fast path", "info", "GPU only: on the CPU generate runs plain transformers")]
+    if support._torch_version() < support.MIN_TORCH:
+        oldest = ".".join(map(str, support.MIN_TORCH))
+        return [Check("fast path", "warn", f"off: torch {torch.__version__} is older than {oldest}, the oldest it "
+                      "was run on; generate runs plain transformers", f"install torch>={oldest}")]  # fmt: skip
+    if not support.has_triton():
+        return [Check("fast path", "warn", "runs uncompiled: Triton is missing", "install torch's CUDA build")]
+    cache = Path(support.compile_cache_dir())
+    if cache.is_dir() and any(cache.iterdir()):
+        return [Check("fast path", "ok", f"ready, compile cache warm at {cache}")]
+    return [Check("fast path", "info", f"ready; compile cache empty at {cache}: the first generate compiles (~20 s)")]
+
+
+CHECKS: tuple[Callable[[], list[Check]], ...] = (
+    check_python, check_torch, check_fast_path, check_packages, check_kernel, check_models,
+)  # fmt: skip
 
 
 def run_checks() -> DoctorReport:

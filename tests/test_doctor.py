@@ -93,3 +93,28 @@ def test_transformers_outside_the_tested_range_is_named(monkeypatch, version, st
     assert report.ok == (status != "fail")
     if status != "ok":
         assert f"-> {check.remedy}" in str(report)
+
+
+def test_the_fast_path_line_says_whether_it_runs_and_its_cache_is_warm(monkeypatch, tmp_path):
+    import torch
+
+    from smolkit.doctor import check_fast_path
+
+    (cpu,) = check_fast_path(cuda=False)
+    assert cpu.status == "info" and "on the CPU generate runs plain transformers" in cpu.found
+    from smolkit.fastpath import support
+
+    monkeypatch.setattr(support, "has_triton", lambda: True)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    (empty,) = check_fast_path(cuda=True)
+    assert empty.status == "info" and f"compile cache empty at {tmp_path}" in empty.found
+    (tmp_path / "fxgraph").mkdir()
+    (warm,) = check_fast_path(cuda=True)
+    assert warm.status == "ok" and "warm" in warm.found
+    monkeypatch.setattr(torch, "__version__", "2.10.0+cu126")
+    (old,) = check_fast_path(cuda=True)
+    assert old.status == "warn" and "older than 2.11" in old.found and old.remedy == "install torch>=2.11"
+    monkeypatch.undo()
+    monkeypatch.setattr(support, "has_triton", lambda: False)
+    (bare,) = check_fast_path(cuda=True)
+    assert bare.status == "warn" and "Triton is missing" in bare.found

@@ -113,21 +113,21 @@ def test_fallback_when_the_fast_path_cannot_serve_a_model(lm, monkeypatch, capsy
     """fast=None falls back to transformers with a one-line notice (once per model); fast=True refuses clearly."""
     from smolkit.generation import uses_fast_path
 
-    monkeypatch.setattr(fastpath, "fast_path_problem", lambda _: "torch 2.3.1 is older than 2.4")
+    monkeypatch.setattr(fastpath, "fast_path_problem", lambda _: "torch 2.10.0 is older than 2.11")
     monkeypatch.setattr(lm, "device", torch.device("cuda"))  # as if on a GPU: only the decision is exercised
     monkeypatch.setattr(lm, "fast_path_notice_shown", False)
     assert uses_fast_path(lm, None) is False and uses_fast_path(lm, None) is False
     notice = capsys.readouterr().err
-    assert notice.count("\n") == 1 and "fast path cannot serve 'embedded' (torch 2.3.1 is older than 2.4)" in notice
-    with pytest.raises(ValueError, match=r"fast=True: the fast path cannot run 'embedded': torch 2\.3\.1"):
+    assert notice.count("\n") == 1 and "fast path cannot serve 'embedded' (torch 2.10.0 is older than 2.11)" in notice
+    with pytest.raises(ValueError, match=r"fast=True: the fast path cannot run 'embedded': torch 2\.10\.0"):
         uses_fast_path(lm, True)
     assert uses_fast_path(lm, False) is False
 
 
 def test_fast_path_problem_names_the_reason(lm, monkeypatch):
     assert fastpath.fast_path_problem(lm) is None
-    monkeypatch.setattr(torch, "__version__", "2.3.1+cpu")
-    assert fastpath.fast_path_problem(lm) == "torch 2.3.1+cpu is older than 2.4"
+    monkeypatch.setattr(torch, "__version__", "2.10.1+cu128")
+    assert fastpath.fast_path_problem(lm) == "torch 2.10.1+cu128 is older than 2.11"
     monkeypatch.undo()
     monkeypatch.setattr(lm.model.config, "hidden_act", "gelu")
     assert fastpath.fast_path_problem(lm) == "activation 'gelu' is not supported"
