@@ -111,7 +111,8 @@ def beam_search(
     }
     params = SamplingParams(temperature=0, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty)
     inputs, prompt_length = prepare_inputs(lm, prompt, params, chat=chat)
-    gc = _search_config(lm, params, prompt_length, **search)
+    beam_only = ("length_penalty", "early_stopping") if num_beams == 1 else ()  # greedy: transformers would warn
+    gc = _search_config(lm, params, prompt_length, **{k: v for k, v in search.items() if k not in beam_only})
     start = time.perf_counter()
     with torch.inference_mode(), warnings.catch_warnings(), gpu_share.out_of_memory(lm.device):
         warnings.simplefilter("ignore")  # transformers' notes about flags the kit sets on purpose

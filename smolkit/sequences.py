@@ -228,12 +228,15 @@ def server_logprobs(
     mode: str = "raw",
     sample: int = 0,
     chat: bool = True,
+    digits: int | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """The ``logprobs`` an OpenAI-style (vLLM) chat server returns for sample ``sample`` of ``result``, in its
     format: ``{"content": [{"token", "logprob", "top_logprobs": [{"token", "logprob"}, ...]}, ...]}`` (servers
     also send each token's UTF-8 bytes, left out here). ``mode`` (LOGPROBS_MODES) says which distribution they are
-    computed from: "raw" the model's own (vLLM's default), "processed" the one the token was drawn from."""
+    computed from: "raw" the model's own (vLLM's default), "processed" the one the token was drawn from.
+    ``digits`` rounds the log-probabilities for display (servers send full floats)."""
     mode = _checks.choice("mode", mode, LOGPROBS_MODES)
+    keep = (lambda v: v) if digits is None else (lambda v: round(v, _checks.integer("digits", digits, lo=0)))
     top_logprobs = _checks.integer("top_logprobs", top_logprobs, lo=0, hi=MAX_TOP_LOGPROBS)
     sample = _checks.integer("sample", sample, lo=0, hi=len(result.samples) - 1)
     ids, logits, input_ids, prompt_length = continuation_logits(lm, result.prompt, result.samples[sample].token_ids,
@@ -248,8 +251,8 @@ def server_logprobs(
         values, best = torch.topk(logp, top_logprobs)
         content.append({
             "token": lm.token_text(token_id),
-            "logprob": float(logp[token_id]),
-            "top_logprobs": [{"token": lm.token_text(int(i)), "logprob": float(v)}
+            "logprob": keep(float(logp[token_id])),
+            "top_logprobs": [{"token": lm.token_text(int(i)), "logprob": keep(float(v))}
                              for v, i in zip(values, best, strict=True) if v > -math.inf],
         })  # fmt: skip
     return {"content": content}
