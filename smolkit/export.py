@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from smolkit import _checks
+from smolkit.hf import hidden_stages
 from smolkit.params import SamplingParams
 from smolkit.vllm_rules import MAX_TEMPERATURE, MIN_TEMPERATURE, OPENAI_MAX_SEED, OPENAI_MAX_STOP, VERSION
 
@@ -55,6 +56,20 @@ def check_params(params: Any) -> SamplingParams:
     if not isinstance(params, SamplingParams):
         raise TypeError(f"params must be a smolkit.SamplingParams, got {type(params).__name__}")
     return params
+
+
+def warn_hidden_stages(lm: Any, target: str, stacklevel: int = 4) -> None:
+    """An ExportWarning naming the stages ``lm``'s own generation config adds (generate applies them) that
+    ``target`` cannot carry: the export would sample from another distribution than the kit showed."""
+    config = getattr(getattr(lm, "model", None), "generation_config", None)
+    hidden = hidden_stages(config) if lm is not None else []
+    if hidden:
+        warn(
+            f"{', '.join(hidden)}: {model_id(lm)!r}'s generation_config.json adds this stage to every generate call "
+            f"(smolkit and transformers apply it, explain shows it), but {target} cannot carry it, so the export "
+            "samples from another distribution than smolkit showed",
+            stacklevel=stacklevel,
+        )
 
 
 def model_id(lm: Any) -> str:
@@ -89,7 +104,7 @@ def _check_n(params: SamplingParams, target: str) -> None:
         )
 
 
-def to_vllm(params: SamplingParams, as_object: bool = False) -> Any:
+def to_vllm(params: SamplingParams, as_object: bool = False, lm: Any = None) -> Any:
     """Keyword arguments for vLLM's ``SamplingParams`` that sample what smolkit shows (vLLM 0.24's names).
 
     Greedy decoding (do_sample=False or temperature 0) becomes ``temperature=0``, as vLLM has no do_sample (it
@@ -98,7 +113,8 @@ def to_vllm(params: SamplingParams, as_object: bool = False) -> Any:
 
     Raises ValueError, naming the field, for what vLLM cannot hold: temperature above 2 (rejected since v0.24, as by
     the OpenAI API) and n > 1 with greedy decoding. Warns (ExportWarning) when vLLM will change a value:
-    temperatures in (0, 0.01) are raised to 0.01.
+    temperatures in (0, 0.01) are raised to 0.01; and, given the loaded model ``lm`` the preset was explored on,
+    for stages its generation config adds that vLLM cannot carry (``suppress_tokens``, ...).
 
     >>> to_vllm(SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=32))
     ... # doctest: +NORMALIZE_WHITESPACE
@@ -108,6 +124,7 @@ def to_vllm(params: SamplingParams, as_object: bool = False) -> Any:
     check_params(params)
     as_object = _checks.boolean("as_object", as_object)
     _check_n(params, "vLLM")
+    warn_hidden_stages(lm, "vLLM")
     kwargs = {
         "n": params.n,
         "presence_penalty": params.presence_penalty,
@@ -159,6 +176,7 @@ def to_openai(
     messages: Sequence[Mapping[str, Any]] | None = None,
     tokenizer: Any = None,
     http: bool = False,
+    lm: Any = None,
 ) -> dict[str, Any]:
     """A chat-completions request with this preset, for a vLLM server (or any OpenAI-style endpoint).
 
@@ -172,7 +190,8 @@ def to_openai(
     vLLM server fills fields a request leaves out from the model's generation_config.json.
 
     Warns (ExportWarning) listing the extensions that change sampling: a plain OpenAI endpoint does not apply them
-    (OpenAI's own API rejects unknown fields). Raises ValueError, naming the field, for temperature above 2 and
+    (OpenAI's own API rejects unknown fields); and, given ``lm``, as ``to_vllm`` does. Raises ValueError, naming
+    the field, for temperature above 2 and
     seeds beyond a signed 64-bit integer.
 
     >>> body = to_openai(SamplingParams(temperature=0.7, seed=1), model="smollm2")
@@ -184,6 +203,7 @@ def to_openai(
     check_params(params)
     http = _checks.boolean("http", http)
     _check_n(params, "an OpenAI-style request")
+    warn_hidden_stages(lm, "an OpenAI-style request")
     body = {**_openai_head(model, messages), **_openai_sampling(params)}
     if tokenizer is not None and params.stop_token_ids:
         stops = _stop_strings(params, tokenizer)

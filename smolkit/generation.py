@@ -13,6 +13,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -91,23 +92,20 @@ class StepRecords(Sequence[Step]):
         return f"StepRecords({len(self)} steps)"
 
 
-def records_from_probs(lm: LoadedModel, token_ids: list[int], probs: torch.Tensor, logits: torch.Tensor) -> StepRecords:
-    """Step records for ``token_ids`` from the distributions they were drawn from (steps x vocab, probabilities)
-    and the raw logits (steps x vocab), computed for all steps at once."""
-    steps = len(token_ids)
-    probs, logits = probs[:steps], logits[:steps]
-    chosen = torch.tensor(token_ids, dtype=torch.int64).view(-1, 1)
+def step_columns(
+    chosen: torch.Tensor, scores: torch.Tensor, logits: torch.Tensor
+) -> tuple[list[float], list[int], list[float], list[list[int]], list[list[float]]]:
+    """The records of one step for every row: ``chosen`` tokens (rows,), the processed ``scores`` they were drawn
+    from and the raw ``logits`` (rows x vocab): probability when drawn, rank under the raw logits, entropy in bits
+    (float64), and the TOP_ALTERNATIVES most likely tokens with their probabilities."""
+    probs = torch.softmax(scores.float(), dim=-1)
+    column = chosen.view(-1, 1)
     top_p, top_i = torch.topk(probs, TOP_ALTERNATIVES, dim=-1)
-    logp = torch.where(probs > 0, probs.double().log2(), torch.zeros((), dtype=torch.float64))
-    return StepRecords(
-        lm,
-        list(token_ids),
-        probs.gather(-1, chosen).flatten().tolist(),
-        (logits > logits.gather(-1, chosen)).sum(-1).tolist(),
-        (-(probs.double() * logp).sum(-1) + 0.0).tolist(),
-        top_i.tolist(),
-        top_p.tolist(),
-    )
+    p64 = probs.double()
+    entropy = -(p64 * torch.where(p64 > 0, p64.log2(), torch.zeros((), dtype=torch.float64))).sum(-1) + 0.0
+    logits = logits.float()
+    return (probs.gather(-1, column).flatten().tolist(), (logits > logits.gather(-1, column)).sum(-1).tolist(),
+            entropy.tolist(), top_i.tolist(), top_p.tolist())  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,10 +208,12 @@ def generate(
         )
         params = params.replace(max_new_tokens=max_new, min_tokens=min(params.min_tokens, max_new))
     progress = _checks.boolean("progress", progress)
+    fast = uses_fast_path(lm, fast)
+    check_memory(lm, params, prompt_length, fast)
     bar = tqdm(total=params.max_new_tokens, desc="generating", unit="token", disable=not progress, leave=False)
     request = _Request(prompt, params, inputs, prompt_length)
     with bar, gpu_share.out_of_memory(lm.device):
-        if uses_fast_path(lm, fast):
+        if fast:
             return _generate_fast(lm, request, bar)
         return _generate_plain(lm, request, bar)
 
@@ -226,6 +226,60 @@ class _Request:
     params: SamplingParams
     inputs: dict[str, torch.Tensor]
     prompt_length: int
+
+
+MEMORY_SHARE = 0.5
+"""The share of the memory available now that one generate call may plan to use."""
+
+
+def planned_bytes(lm: LoadedModel, params: SamplingParams, prompt_length: int, fast: bool) -> int:
+    """What a generate call will hold at its peak, estimated: per row, the KV cache of every position, and per row
+    and step the vocabulary-sized records (transformers keeps each step's processed scores and raw logits until
+    the end; the fast path a few vocabulary-sized buffers per row, on the device)."""
+    text = lm.model.config.get_text_config()
+    heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    item = torch.finfo(lm.dtype).bits // 8
+    positions = prompt_length + params.max_new_tokens
+    if fast:  # the fast path's static cache is a power of two of at least 256 positions
+        positions = max(256, 1 << (positions - 1).bit_length())
+    kv = 2 * text.num_hidden_layers * heads * head_dim * positions * item
+    per_step = 0 if fast else 2 * 4 * lm.vocab_size * params.max_new_tokens
+    buffers = 16 * lm.vocab_size  # logits, noise, counts, seen and the softmax of one step
+    return params.n * (kv + per_step + buffers)
+
+
+def available_bytes(device: torch.device) -> int:
+    """Memory free for this process now: the GPU's free memory, or the machine's available RAM, lowered to what
+    this process's control group still allows (a container's or a workshop kernel's limit)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    with open("/proc/meminfo") as f:
+        free = int(dict(line.split(":", 1) for line in f)["MemAvailable"].split()[0]) * 1024
+    cgroup = Path("/sys/fs/cgroup")
+    try:
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit != "max":
+            free = min(free, int(limit) - int((cgroup / "memory.current").read_text()))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 limit visible here
+    return free
+
+
+def check_memory(lm: LoadedModel, params: SamplingParams, prompt_length: int, fast: bool) -> None:
+    """Refuse, before any model work, a call that would need more than MEMORY_SHARE of the memory available (it
+    would end in a killed kernel, or an allocation failure deep in the forward pass)."""
+    need, free = planned_bytes(lm, params, prompt_length, fast), available_bytes(lm.device)
+    if need <= MEMORY_SHARE * free:
+        return
+    per_row = need / params.n
+    fits = max(int(MEMORY_SHARE * free // per_row), 0)
+    where = "GPU" if lm.device.type == "cuda" else "machine"
+    raise ValueError(
+        f"n={params.n} x max_new_tokens={params.max_new_tokens} would need about {need / 2**30:.1f} GiB ("
+        f"{per_row / 2**20:.0f} MiB a sample) and this {where} has {free / 2**30:.1f} GiB available: lower n (at most "
+        f"{fits} fit now) or max_new_tokens" + ("; on a GPU the fast path keeps far less" if not fast else "")
+    )
 
 
 def uses_fast_path(lm: LoadedModel, fast: bool | None) -> bool:
@@ -263,10 +317,15 @@ def _generate_plain(lm: LoadedModel, request: _Request, bar: tqdm) -> Generation
         torch.cuda.synchronize(lm.device)
     seconds = time.perf_counter() - start
     new_ids = out.sequences[:, prompt_length:].cpu()
-    scores = torch.stack(out.scores, dim=1).float().cpu()  # (n, steps, vocab)
-    logits = torch.stack(out.logits, dim=1).float().cpu()
+    scores, logits = list(out.scores), list(out.logits)
+    del out  # each step's scores are freed once its records are made: the records keep only a few numbers
+    columns = []
+    for t in range(len(scores)):
+        columns.append(step_columns(new_ids[:, t], scores[t].cpu(), logits[t].cpu()))
+        scores[t] = logits[t] = None
     stop_ids = set(gc.eos_token_id or [])
-    samples = tuple(_sample(lm, new_ids[i], scores[i], logits[i], stop_ids) for i in range(params.n))
+    rows = [[[step[k][i] for step in columns] for k in range(5)] for i in range(params.n)]
+    samples = tuple(_sample(lm, new_ids[i].tolist(), rows[i], stop_ids) for i in range(params.n))
     return GenerationResult(request.prompt, params, samples, prompt_length, seconds, "transformers")
 
 
@@ -315,12 +374,10 @@ def _fast_sample(lm: LoadedModel, out: fastpath.FastResult, row: int, stop_ids: 
     return Sample(lm.decode(kept, skip_special_tokens=True), tuple(kept), records, finish)
 
 
-def _sample(
-    lm: LoadedModel, ids: torch.Tensor, scores: torch.Tensor, logits: torch.Tensor, stop_ids: set[int]
-) -> Sample:
-    """Cut one row at its first stop token (generate pads finished rows) and build its step records."""
-    tokens = ids.tolist()
+def _sample(lm: LoadedModel, tokens: list[int], columns: list, stop_ids: set[int]) -> Sample:
+    """One row cut at its first stop token (generate pads finished rows), with its step records; ``columns`` are
+    this row's (probs, ranks, entropy, top ids, top probs), one entry per step."""
     length, finish = _cut_at_stop(tokens, stop_ids)
     kept = tokens[:length]
-    records = records_from_probs(lm, kept, torch.softmax(scores[:length], dim=-1), logits[:length])
-    return Sample(lm.decode(kept, skip_special_tokens=True), tuple(kept), records, finish)
+    cut = [column[:length] for column in columns]
+    return Sample(lm.decode(kept, skip_special_tokens=True), tuple(kept), StepRecords(lm, kept, *cut), finish)

@@ -36,9 +36,11 @@ from smolkit.processors import FrequencyPenaltyLogitsProcessor, PresencePenaltyL
 __all__ = [
     "NEUTRAL",
     "STAGE_NAMES",
+    "UNSUPPORTED_GENERATION_FIELDS",
     "apply_stages",
     "for_model",
     "generate_processors",
+    "hidden_stages",
     "library_defaults",
     "processors_for",
     "stage_name",
@@ -56,6 +58,57 @@ NEUTRAL: dict[str, Any] = {
     "eta_cutoff": 0.0,
 }
 """Values that switch a transformers stage off, used where a model's generation config switches it on."""
+
+UNSUPPORTED_GENERATION_FIELDS = {
+    "num_beams": 1,
+    "num_beam_groups": 1,
+    "diversity_penalty": 0.0,
+    "penalty_alpha": None,
+    "dola_layers": None,
+    "typical_p": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "top_h": None,
+    "no_repeat_ngram_size": 0,
+    "encoder_repetition_penalty": 1.0,
+    "encoder_no_repeat_ngram_size": 0,
+    "bad_words_ids": None,
+    "force_words_ids": None,
+    "constraints": None,
+    "sequence_bias": None,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "exponential_decay_length_penalty": None,
+    "guidance_scale": 1.0,
+    "watermarking_config": None,
+    "renormalize_logits": False,
+    "min_length": 0,
+}
+"""GenerationConfig fields that change what is sampled and have no smolkit (or vLLM) equivalent, each with the
+value that switches it off (None: unset)."""
+
+
+def hidden_stages(base: GenerationConfig | None) -> list[str]:
+    """The stages a model's own generation config (``base``) adds to every generate call that SamplingParams (and
+    vLLM) cannot express, e.g. ``suppress_tokens=[...]``, as "field=value": generate applies them, explain shows
+    them, and an export to vLLM or an OpenAI-style server cannot carry them.
+
+    >>> hidden_stages(GenerationConfig(suppress_tokens=[5], temperature=0.7))
+    ['suppress_tokens=[5]']
+    """
+    if base is None:
+        return []
+    lib = library_defaults()
+    found = []
+    for name, neutral in UNSUPPORTED_GENERATION_FIELDS.items():
+        value = getattr(base, name, None)
+        if name in NEUTRAL or value is None or value == neutral or (name in lib and value == lib[name]):
+            continue  # the kit switches NEUTRAL's stages off itself
+        found.append(f"{name}={value!r}")
+    return found
+
 
 STAGE_NAMES = {
     "RepetitionPenaltyLogitsProcessor": "repetition_penalty",

@@ -17,7 +17,7 @@ from transformers import GenerationConfig
 
 from smolkit import _checks
 from smolkit.export import warn
-from smolkit.hf import NEUTRAL, library_defaults
+from smolkit.hf import NEUTRAL, UNSUPPORTED_GENERATION_FIELDS, library_defaults
 from smolkit.params import SamplingParams
 from smolkit.processors import FrequencyPenaltyLogitsProcessor, PresencePenaltyLogitsProcessor
 from smolkit.vllm_rules import SERVER_GENERATION_CONFIG_FIELDS
@@ -40,36 +40,6 @@ GENERATION_FIELDS = {
 
 SAMPLING_ONLY = ("temperature", "top_p", "top_k", "min_p")
 """Fields transformers applies only when sampling (do_sample=True)."""
-
-UNSUPPORTED_GENERATION_FIELDS = {
-    "num_beams": 1,
-    "num_beam_groups": 1,
-    "diversity_penalty": 0.0,
-    "penalty_alpha": None,
-    "dola_layers": None,
-    "typical_p": 1.0,
-    "epsilon_cutoff": 0.0,
-    "eta_cutoff": 0.0,
-    "top_h": None,
-    "no_repeat_ngram_size": 0,
-    "encoder_repetition_penalty": 1.0,
-    "encoder_no_repeat_ngram_size": 0,
-    "bad_words_ids": None,
-    "force_words_ids": None,
-    "constraints": None,
-    "sequence_bias": None,
-    "suppress_tokens": None,
-    "begin_suppress_tokens": None,
-    "forced_bos_token_id": None,
-    "forced_eos_token_id": None,
-    "exponential_decay_length_penalty": None,
-    "guidance_scale": 1.0,
-    "watermarking_config": None,
-    "renormalize_logits": False,
-    "min_length": 0,
-}
-"""GenerationConfig fields that change what is sampled and have no smolkit (or vLLM) equivalent, each with the
-value that switches it off (None: unset)."""
 
 STOP_ONLY_FIELDS = ("stop_strings", "max_time")
 """Fields that change only where generation stops: not imported, with a warning."""

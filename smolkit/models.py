@@ -160,6 +160,7 @@ class LoadedModel:
         which is what instruct models are trained on; ``chat=False`` feeds the text as it is.
         """
         _checks.text("prompt", prompt)
+        chat = _checks.boolean("chat", chat)
         if image is not None and not self.is_vision:
             raise ValueError(
                 f"image: model {self.name!r} is text-only and cannot read images; load a SmolVLM model, e.g. "
@@ -200,15 +201,22 @@ class LoadedModel:
 
     def token_text(self, token_id: int) -> str:
         """The text one token adds (e.g. ' Paris'), for display."""
-        return self.token_texts([int(token_id)])[0]
+        token_id = int(token_id)
+        text = self.token_text_cache.get(token_id)
+        return text if text is not None else self.token_texts([token_id])[0]
 
     def token_texts(self, token_ids: Sequence[int]) -> list[str]:
-        """The text of each token, decoded in one batch and remembered (step records need thousands at once)."""
+        """The text of each token, decoded in one batch and remembered (step records need thousands at once).
+
+        A call costs in proportion to the ids asked, never to the cache: each id is looked up, not the cache
+        compared as a whole (a set difference with the cache's keys visits every remembered entry).
+        """
+        ids = [int(i) for i in token_ids]
         cache = self.token_text_cache
-        missing = list({int(i) for i in token_ids} - cache.keys())
+        missing = [i for i in dict.fromkeys(ids) if i not in cache]
         if missing:
             cache.update(zip(missing, self.tokenizer.batch_decode([[i] for i in missing]), strict=True))
-        return [cache[int(i)] for i in token_ids]
+        return [cache[i] for i in ids]
 
 
 @contextlib.contextmanager

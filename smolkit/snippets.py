@@ -11,7 +11,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from smolkit import _checks
-from smolkit.export import DEFAULT_MODEL_ID, ExportWarning, check_params, to_openai, to_vllm
+from smolkit.export import (
+    DEFAULT_MODEL_ID,
+    ExportWarning,
+    check_params,
+    model_id,
+    to_openai,
+    to_vllm,
+    warn_hidden_stages,
+)
 from smolkit.hf import to_transformers
 from smolkit.params import SamplingParams
 
@@ -29,6 +37,7 @@ def snippet(
     model: str = DEFAULT_MODEL_ID,
     prompt: str = "Write a haiku about tea.",
     vision: bool | None = None,
+    lm: Any = None,
 ) -> str:
     """A few lines of Python that run this preset on ``target``: "transformers", "vllm" or "openai".
 
@@ -36,14 +45,19 @@ def snippet(
     nor transformers' top_k=50 leaks in), smolkit's processors for presence/frequency penalties, the seed; for a
     vision-language model (``vision``; by default when the name says SmolVLM or Idefics) the processor and
     AutoModelForImageTextToText. vLLM: ``SamplingParams(**to_vllm())`` and ``llm.chat``. OpenAI: the client's
-    ``chat.completions.create`` against a vLLM server, with ``extra_body``. Raises ValueError for an unknown target,
-    and what the export raises.
+    ``chat.completions.create`` against a vLLM server, with ``extra_body``. ``lm``: the loaded model the preset
+    was explored on (its name is then the default ``model``; stages its generation config adds that vLLM cannot
+    carry are named in an ExportWarning). Raises ValueError for an unknown target, and what the export raises.
 
     >>> print(snippet(SamplingParams(temperature=0.7), "vllm").splitlines()[0])
     from vllm import LLM, SamplingParams
     """
     check_params(params)
     target = _checks.choice("target", target, SNIPPET_TARGETS)
+    if lm is not None and model == DEFAULT_MODEL_ID:
+        model = model_id(lm)
+    if target != "transformers":  # transformers loads the same generation_config.json and applies it
+        warn_hidden_stages(lm, "vLLM", stacklevel=3)
     if not isinstance(model, str) or not model:
         raise TypeError(f"model must be the model's name (a Hub id), e.g. {DEFAULT_MODEL_ID!r}, got {model!r}")
     _checks.text("prompt", prompt)

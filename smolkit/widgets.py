@@ -10,6 +10,7 @@ import asyncio
 import html
 import io
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,7 +23,7 @@ from PIL import Image
 from smolkit import _checks
 from smolkit.beams import MAX_BEAMS, BeamSearchResult, beam_search, beam_tree
 from smolkit.distribution import Distribution, next_token_distribution
-from smolkit.export import model_id
+from smolkit.export import ExportWarning
 from smolkit.generation import GenerationResult, generate
 from smolkit.models import LoadedModel
 from smolkit.params import SamplingParams
@@ -140,8 +141,8 @@ class PresetExport:
     runs the current settings there appears below, ready to copy. The code is written only when the button is
     pressed or the target changes, never on a slider move (a moved slider marks it out of date)."""
 
-    def __init__(self, params_of: Any, model: str, prompt: str = "Write a haiku about tea.", vision: bool = False):
-        self.params_of, self.model, self.prompt, self.vision = params_of, model, prompt, vision
+    def __init__(self, params_of: Any, lm: LoadedModel, prompt: str = "Write a haiku about tea."):
+        self.params_of, self.lm, self.prompt = params_of, lm, prompt
         self.target = W.Dropdown(options=SNIPPET_TARGETS, description="export to", layout=W.Layout(width="250px"))
         self.button = W.Button(description="copy this preset", icon="copy", tooltip="write the code for these settings")
         self.status = W.HTML()
@@ -154,7 +155,10 @@ class PresetExport:
         """Write the code for the current settings and target into the box; returns it."""
         try:
             params = self.params_of()
-            text = snippet(params, self.target.value, model=self.model, prompt=self.prompt, vision=self.vision)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ExportWarning)
+                text = snippet(params, self.target.value, prompt=self.prompt, vision=self.lm.is_vision, lm=self.lm)
+            text = "".join(f"# note: {w.message}\n" for w in caught) + text
             self.status.value = "select the code below and copy it (Ctrl+A, Ctrl+C)"
         except ValueError as err:  # a value the target cannot hold, e.g. temperature > 2 for vLLM
             text = f"# cannot export to {self.target.value}: {err}"
@@ -250,7 +254,7 @@ class DistributionExplorer(_Explorer):
         self.last_update_seconds = 0.0
         self._syncing = False
         self._settle_handle: Any = None
-        self.export = PresetExport(lambda: self.params, model_id(lm), prompt, lm.is_vision)
+        self.export = PresetExport(lambda: self.params, lm, prompt)
         self.widget = W.VBox([*self.sliders.values(), self.readout, self.error, self.live.image, self.export.widget])
 
     def _on_slider(self, change: dict) -> None:

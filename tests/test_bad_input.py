@@ -461,3 +461,59 @@ def test_refused_calls_leave_no_state_behind(lm):
     assert list(lm.logits_cache) == cached
     after = next_token_distribution(lm, PROMPT, SamplingParams(temperature=0.7))
     assert torch.equal(before.probs, after.probs)
+
+
+# -- issue 17: wrong types were silently coerced; each of these was accepted before -----------------------------
+
+
+HOT = {"temperature": "hot"}
+
+
+def test_wrong_types_are_refused_where_they_were_coerced(lm):
+    from smolkit import count_tokens, from_generation_config, to_vllm
+    from smolkit.widgets import StepExplorer
+
+    dist = next_token_distribution(lm, PROMPT)
+    cases = [
+        (lambda: dist.prob_of(504.9), TypeError, ["token_id", "integer", "504.9"]),  # answered for token 504
+        (lambda: dist.prob_of(True), TypeError, ["token_id", "True"]),  # answered for token 1
+        (lambda: dist.prob_of("504"), TypeError, ["token_id", "'504'"]),
+        (lambda: SamplingParams(top_k=torch.tensor(True)), TypeError, ["top_k", "integer"]),  # became top_k=1
+        (lambda: SamplingParams(n=torch.tensor(True)), TypeError, ["n", "integer"]),
+        (lambda: count_tokens(lm, "Hello", chat="no"), TypeError, ["chat", "True or False", "'no'"]),
+        (lambda: from_openai({"top_k": False}), TypeError, ["top_k", "integer", "False"]),  # became all tokens
+        (lambda: from_generation_config({"do_sample": "false", "temperature": 0.7}), TypeError, ["do_sample"]),
+        (lambda: from_generation_config({"eos_token_id": "12"}), TypeError, ["eos_token_id", "'12'"]),
+        (lambda: from_generation_config({"num_return_sequences": 0}), ValueError, ["n must be", ">= 1", "0"]),
+        (lambda: snippet(SamplingParams(), "transformers", vision="no"), TypeError, ["vision", "True or False"]),
+        (lambda: to_vllm({"temperature": 0.5}), TypeError, ["params must be a smolkit.SamplingParams", "dict"]),
+        (lambda: next_token_distribution("embedded", PROMPT), TypeError, ["lm must be a model", "str"]),
+        (lambda: explain(SamplingParams(), lm, generation_config=HOT), TypeError, ["generation_config.temperature"]),
+        (lambda: from_openai({"guided_json": {"type": "object"}}), ValueError, ["guided_json"]),  # only warned
+        (lambda: from_openai({"best_of": 3}), ValueError, ["best_of=3"]),
+        (lambda: from_openai({"stop": 123}), TypeError, ["stop must be a string or a list of strings", "123"]),
+        (lambda: dist.with_params(stop_token_ids=[60000]), ValueError, ["stop_token_ids", "[0, 49151]", "60000"]),
+    ]
+    step = StepExplorer(lm, PROMPT)
+    cases.append((lambda: step.choose(504.9), TypeError, ["token_id", "504.9"]))
+    for call, error, words in cases:
+        with pytest.raises(error) as info:
+            call()
+        _assert_clear(info, words)
+    assert step.token_ids == []
+
+
+def test_every_token_a_stop_token_with_min_tokens_is_refused(lm):
+    """It gave NaN probabilities (greedy: token 0 with probability NaN, finish "stop") instead of a refusal."""
+    params = SamplingParams(min_tokens=1, stop_token_ids=range(lm.vocab_size))
+    for call in (lambda: next_token_distribution(lm, PROMPT, params), lambda: generate(lm, PROMPT, params)):
+        with pytest.raises(ValueError) as info:
+            call()
+        _assert_clear(info, ["stop_token_ids", "min_tokens=1", "block every token"])
+    assert is_probability_vector(next_token_distribution(lm, PROMPT, params.replace(min_tokens=0)).probs)
+
+
+def test_numpy_float32_values_export_as_written():
+    from smolkit import to_vllm
+
+    assert to_vllm(SamplingParams(temperature=np.float32(0.7), top_p=np.float32(0.9)))["temperature"] == 0.7

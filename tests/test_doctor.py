@@ -64,3 +64,14 @@ def test_cli_exit_code_on_a_problem(tmp_path):
 @pytest.mark.parametrize("name", ["python", "torch", "transformers"])
 def test_versions_are_reported(name):
     assert run_checks()[name].found
+
+
+def test_a_cache_that_cannot_be_written_fails_with_the_remedy(tmp_path, monkeypatch):
+    """Issue 17, item 10: doctor said "the first load converts it" where that load could only fail."""
+    import shutil
+
+    monkeypatch.setenv("SMOLKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 10**12 - 10**7, 10**7))
+    check = run_checks()["embedded model"]
+    assert check.status == "fail" and "not converted yet" in check.found and "not enough disk space" in check.found
+    assert "SMOLKIT_CACHE_DIR" in check.remedy

@@ -7,6 +7,7 @@ same logits, the differences seen are ~1e-7) and the same greedy tokens.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import sys
@@ -703,15 +704,74 @@ def test_explorer_copy_button(lm):
     assert "temperature=0.4" in panel.code.value and "settings changed" not in panel.status.value
 
 
+LM_STANDIN = types.SimpleNamespace(name="m", is_vision=False, model=None)
+"""Enough of a LoadedModel for the export panel: its name and kind (no generation config of its own)."""
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.sampled_from(SNIPPET_TARGETS), st.floats(2.01, 5))
 def test_explorer_panel_reports_unexportable_settings(target, temperature):
     from smolkit.widgets import PresetExport
 
-    panel = PresetExport(lambda: SamplingParams(temperature=temperature), model="m")
+    panel = PresetExport(lambda: SamplingParams(temperature=temperature), LM_STANDIN)
     panel.target.value = target
     text = panel.show()
     if target == "transformers":  # transformers has no upper bound
         assert text.startswith("import torch")
     else:
         assert text.startswith(f"# cannot export to {target}: temperature=") and "cannot hold" in panel.status.value
+
+
+# -- issue 17: what the model's own generation config adds, and hostile names ------------------------------------
+
+
+def test_stages_a_models_config_adds_are_named_by_the_exports(lm):
+    """suppress_tokens in a generation_config.json: generate applies it and explain shows it; to_vllm, to_openai and
+    the vLLM/OpenAI snippets cannot carry it and now say so, naming the field (they dropped it silently)."""
+    base = GenerationConfig(**{**lm.model.generation_config.to_dict(), "suppress_tokens": [504]})
+    params = SamplingParams(temperature=0.7)
+    with model_generation_config(lm, base):
+        assert "suppress_tokens" in explain(params, lm).stage_names
+        assert next_token_distribution(lm, PROMPTS[0], params).prob_of(504) == 0.0
+        for export in (
+            lambda: to_vllm(params, lm=lm),
+            lambda: to_openai(params, lm=lm),
+            lambda: snippet(params, "vllm", lm=lm),
+            lambda: snippet(params, "openai", lm=lm),
+        ):
+            with pytest.warns(ExportWarning, match=r"suppress_tokens=\[504\].*cannot carry it"):
+                export()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ExportWarning)  # transformers reads the same file: nothing is lost
+            assert "HuggingFaceTB/SmolLM2-135M-Instruct" in snippet(params, "transformers", lm=lm)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ExportWarning)
+        to_vllm(params, lm=lm)  # the model's own config adds nothing hidden
+
+
+HOSTILE = ["m\nimport os; os.system('echo pwned')", "x') or __import__('os').system('id') #", "a\"\"\"b\r\n'''c"]
+
+
+def _shape(code: str) -> str:
+    """The code's syntax tree with every string constant blanked: what the code does, not what it says."""
+    tree = ast.parse(code)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            node.value = ""
+    return ast.dump(tree)
+
+
+@pytest.mark.parametrize("target", SNIPPET_TARGETS)
+@pytest.mark.parametrize("name", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_model_names_and_prompts_stay_strings(target, name):
+    """A model name (or prompt) that holds code or newlines becomes a string in the snippet, never code, and no
+    comment holds it: the snippet does exactly what it does for a plain name."""
+    params = SamplingParams(temperature=0.7, presence_penalty=0.2, stop_token_ids=[13], seed=1, n=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExportWarning)
+        hostile = snippet(params, target, model=name, prompt=name)
+        plain = snippet(params, target, model="owner/model", prompt="Hi")
+    assert _shape(hostile) == _shape(plain)
+    comments = [line for line in hostile.splitlines() if line.lstrip().startswith("#")]
+    pieces = [piece for piece in name.splitlines() if len(piece) >= 5]
+    assert not any(piece in line for piece in pieces for line in comments), comments

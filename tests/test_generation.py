@@ -140,3 +140,20 @@ def test_progress_bar_counts_the_steps(lm, monkeypatch, fast):
     assert counts[1][2] is True  # off unless asked for
     with pytest.raises(TypeError, match="progress must be True or False"):
         generate(lm, STORY, SamplingParams(max_new_tokens=3), progress="yes")
+
+
+def test_work_beyond_the_memory_is_refused_before_it_starts(lm, monkeypatch, model_work):
+    """n=256 x 64 tokens was killed at an 8 GiB limit with no message (a dead kernel in Jupyter); n=10**6 failed
+    inside the forward pass asking for 78 GB. Now: a ValueError naming n, the need and the memory, no model work."""
+    from smolkit import generation
+
+    monkeypatch.setattr(generation, "available_bytes", lambda device: 6 * 2**30)  # what an 8 GiB limit leaves
+    with model_work(lm) as work:
+        for n in (256, 10**6):
+            with pytest.raises(ValueError, match=rf"n={n} x max_new_tokens=64 would need about .* GiB .* 6\.0 GiB"):
+                generate(lm, "Hello", SamplingParams(n=n, max_new_tokens=64))
+        assert work.calls == 0
+    need = generation.planned_bytes(lm, SamplingParams(n=256, max_new_tokens=64), 30, fast=False)
+    assert 6 * 2**30 < need < 8 * 2**30  # scores and logits of every step: 256 x 64 x 49,152 x 8 bytes
+    assert generation.planned_bytes(lm, SamplingParams(n=256, max_new_tokens=64), 30, fast=True) < need / 2  # no per-step scores
+    assert len(generate(lm, "Hello", SamplingParams(n=2, max_new_tokens=3, seed=0)).samples) == 2

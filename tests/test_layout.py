@@ -170,3 +170,17 @@ def statement_runs() -> dict[tuple[str, ...], list[str]]:
 def test_no_logic_is_written_twice():
     repeated = {where[0]: where[1:] for where in statement_runs().values() if len(where) > 1}
     assert repeated == {}, f"the same statements (by shape) stand in several places: {repeated}"
+
+
+def test_importing_the_kit_leaves_matplotlib_and_ipywidgets_for_the_figures():
+    """The command line and scripts that plot nothing do not import matplotlib (which writes its config folder
+    under HOME) or ipywidgets; the figures and explorers import them on first use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, smolkit; before = {'matplotlib', 'ipywidgets'} & set(sys.modules); smolkit.plot_distribution; "
+        "print(sorted(before), 'matplotlib' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["[]", "True"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import shutil
 
 import pytest
@@ -38,11 +40,31 @@ def test_the_embedded_model_is_real(lm):
     assert dist.top(1)[0].token == " Paris"
 
 
+def test_token_texts_work_grows_with_the_ids_asked_not_with_what_is_remembered(lm):
+    """Issue 17, item 11: every call compared the ids with the whole cache (count_tokens on 40,000 tokens: 66 s with
+    a full cache). Here each cached entry counts a visit whenever the lookup touches it (hashes it)."""
+    visits = []
+
+    class Remembered(int):
+        def __hash__(self):
+            visits.append(int(self))
+            return int.__hash__(self)
+
+    texts = lm.tokenizer.batch_decode([[i] for i in range(5000)])
+    fresh = dataclasses.replace(lm, token_text_cache={Remembered(i): t for i, t in enumerate(texts)})
+    visits.clear()
+    assert fresh.token_texts([1, 2, 3, 1, 4999]) == [texts[1], texts[2], texts[3], texts[1], texts[4999]]
+    assert fresh.token_text(7000) == lm.tokenizer.decode([7000])  # a new id is decoded and remembered
+    assert fresh.token_texts([7000, 2]) == [lm.tokenizer.decode([7000]), texts[2]]
+    assert len(visits) == 0, f"{len(visits)} cached entries visited for 8 ids"
+
+
 def test_cache_is_sound_and_loads_fast(lm):
     folder = embedded_cache_path()
     assert cache_problem(folder) is None
     manifest = json.loads((folder / "smolkit-cache.json").read_text())
-    assert manifest["files"]["model.safetensors"] > 500_000_000
+    assert manifest["files"]["model.safetensors"]["size"] > 500_000_000
+    assert len(manifest["files"]["model.safetensors"]["sha256"]) == 64
     config = json.loads((folder / "config.json").read_text())
     assert "quantization_config" not in config
 
@@ -72,22 +94,74 @@ def test_damaged_cache_is_detected(private_cache, damage, reason):
     assert reason in cache_problem(private_cache)
 
 
-def test_damaged_cache_is_rebuilt_on_load(private_cache):
-    (private_cache / "model.safetensors").write_bytes(b"\0" * 100)
-    with pytest.warns(UserWarning, match="unusable"):
-        lm = load_model(device="cpu")
-    assert cache_problem(private_cache) is None
-    assert lm.token_text(int(lm.encode("Hi", chat=False)[0, 0])) == "Hi"
-    assert not [p for p in private_cache.parent.iterdir() if p.name.startswith(".")]  # no temporary folders left
-
-
-def test_corrupt_weights_with_the_right_size_are_detected(private_cache):
-    weights = private_cache / "model.safetensors"
+def _damage(weights, data: bytes, at: float = 0.5) -> None:
+    """Overwrite ``data`` inside ``weights`` at a fraction ``at`` of its size: the size stays, the header too."""
     size = weights.stat().st_size
     with weights.open("r+b") as f:
-        f.write(b"\xff" * 64)  # garbles the header, keeps the size
+        f.seek(int(size * at))
+        f.write(data)
     assert weights.stat().st_size == size
-    assert "unreadable" in cache_problem(private_cache)
+
+
+def test_damaged_weights_of_the_right_size_are_rebuilt_on_load(lm, private_cache):
+    """Issue 17, item 1: 4 MB of zeros inside the weights loaded without a word and moved the top token's
+    probability from 0.247 to 0.404. The rebuilt model answers as the sound one."""
+    _damage(private_cache / "model.safetensors", b"\0" * 4 * 2**20)
+    with pytest.warns(UserWarning, match="model.safetensors does not match its SHA-256 digest"):
+        rebuilt = load_model(device="cpu")
+    assert cache_problem(private_cache) is None
+    params = SamplingParams(temperature=0)
+    expected = next_token_distribution(lm, "What is the capital of France?", params).top(1)[0]
+    assert next_token_distribution(rebuilt, "What is the capital of France?", params).top(1)[0] == expected
+    assert not [p for p in private_cache.parent.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock")]
+
+
+@pytest.mark.parametrize(
+    ("data", "at"), [(b"\0" * 4 * 2**20, 0.5), (b"\xff" * 2**20, 0.3), (b"\xff" * 64, 0.0)],
+    ids=["4MB-zeros", "1MB-of-0xFF", "garbled-header"],
+)  # fmt: skip
+def test_damaged_weights_of_the_right_size_are_detected(private_cache, data, at):
+    """1 MB of 0xFF gave NaN probabilities and an empty greedy answer; only a garbled header was noticed."""
+    _damage(private_cache / "model.safetensors", data, at)
+    assert cache_problem(private_cache) == "model.safetensors does not match its SHA-256 digest (damaged since the " \
+        "conversion)"  # fmt: skip
+
+
+def test_digests_are_read_once_then_only_for_a_changed_file(private_cache, monkeypatch):
+    """The cheap check: a digest is re-read only when a file's identity or mtime changed, so loads stay fast."""
+    from smolkit import embedded
+
+    reads, real = [], embedded._sha256
+    monkeypatch.setattr(embedded, "_sha256", lambda path: reads.append(path.name) or real(path))
+    monkeypatch.setattr(embedded, "_VERIFIED", {})
+    assert cache_problem(private_cache) is None  # a copy: new inodes, so every digest is read once
+    assert sorted(reads) == sorted(p.name for p in private_cache.iterdir() if p.name != "smolkit-cache.json")
+    reads.clear()
+    monkeypatch.setattr(embedded, "_VERIFIED", {})  # as a new process: the manifest now records the check
+    assert cache_problem(private_cache) is None and reads == []
+    (private_cache / "config.json").touch()
+    assert cache_problem(private_cache) is None and reads == ["config.json"]
+    manifest = private_cache / "smolkit-cache.json"
+    written = manifest.stat().st_mtime_ns
+    assert cache_problem(private_cache, full=True) is None
+    assert len(reads) == 1 + len(json.loads(manifest.read_text())["files"])  # doctor's check: every digest
+    assert manifest.stat().st_mtime_ns == written  # and nothing written: a shared cache stays as it was
+
+
+def test_damage_that_keeps_the_mtime_is_found_by_doctor(private_cache):
+    """What the cheap check cannot see (a failing disk, a write that puts the mtime back) the full check finds:
+    doctor and `python -m smolkit convert` read every digest."""
+    from smolkit.doctor import run_checks
+
+    assert cache_problem(private_cache) is None
+    weights = private_cache / "model.safetensors"
+    before = weights.stat()
+    _damage(weights, b"\xff" * 2**20)
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert cache_problem(private_cache) is None  # the identity is unchanged: trusted, by design
+    assert "does not match its SHA-256 digest" in cache_problem(private_cache, full=True)
+    check = run_checks()["embedded model"]
+    assert check.status == "warn" and "damaged" in check.found and "python -m smolkit convert" in check.remedy
 
 
 def test_unknown_model_name():

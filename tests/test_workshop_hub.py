@@ -421,7 +421,7 @@ def unusable_cache_loads(hub, participants, kernels):
     for folder in caches.values():
         subprocess.run(["chmod", "-R", "a-w,a+rX", str(folder)], check=True)
     before = {kind: snapshot(folder) for kind, folder in caches.items()}
-    code = f"CACHES = {({k: str(v) for k, v in caches.items()})!r}\n" + LOAD_FROM
+    code = f"CACHES = { ({k: str(v) for k, v in caches.items()})!r}\n" + LOAD_FROM
     found = json.loads(in_kernel(hub, A, participants[A]["token"], kernels[A]["kernel_id"], code).splitlines()[-1])
     return {kind: {**found[kind], "changed": snapshot(caches[kind]) != before[kind]} for kind in caches}
 
@@ -449,11 +449,6 @@ def test_a_kernel_never_converts_into_the_shared_cache(unusable_cache_loads):
         assert not run["changed"], f"a participant's kernel wrote into the {kind} shared cache"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs smolkit.embedded.ensure_converted to refuse, not try, a conversion into a cache folder it cannot "
-    "write (today: PermissionError from tempfile.mkdtemp after 'converting ... once'); see the report",
-)
 def test_a_kernel_that_finds_the_shared_cache_unusable_says_what_to_do(unusable_cache_loads):
     for kind, run in unusable_cache_loads.items():
         output = run["output"]

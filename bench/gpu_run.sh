@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The GPU measurements of bench/RESULTS.md, on a machine with CUDA and the machine's own python3 (no venv), in
+# stages that fit one call each of a lent machine. Source bench/device_env.sh first where packages are missing.
+#
+#   bench/gpu_run.sh tests      make test-gpu's first half: the -m gpu tests (fast path parity, chi-square, share)
+#   bench/gpu_run.sh trust      bench/gpu_trust.py: plotted vs sampled, float32 and bfloat16
+#   bench/gpu_run.sh bench      bench/bench_gpu.py (and its warm-up in fresh processes) and profile_fastpath.py
+#   bench/gpu_run.sh notebooks  make test-gpu's second half: every notebook under nbval-lax on the GPU
+#   bench/gpu_run.sh workshop   bench/workshop_load.py: how many participants one GPU holds
+# Logs and JSON go to ${OUT:-bench/gpu-out}.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-bench/gpu-out}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=PASSIVE
+py=${PYTHON:-python3}
+stage() { local name=$1; shift; echo "== $name: $*"; local t0=$SECONDS; "$@" 2>&1 | tee "$out/$name.log"; local rc=${PIPESTATUS[0]}; echo "== $name: exit $rc in $((SECONDS - t0)) s"; }
+for what in "$@"; do
+    case "$what" in
+        tests) stage tests "$py" -m pytest -q -p no:cacheprovider -o addopts= -m gpu tests ;;
+        trust) stage trust "$py" bench/gpu_trust.py --out "$out/results-gpu-trust.json" ;;
+        bench)
+            stage bench "$py" bench/bench_gpu.py --weights embedded --static --warmup --compare-dtype bfloat16 \
+                --out "$out/results-gpu.json"
+            stage profile "$py" bench/profile_fastpath.py --quick ;;
+        notebooks)
+            stage notebooks "$py" -m pytest -q -p no:cacheprovider -o addopts= --nbval-lax --nbval-kernel-name smolkit \
+                --nbval-cell-timeout 900 --durations=0 notebooks ;;
+        workshop) stage workshop "$py" bench/workshop_load.py --out "$out/results-workshop-gpu.json" ;;
+        *) echo "unknown stage $what" >&2; exit 2 ;;
+    esac
+done
