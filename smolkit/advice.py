@@ -403,9 +403,9 @@ def _cpu_name() -> str:
 
 
 def _environment() -> dict[str, Any]:
-    import transformers
+    from importlib.metadata import version
 
-    from smolkit import __version__
+    import transformers
 
     return {
         "machine": f"{_cpu_name()}, {os.cpu_count()} cores, torch using {torch.get_num_threads()} threads",
@@ -413,7 +413,7 @@ def _environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "smolkit": __version__,
+        "smolkit": version("smolkit"),
     }
 
 
