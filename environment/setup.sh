@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Create the project venv and install everything smolkit needs. Idempotent: safe to run again.
 #
-#   TORCH=cpu    (default) torch==2.13.0 from requirements.txt, the CPU build
-#   TORCH=cu126  torch from PyTorch's CUDA 12.6 index (the seed's GPU recipe); TORCH_VERSION pins a version
+#   TORCH=cpu    (default) requirements-cpu.txt: torch==2.13.0, the CPU build, and requirements.txt
+#   TORCH=cu126  torch from PyTorch's CUDA 12.6 index (the source README's GPU recipe), then requirements.txt (which
+#                names no torch, so it keeps that one); TORCH_VERSION pins a version, e.g. 2.6.0
 #   PYTHON       the interpreter that creates the venv (3.11 or newer), default python3
 #   VENV         the venv folder, default .venv
 set -euo pipefail
@@ -27,15 +28,14 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 
 case "$TORCH" in
     cpu)
-        echo "== installing requirements.txt (torch CPU build)"
-        "${PIP[@]}" install -r requirements.txt
+        echo "== installing requirements-cpu.txt (torch CPU build, then requirements.txt)"
+        "${PIP[@]}" install -r requirements-cpu.txt
         ;;
     cu126|cu128|cu130)
         echo "== installing torch${TORCH_VERSION:+==$TORCH_VERSION} from the PyTorch $TORCH index"
         "${PIP[@]}" install "torch${TORCH_VERSION:+==$TORCH_VERSION}" --index-url "https://download.pytorch.org/whl/$TORCH"
-        echo "== installing requirements.txt without its CPU torch pin"
-        grep -v '^torch==' requirements.txt > "$VENV/requirements-no-torch.txt"
-        "${PIP[@]}" install -r "$VENV/requirements-no-torch.txt"
+        echo "== installing requirements.txt (it names no torch: the CUDA build stays)"
+        "${PIP[@]}" install -r requirements.txt
         ;;
     *)
         echo "TORCH must be cpu, cu126, cu128 or cu130, got '$TORCH'" >&2

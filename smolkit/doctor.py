@@ -134,7 +134,10 @@ def check_packages() -> list[Check]:
     }
     for dist, remedy in needed.items():
         version = _version(dist)
-        checks.append(Check(dist, "ok", version) if version else Check(dist, "fail", "not installed", remedy))
+        if not version:
+            checks.append(Check(dist, "fail", "not installed", remedy))
+        else:
+            checks.append(check_transformers_range(version) if dist == "transformers" else Check(dist, "ok", version))
     widgets_fe = _version("jupyterlab_widgets")
     checks.append(
         Check("widgets front end", "ok", f"jupyterlab_widgets {widgets_fe}")
@@ -142,6 +145,18 @@ def check_packages() -> list[Check]:
         else Check("widgets front end", "fail", "jupyterlab_widgets missing", "pip install jupyterlab_widgets")
     )
     return checks
+
+
+def check_transformers_range(version: str) -> Check:
+    """The transformers line: in the tested range (smolkit/compat.py), newer (works, unchecked) or older (refused)."""
+    from smolkit.compat import TRANSFORMERS_TESTED, transformers_problem
+
+    problem = transformers_problem(version)
+    if problem is None:
+        return Check("transformers", "ok", f"{version} (tested: {TRANSFORMERS_TESTED[0]} to {TRANSFORMERS_TESTED[-1]})")
+    severity, what = problem
+    found, remedy = what.split("; ", 1)
+    return Check("transformers", "fail" if severity == "old" else "warn", found, remedy)
 
 
 def check_kernel() -> list[Check]:

@@ -68,7 +68,8 @@ def apply_gpu_memory_cap(device: torch.device) -> float | None:
     fraction = memory_fraction()
     if device.type != "cuda" or fraction is None:
         return None
-    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    index = device.index if device.index is not None else torch.cuda.current_device()  # "cuda" names no index
+    torch.cuda.set_per_process_memory_fraction(fraction, index)
     return fraction
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from smolkit import _checks, gpu_share
+from smolkit.compat import require_supported_transformers, vision_problem
 from smolkit.embedded import EMBEDDED_DESCRIPTION, ensure_converted
 from smolkit.images import load_image
 
@@ -288,6 +289,8 @@ def _load_hub(name: str, device: torch.device, dtype: torch.dtype, image_splitti
 
     kwargs = dict(dtype=dtype, use_safetensors=True, trust_remote_code=False, local_files_only=local_only)
     is_vision = hasattr(config, "vision_config")
+    if is_vision and vision_problem() is not None:
+        raise RuntimeError(f"model {name!r} is a vision-language model, and {vision_problem()}")
     with warnings.catch_warnings(), _quiet_progress():
         warnings.filterwarnings("ignore", message=".*use_fast.*")
         if is_vision:
@@ -359,6 +362,7 @@ def load_model(
     """
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"name must be 'embedded', a Hub model id or a local folder, got {name!r}")
+    require_supported_transformers()
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     if image_splitting is not None and not isinstance(image_splitting, bool):

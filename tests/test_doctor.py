@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 
@@ -75,3 +76,20 @@ def test_a_cache_that_cannot_be_written_fails_with_the_remedy(tmp_path, monkeypa
     check = run_checks()["embedded model"]
     assert check.status == "fail" and "not converted yet" in check.found and "not enough disk space" in check.found
     assert "SMOLKIT_CACHE_DIR" in check.remedy
+
+
+@pytest.mark.parametrize(
+    ("version", "status", "remedy"),
+    [("5.23.0", "ok", ""), ("5.99.0", "warn", "pip install 'transformers>="), ("4.57.6", "fail", "pip install")],
+)
+def test_transformers_outside_the_tested_range_is_named(monkeypatch, version, status, remedy):
+    """A newer transformers works but is unchecked (warn); an older one is refused by load_model (fail)."""
+    module = importlib.import_module("smolkit.doctor")  # smolkit.doctor is also the function
+    real = module._version
+    monkeypatch.setattr(module, "_version", lambda dist: version if dist == "transformers" else real(dist))
+    report = run_checks()
+    check = report["transformers"]
+    assert check.status == status and version in check.found and remedy in check.remedy
+    assert report.ok == (status != "fail")
+    if status != "ok":
+        assert f"-> {check.remedy}" in str(report)

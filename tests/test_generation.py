@@ -155,5 +155,7 @@ def test_work_beyond_the_memory_is_refused_before_it_starts(lm, monkeypatch, mod
         assert work.calls == 0
     need = generation.planned_bytes(lm, SamplingParams(n=256, max_new_tokens=64), 30, fast=False)
     assert 6 * 2**30 < need < 8 * 2**30  # scores and logits of every step: 256 x 64 x 49,152 x 8 bytes
-    assert generation.planned_bytes(lm, SamplingParams(n=256, max_new_tokens=64), 30, fast=True) < need / 2  # no per-step scores
+    assert (
+        generation.planned_bytes(lm, SamplingParams(n=256, max_new_tokens=64), 30, fast=True) < need / 2
+    )  # no per-step scores
     assert len(generate(lm, "Hello", SamplingParams(n=2, max_new_tokens=3, seed=0)).samples) == 2

@@ -46,13 +46,16 @@ def test_the_cap_is_applied_on_cuda_only_and_only_when_a_share_is_set(monkeypatc
     assert gpu_share.apply_gpu_memory_cap(torch.device("cpu")) is None
     assert cuda_calls == []
     assert gpu_share.apply_gpu_memory_cap(CUDA) == 0.25
-    assert cuda_calls == [("cap", 0.25, CUDA)]
+    assert cuda_calls == [("cap", 0.25, CUDA.index)]
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    assert gpu_share.apply_gpu_memory_cap(torch.device("cuda")) == 0.25  # torch refuses a device with no index
+    assert cuda_calls[-1] == ("cap", 0.25, 3)
     monkeypatch.delenv(gpu_share.ENV)
     assert gpu_share.apply_gpu_memory_cap(CUDA) is None
     monkeypatch.setenv(gpu_share.ENV, "2")
     with pytest.raises(ValueError, match="got '2'"):
         gpu_share.apply_gpu_memory_cap(CUDA)
-    assert len(cuda_calls) == 1  # refused before any cap
+    assert len(cuda_calls) == 2  # refused before any cap
 
 
 @pytest.mark.parametrize(

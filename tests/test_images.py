@@ -188,6 +188,7 @@ def test_a_failed_load_leaves_no_file_open(tmp_path):
 
 def _one_bit_png(width: int, height: int) -> bytes:
     """A real, white 1-bit PNG of ``width`` x ``height`` pixels (a few hundred KB for hundreds of megapixels)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 

@@ -82,7 +82,7 @@ def test_nbval_as_make_test_notebooks_runs_it_leaves_the_notebook_untouched(tmp_
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", *_nbval_flags(), str(path)],
         cwd=tmp_path,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO)},  # -p tests.nbval_numbers
         capture_output=True,
         text=True,
         timeout=300,
@@ -316,8 +316,9 @@ def test_kernels_starting_at_once_convert_once_and_all_load(lm, tmp_path):
     assert cache_problem(folder) is None and leftovers(folder) == []
 
 
-def test_leftovers_are_removed_at_the_next_load_unless_a_conversion_runs(quick_conversion, tmp_path, monkeypatch,
-                                                                        capsys):
+def test_leftovers_are_removed_at_the_next_load_unless_a_conversion_runs(
+    quick_conversion, tmp_path, monkeypatch, capsys
+):
     """Issue 17, item 9: what killed conversions left was removed only by a later conversion (never while the cache
     was sound), and only after an hour. Now at the next load, unless a conversion holds the lock: then the
     temporary folder is its own."""
