@@ -11,20 +11,32 @@ The names below are the whole public API: what the notebooks and the README use.
 
 import importlib
 
+from smolkit.advice import FACTUAL_QUESTIONS, README_ADVICE, advice_rows, load_advice, measure_factual
+from smolkit.beams import beam_search, beam_snippet, beam_tree
 from smolkit.distribution import Distribution, next_token_distribution
 from smolkit.doctor import doctor
-from smolkit.exercises import check
+from smolkit.exercises import check_exercise
 from smolkit.explain import explain
 from smolkit.export import ExportWarning, to_openai, to_vllm
 from smolkit.generation import GenerationResult, generate
 from smolkit.hf import to_transformers
 from smolkit.hub_cache import cached_smolvlm
+from smolkit.image_tokens import SMOLVLM_256M, image_prompt, image_token_rows, prefill_seconds
 from smolkit.importers import from_generation_config, from_model_defaults, from_openai
 from smolkit.models import LoadedModel, load_model
 from smolkit.params import SamplingParams
 from smolkit.presets import PRESETS, preset
 from smolkit.processors import FrequencyPenaltyLogitsProcessor, PresencePenaltyLogitsProcessor
 from smolkit.sample_images import SAMPLE_IMAGES, sample_image
+from smolkit.sequences import (
+    HUMAN_TEXT,
+    logprob_rows,
+    perplexity_rows,
+    score_continuation,
+    server_logprobs,
+    tail_chance,
+    tail_rows,
+)
 from smolkit.snippets import snippet
 from smolkit.tables import format_rows, grid_table, penalty_rows, stage_rows, sweep
 from smolkit.textstats import repeated_ngram_fraction, sample_stats
@@ -34,9 +46,9 @@ __version__ = "0.1.0"
 
 _LAZY = {
     **dict.fromkeys(
-        ("plot_cumulative", "plot_distribution", "plot_entropy_vs_temperature", "plot_heatmap", "plot_stages",
-         "plot_steps"), "smolkit.viz"),
-    **dict.fromkeys(("DistributionExplorer", "LiveSamples", "StepExplorer"), "smolkit.widgets"),
+        ("plot_beam_tree", "plot_cumulative", "plot_distribution", "plot_entropy_vs_temperature", "plot_heatmap",
+         "plot_stages", "plot_steps", "plot_tail", "plot_token_logprobs"), "smolkit.viz"),
+    **dict.fromkeys(("BeamExplorer", "DistributionExplorer", "LiveSamples", "StepExplorer"), "smolkit.widgets"),
 }  # fmt: skip
 """Figures and explorers, imported on first use: matplotlib and ipywidgets stay out of the command line and of
 every script that plots nothing (importing matplotlib also writes its config folder under HOME)."""
@@ -61,6 +73,12 @@ __all__ = [  # noqa: RUF022 (grouped by purpose, as the README lists them)
     "load_model",
     "PRESETS",
     "preset",
+    # the source README's advice, measured
+    "README_ADVICE",
+    "FACTUAL_QUESTIONS",
+    "load_advice",
+    "advice_rows",
+    "measure_factual",
     # the next token, its stages, and tables of their numbers
     "Distribution",
     "next_token_distribution",
@@ -74,6 +92,21 @@ __all__ = [  # noqa: RUF022 (grouped by purpose, as the README lists them)
     "generate",
     "repeated_ngram_fraction",
     "sample_stats",
+    # whole sequences: their probability, beam search, the tail, server logprobs
+    "score_continuation",
+    "beam_search",
+    "beam_tree",
+    "plot_token_logprobs",
+    "plot_beam_tree",
+    "BeamExplorer",
+    "perplexity_rows",
+    "HUMAN_TEXT",
+    "tail_rows",
+    "tail_chance",
+    "plot_tail",
+    "server_logprobs",
+    "logprob_rows",
+    "beam_snippet",
     # tokens
     "count_tokens",
     "show_tokens",
@@ -103,6 +136,10 @@ __all__ = [  # noqa: RUF022 (grouped by purpose, as the README lists them)
     "SAMPLE_IMAGES",
     "cached_smolvlm",
     "sample_image",
+    "SMOLVLM_256M",
+    "image_token_rows",
+    "image_prompt",
+    "prefill_seconds",
     "doctor",
-    "check",
+    "check_exercise",
 ]

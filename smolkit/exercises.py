@@ -1,37 +1,162 @@
-"""Checking a learner's answer to a notebook exercise against the kit's own computation (never a stored answer)."""
+"""The notebooks' exercises: each one's check, computed by the kit from the notebook's own objects.
+
+A notebook's exercise cell reads ``smolkit.check_exercise("03a", answer, dist=dist)``: the learner sees the
+question and the objects it is about, not the computation that answers it (that lives here, in ``EXERCISES``).
+The right answer is never stored: it is computed again from the objects on every check, so that a learner who
+changed the notebook's prompt is checked against what their notebook shows.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["check"]
+from smolkit import _checks
+from smolkit.distribution import next_token_distribution
+from smolkit.explain import explain
+from smolkit.generation import generate
+from smolkit.params import SamplingParams
+from smolkit.tables import penalty_rows, sweep
+from smolkit.textstats import repeated_ngram_fraction
+from smolkit.tokens import count_tokens
+
+__all__ = ["EXERCISES", "Exercise", "check_exercise"]
 
 
-def check(answer: Any, expected: Any | Callable[[], Any], hint: str = "", tolerance: float = 0.0) -> bool:
-    """Print whether ``answer`` matches ``expected`` (a value, or a function computing it) and return True if so.
+@dataclasses.dataclass(frozen=True)
+class Exercise:
+    """One exercise: the objects its check needs (keyword names), the computation of the right answer from them,
+    the hint shown for a wrong answer, and the tolerance for numbers (absolute)."""
 
-    ``answer`` still ``None`` (or ``...``) means not answered yet: a reminder is printed, not a failure. Numbers
-    match within ``tolerance`` (absolute); anything else must be equal.
+    needs: tuple[str, ...]
+    answer: Callable[..., Any]
+    hint: str
+    tolerance: float = 0.0
 
-    >>> check(None, 3)
+
+def _first_where(values: Sequence[Any], condition: Callable[[Any], bool]) -> Any:
+    """The first of ``values`` meeting ``condition``, or None when none does (then no answer is right)."""
+    return next((v for v in values if condition(v)), None)
+
+
+def _top_token(dist: Any) -> str:
+    return dist.top(1)[0].token
+
+
+def _steps(start: float, step: float, count: int) -> list[float]:
+    return [round(start + step * i, 2) for i in range(count)]
+
+
+def _row_for(rows: Sequence[dict[str, Any]], edge: int) -> dict[str, Any]:
+    return next(r for r in rows if r["longest edge"] == edge)
+
+
+def _vllm_count(dist: Any) -> int:
+    return dist.in_vllm_order().surviving()
+
+
+EXERCISES: dict[str, Exercise] = {
+    "00a": Exercise(("dist",), _top_token, "the tallest blue bar; copy its label, and a '␣' is a space"),
+    "01a": Exercise(("lm", "question"), lambda lm, question: count_tokens(lm, question, chat=True),
+                    "count the tokens of show_tokens(lm, question, chat=True)"),
+    "01b": Exercise(("lm", "prompt", "greedy"),
+                    lambda lm, prompt, greedy: generate(lm, prompt, greedy.replace(max_new_tokens=25))
+                    .samples[0].finish_reason,
+                    "the end-of-answer token is a token too: is it the 25th?"),
+    "02a": Exercise(("lm", "prompt", "greedy"),
+                    lambda lm, prompt, greedy: len(set(generate(lm, prompt, greedy.replace(n=10)).texts)),
+                    "greedy has no randomness: what changes from one run to the next?"),
+    "02b": Exercise(("lm", "prompt"), lambda lm, prompt: _top_token(next_token_distribution(lm, prompt,
+                                                                                            generated="Once")),
+                    "after clicking Once, the first button is the most likely token; a '␣' is a space"),
+    "03a": Exercise(("dist",), lambda dist: dist.with_params(temperature=0.5).top(1)[0].prob,
+                    "set the slider to 0.50 and read the first number after 'top:'", tolerance=0.01),
+    "03b": Exercise(("dist",), lambda dist: len({r["top"] for r in sweep(dist, "temperature",
+                                                                         [0.1, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0])}) > 1,
+                    "look at the 'top' column of the table in section 4, or at the formula in section 1"),
+    "04a": Exercise(("dist",), lambda dist: dist.with_params(top_p=0.5).surviving(),
+                    "set top_p to 0.50 and read '... tokens can be sampled' above the picture"),
+    "04b": Exercise(("sure",), lambda sure: sure.top(1, "raw")[0].prob,
+                    "the nucleus is one token as long as that token alone reaches top_p", tolerance=0.01),
+    "05a": Exercise(("flat",), lambda flat: flat.with_params(top_k=5).kept_mass(),
+                    "section 2 prints it", tolerance=0.01),
+    "05b": Exercise(("flat",), lambda flat: _first_where(range(1, 1000), lambda k: flat.with_params(top_k=k)
+                                                         .kept_mass() >= 0.8),
+                    "kept_mass grows with k: narrow it down, e.g. try [10, 30, 50], then values in between"),
+    "06a": Exercise(("dist",), lambda dist: _first_where(_steps(1.0, 0.05, 21), lambda r: _top_token(
+                        dist.with_params(repetition_penalty=r)) != _top_token(dist)),
+                    "watch the tallest blue bar; the table in section 3 brackets the answer", tolerance=0.001),
+    "06b": Exercise(("poems",), lambda poems: max(poems, key=lambda p: repeated_ngram_fraction(poems[p].token_ids)),
+                    "a penalty below 1 is a reward"),
+    "07a": Exercise(("dist",), lambda dist: 0.8 * next(r["generated"] for r in penalty_rows(dist, n=8)
+                                                        if r["token"] == "A"),
+                    "frequency_penalty x the number of times the token was generated", tolerance=0.001),
+    "07b": Exercise(("dist",), lambda dist: _first_where(_steps(0.0, 0.1, 21), lambda f: _top_token(
+                        dist.with_params(frequency_penalty=f)) != _top_token(dist)),
+                    "A must lose more than its 1.5-point lead, and it was generated twice", tolerance=0.001),
+    "08a": Exercise(("lm", "prompt", "params"),
+                    lambda lm, prompt, params: len({generate(lm, prompt, params.replace(seed=7)).text
+                                                    for _ in range(2)}) == 1,
+                    "same seed, prompt, parameters, device and batch size"),
+    "08b": Exercise(("lm", "question", "answer_params"),
+                    lambda lm, question, answer_params: generate(lm, question, answer_params.replace(min_tokens=5))
+                    .token_ids == generate(lm, question, answer_params).token_ids,
+                    "min_tokens only matters when the model wants to stop before that many tokens"),
+    "08c": Exercise(("lm",), lambda lm: lm.tokenizer("\n", add_special_tokens=False)["input_ids"][0],
+                    "lm.tokenizer.convert_tokens_to_ids(...) or lm.tokenizer.encode(...) gives the ids of a text"),
+    "09a": Exercise(("plain",), lambda plain: _vllm_count(plain.with_params(temperature=1.5, top_p=0.9, min_p=0.1)),
+                    "replay the stages in vLLM's order (in_vllm_order) and count the tokens that survive"),
+    "09b": Exercise(("plain", "temperatures"),
+                    lambda plain, temperatures: _first_where(temperatures, lambda t: plain.with_params(
+                        temperature=t, top_p=0.9).surviving() > 100),
+                    "read the row top_p = 0.9 from left to right", tolerance=0.001),
+    "10a": Exercise(("score",), lambda score: min(score.tokens, key=lambda t: t.logprob).token,
+                    "the most negative number in the logprob column"),
+    "10b": Exercise(("greedy", "beams"), lambda greedy, beams: greedy.best.logprob >= beams.best.logprob - 1e-6,
+                    "compare greedy's logprob with the best beam's: which is higher?"),
+    "11a": Exercise(("rows",), lambda rows: _row_for(rows, 2048)["image tokens"],
+                    "the image tokens column of the 2048 px row"),
+    "11b": Exercise(("rows",), lambda rows: _row_for(rows, 1024)["tiles"],
+                    "a 1024 px edge makes a grid of 512 px tiles; do not forget the global view"),
+    "12a": Exercise(("client",), lambda client: next(k for k, v in client.items() if isinstance(v, dict)
+                                                     and "repetition_penalty" in v),
+                    "look at the client's keyword arguments in section 2: the part only vLLM reads"),
+    "12b": Exercise(("lm",), lambda lm: next(s.values["top_k"] for s in explain(SamplingParams(temperature=1.0),
+                                                                                lm).plain_stages if s.name == "top_k"),
+                    "the note marked [top_k_default]"),
+    "12c": Exercise(("exercise",), _vllm_count,
+                    "exercise.in_vllm_order() replays vLLM's order: count the tokens that can still be drawn"),
+}
+"""Every exercise of the notebooks, by notebook number and letter."""
+
+
+def _matches(answer: Any, truth: Any, tolerance: float) -> bool:
+    numeric = (int, float)
+    if isinstance(answer, bool) or isinstance(truth, bool) or not isinstance(answer, numeric):
+        return answer == truth
+    return isinstance(truth, numeric) and math.isclose(answer, truth, rel_tol=0, abs_tol=tolerance)
+
+
+def check_exercise(key: str, answer: Any, **objects: Any) -> bool:
+    """Check ``answer`` to exercise ``key`` (e.g. "03a") against the kit's computation on the notebook's
+    ``objects``; print "Correct!" or the exercise's hint, and return whether it was right.
+
+    ``answer`` still ``None`` (or ``...``) means not answered yet: a reminder is printed, not a failure.
+
+    >>> check_exercise("08c", None)
     Exercise: replace None with your answer, then run this cell again.
     False
-    >>> check(3, lambda: 1 + 2)
-    Correct!
-    True
-    >>> check(0.52, 0.5, hint="look at the top bar", tolerance=0.01)
-    Not yet: look at the top bar
-    False
     """
+    exercise = EXERCISES[_checks.choice("exercise", key, tuple(EXERCISES))]
     if answer is None or answer is Ellipsis:
         print("Exercise: replace None with your answer, then run this cell again.")
         return False
-    truth = expected() if callable(expected) else expected
-    if isinstance(answer, (int, float)) and isinstance(truth, (int, float)) and not isinstance(answer, bool):
-        ok = math.isclose(answer, truth, rel_tol=0, abs_tol=tolerance)
-    else:
-        ok = answer == truth
-    print("Correct!" if ok else f"Not yet{': ' + hint if hint else ', try again.'}")
+    missing = [name for name in exercise.needs if name not in objects]
+    if missing:
+        raise TypeError(f"exercise {key} is checked on {', '.join(exercise.needs)}: pass {', '.join(missing)}=...")
+    truth = exercise.answer(**{name: objects[name] for name in exercise.needs})
+    ok = truth is not None and _matches(answer, truth, exercise.tolerance)
+    print("Correct!" if ok else f"Not yet: {exercise.hint}")
     return ok

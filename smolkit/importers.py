@@ -142,9 +142,11 @@ def _refuse_unsupported(gc: GenerationConfig, lib: Mapping[str, Any], vllm_mode:
     if bad and vllm_mode:
         warn(f"a vLLM server ignores these generation_config fields: {', '.join(bad)}", stacklevel=4)
     elif bad:
+        beams = any(b.startswith("num_beams") for b in bad)
         raise ValueError(
-            f"cannot import {', '.join(bad)}: smolkit (like vLLM) has no equivalent, so the preset would sample "
-            "from another distribution than this GenerationConfig"
+            f"cannot import {', '.join(bad)}: SamplingParams (smolkit's, like vLLM's) has no equivalent, so the "
+            "preset would sample from another distribution than this GenerationConfig"
+            + (" (vLLM runs beam search outside SamplingParams, with LLM.beam_search)" if beams else "")
         )
 
 

@@ -9,28 +9,12 @@ Not part of the public API.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-# SmolVLM's chat template (the format of its chat_template.json): "User:<image>text<end_of_utterance>\nAssistant:"
-SMOLVLM_CHAT_TEMPLATE = (
-    "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}"
-    "{% if message['content'][0]['type'] == 'image' %}{{':'}}{% else %}{{': '}}{% endif %}"
-    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{line['text']}}"
-    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
-)
-
-IMAGE_SPECIAL_TOKENS = [
-    "<fake_token_around_image>",
-    "<image>",
-    "<end_of_utterance>",
-    "<global-img>",
-    *[f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)],
-]
+from smolkit.image_tokens import SMOLVLM_CHAT_TEMPLATE, smolvlm_tokenizer
 
 
 def chi_square(counts: torch.Tensor, probs: torch.Tensor, bins: int = 20) -> float:
@@ -56,19 +40,12 @@ def build_tiny_idefics3(folder: str | Path, tile: int = 64, patch: int = 16, see
     one (no torchvision). One tile of ``tile`` px gives ``(tile / patch) ** 2 / 4`` image tokens (scale factor 2);
     images up to ``4 * tile`` px are split into tiles plus a global image, as SmolVLM does.
     """
-    from transformers import AutoTokenizer, Idefics3ForConditionalGeneration, Idefics3Processor
+    from transformers import Idefics3ForConditionalGeneration, Idefics3Processor
     from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
-
-    from smolkit.models import EMBEDDED, load_model
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    embedded = load_model(EMBEDDED, device="cpu")
-    embedded.tokenizer.save_pretrained(str(folder / "_tok"))
-    tokenizer = AutoTokenizer.from_pretrained(str(folder / "_tok"), trust_remote_code=False)
-    shutil.rmtree(folder / "_tok")
-    tokenizer.add_special_tokens({"additional_special_tokens": IMAGE_SPECIAL_TOKENS})
-    tokenizer.add_special_tokens({"eos_token": "<end_of_utterance>"})
+    tokenizer = smolvlm_tokenizer()
 
     scale = 2
     image_seq_len = (tile // patch) ** 2 // scale**2

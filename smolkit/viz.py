@@ -18,8 +18,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from smolkit.beams import BeamNode, BeamSearchResult
 from smolkit.distribution import Distribution
 from smolkit.generation import GenerationResult
+from smolkit.sequences import ContinuationScore
 from smolkit.tables import grid
 from smolkit.tokens import visible
 
@@ -28,12 +30,15 @@ __all__ = [
     "CumulativePlot",
     "bar_data",
     "before_top_p",
+    "plot_beam_tree",
     "plot_cumulative",
     "plot_distribution",
     "plot_entropy_vs_temperature",
     "plot_heatmap",
     "plot_stages",
     "plot_steps",
+    "plot_tail",
+    "plot_token_logprobs",
     "show",
     "token_label",
 ]
@@ -152,6 +157,15 @@ class BarsPlot:
         """What ``update`` changes while the axes, ticks and legend stay (unless update says otherwise)."""
         return [*self.base_bars, *self.stage_bars, self.cut_marks, *([] if self.live else [self.ax.title])]
 
+    def _counts(self, dist: Distribution) -> str:
+        """The entropy change and how many tokens remain, said of the plotted stage (greedy picks one token)."""
+        vocab, left = dist.probs.numel(), dist.surviving(self.stage)
+        where = "can be sampled" if self.stage == "final" else f"left after {self.stage}"
+        what = f"{left:,} of {vocab:,} tokens {where}"
+        if self.stage == "final" and dist.params.greedy:
+            what = f"greedy picks 1 of {vocab:,} tokens"
+        return f"entropy {dist.stage_entropy(self.base):.2f} → {dist.stage_entropy(self.stage):.2f} bits, {what}"
+
     def update(self, dist: Distribution, title: str | None = None, settle: bool = False) -> bool:
         """Show ``dist`` (same prompt and context as the one drawn first: the same tokens are shown). Returns True
         when more than the dynamic artists changed (the y range or the legend), so a full redraw is needed."""
@@ -182,13 +196,7 @@ class BarsPlot:
         rescaled = not 0.8 * top <= needed <= top
         if rescaled:
             self.ax.set_ylim(0, needed)
-        self.ax.set_title(
-            title
-            or f"{describe(dist)}\nentropy {dist.stage_entropy(self.base):.2f} → "
-            f"{dist.stage_entropy(self.stage):.2f} bits, {dist.surviving(self.stage):,} of {dist.probs.numel():,} "
-            "tokens can be sampled",
-            fontsize=10,
-        )
+        self.ax.set_title(title or f"{describe(dist)}\n{self._counts(dist)}", fontsize=10)
         return legend_changed or rescaled
 
 
@@ -355,6 +363,81 @@ def plot_steps(result: GenerationResult, sample: int = 0, ax: Axes | None = None
     twin.set_ylabel("entropy (bits)", color=OTHER)
     ax.spines[["top"]].set_visible(False)
     ax.set_title("each generated token (red: not the model's first choice) and how uncertain its step was", fontsize=9)
+    return fig
+
+
+def plot_token_logprobs(score: ContinuationScore, ax: Axes | None = None) -> Figure:
+    """A continuation token by token: each token's probability given the ones before it (bars, log scale) and the
+    running sum of log-probabilities (line): where the text became unlikely."""
+    tokens = score.tokens
+    fig, ax = _new_axes(ax, (max(6.0, 0.32 * len(tokens) + 1), 3.4))
+    x = np.arange(len(tokens))
+    ax.bar(x, [t.prob for t in tokens], color=[FINAL if t.rank == 0 else CUT for t in tokens])
+    ax.set_yscale("log")
+    ax.set_ylim(min(min(t.prob for t in tokens) / 3, 0.1), 1.5)
+    ax.set_ylabel("probability of the token")
+    ax.set_xticks(x, [token_label(t.token, 10) for t in tokens], rotation=70, ha="right", fontsize=8)
+    twin = ax.twinx()
+    twin.plot(x, np.cumsum([t.logprob for t in tokens]), color=OTHER, marker=".", linewidth=1)
+    twin.set_ylabel("log-probability so far", color=OTHER)
+    ax.spines[["top"]].set_visible(False)
+    ax.set_title(f"{score.summary()}\n(red: not the model's first choice)", fontsize=9)
+    return fig
+
+
+def plot_tail(dist: Distribution, mark: int | None = None, stage: str = "final", ax: Axes | None = None) -> Figure:
+    """Every token's probability against its rank, both on log scales, with the mass of all tokens from each rank
+    on (dashed): one token in the tail is negligible, the tail together is not. ``mark``: a token id to point at."""
+    probs = dist.stage(stage).double()
+    values = probs.sort(descending=True).values
+    values = values[values > 0].numpy()
+    ranks = np.arange(1, len(values) + 1)
+    beyond = np.clip(1 - np.concatenate([[0.0], np.cumsum(values)[:-1]]), 1e-12, None)
+    fig, ax = _new_axes(ax, (7, 3.6))
+    ax.loglog(ranks, values, color=FINAL, label="probability of the token at this rank")
+    ax.loglog(ranks, beyond, color=OTHER, linestyle="--", label="mass of this rank and all below it")
+    if mark is not None:
+        p = float(probs[mark])
+        rank = int((probs > p).sum()) + 1
+        ax.plot([rank], [p], "o", color=CUT, label=f"{token_label(dist.lm.token_text(mark))}: p={p:.1e}, rank {rank:,}")
+    ax.set_xlabel("rank (1 = the most likely token)")
+    ax.set_ylabel("probability")
+    ax.legend(fontsize=8, frameon=False, loc="lower left")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_title(f"the long tail: {len(values):,} tokens can be drawn ({describe(dist)})", fontsize=10)
+    return fig
+
+
+def _tree_positions(nodes: Sequence[BeamNode]) -> list[float]:
+    """A height for each node: the mean of its beams' lanes (beam r on lane -r), so shared beginnings sit between
+    the beams that share them."""
+    return [-float(np.mean(node.beams)) for node in nodes]
+
+
+def plot_beam_tree(result: BeamSearchResult, nodes: Sequence[BeamNode], ax: Axes | None = None) -> Figure:
+    """The returned beams as a tree (``smolkit.beams.beam_tree``): one column per generated token, shared beginnings
+    merged, the best beam in blue, each beam's score at its end."""
+    heights = _tree_positions(nodes)
+    depth = max((n.depth for n in nodes), default=0) + 1
+    fig, ax = _new_axes(ax, (max(7.0, 0.95 * depth + 2.5), 1.0 + 0.55 * max(len(result.beams), 2)))
+    for i, node in enumerate(nodes):
+        best = 0 in node.beams
+        if node.parent >= 0:
+            ax.plot([node.depth - 1, node.depth], [heights[node.parent], heights[i]], color=FINAL if best else RAW,
+                    linewidth=2 if best else 1, zorder=1)  # fmt: skip
+        box = {"boxstyle": "round,pad=0.15", "fc": "white", "lw": 0}
+        ax.text(node.depth, heights[i], token_label(node.token, 9), fontsize=7, ha="center", va="center",
+                color="black" if best else OTHER, bbox=box)  # fmt: skip
+    for rank, beam in enumerate(result.beams):
+        ax.text(len(beam) - 0.4, -rank, f"  #{rank + 1} score {beam.score:.2f}", fontsize=7, va="center",
+                color=FINAL if rank == 0 else OTHER)  # fmt: skip
+    ax.set_xlim(-0.6, depth + 1.6)
+    ax.set_ylim(-len(result.beams) + 0.4, 0.6)
+    ax.set_xlabel("generated token")
+    ax.set_yticks([])
+    ax.spines[["top", "right", "left"]].set_visible(False)
+    ax.set_title(f"num_beams={result.num_beams}, length_penalty={result.length_penalty:g}: the beams returned, "
+                 "best in blue", fontsize=10)  # fmt: skip
     return fig
 
 

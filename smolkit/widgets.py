@@ -21,15 +21,16 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from smolkit import _checks
+from smolkit.beams import MAX_BEAMS, BeamSearchResult, beam_search, beam_tree
 from smolkit.distribution import Distribution, next_token_distribution
 from smolkit.export import ExportWarning
 from smolkit.generation import GenerationResult, generate
 from smolkit.models import LoadedModel
 from smolkit.params import SamplingParams
 from smolkit.snippets import SNIPPET_TARGETS, snippet
-from smolkit.viz import BarsPlot, CumulativePlot, token_label
+from smolkit.viz import BarsPlot, CumulativePlot, _figure_png, plot_beam_tree, token_label
 
-__all__ = ["CONTROLS", "DistributionExplorer", "LiveSamples", "PresetExport", "StepExplorer", "slider"]
+__all__ = ["CONTROLS", "BeamExplorer", "DistributionExplorer", "LiveSamples", "PresetExport", "StepExplorer", "slider"]
 
 CONTROLS: dict[str, dict[str, Any]] = {
     "temperature": {"min": 0.0, "max": 2.0, "step": 0.05, "help": "0 = greedy"},
@@ -447,3 +448,50 @@ class StepExplorer(_Explorer):
         button = W.Button(description=f"{token_label(t.token)} {t.prob:.2f}", layout=W.Layout(width="auto"))
         button.on_click(lambda _, i=t.id: self.choose(i))
         return button
+
+
+class BeamExplorer:
+    """A num_beams slider over beam search (transformers' ``generate``) for one prompt: the tree of the returned
+    beams is drawn again, with their scores, when the slider is released. Each width is searched once and kept,
+    so going back is instant. ``update(num_beams)`` does what the slider does; ``summary()`` is the table as text."""
+
+    def __init__(self, lm: LoadedModel, prompt: str, num_beams: int = 3, max_new_tokens: int = 10,
+                 length_penalty: float = 1.0, widest: int = 6):  # fmt: skip
+        self.lm, self.prompt = lm, prompt
+        self.max_new_tokens, self.length_penalty = max_new_tokens, length_penalty
+        widest = _checks.integer("widest", widest, lo=1, hi=MAX_BEAMS)
+        self.slider = W.IntSlider(value=num_beams, min=1, max=widest, description="num_beams",
+                                  continuous_update=False, style={"description_width": "130px"})  # fmt: skip
+        self.image = W.Image(format="png", layout=W.Layout(max_width="100%"))
+        self.table = W.HTML()
+        self.searched: dict[int, tuple[BeamSearchResult, list]] = {}
+        self.slider.observe(lambda change: self.update(change["new"]), names="value")
+        self.widget = W.VBox([self.slider, self.table, self.image])
+        self.result = self.update(num_beams)
+
+    def update(self, num_beams: int) -> BeamSearchResult:
+        """Search with ``num_beams`` beams (or reuse that search) and redraw."""
+        num_beams = _checks.integer("num_beams", num_beams, lo=1, hi=self.slider.max)
+        if num_beams not in self.searched:
+            result = beam_search(self.lm, self.prompt, num_beams, self.max_new_tokens, self.length_penalty)
+            self.searched[num_beams] = (result, beam_tree(self.lm, result))
+        self.result, nodes = self.searched[num_beams]
+        if self.slider.value != num_beams:
+            self.slider.value = num_beams
+        self.image.value = _figure_png(plot_beam_tree(self.result, nodes))
+        rows = "".join(
+            f"<tr><td>{i + 1}</td><td>{b.score:.3f}</td><td>{b.logprob:.2f}</td>"
+            f"<td style='text-align:left'>{html.escape(b.text)}</td></tr>"
+            for i, b in enumerate(self.result.beams)
+        )
+        self.table.value = f"<table><tr><th>#</th><th>score</th><th>logprob</th><th>text</th></tr>{rows}</table>"
+        return self.result
+
+    def summary(self) -> str:
+        return "\n".join(f"#{i + 1} score {b.score:.3f} logprob {b.logprob:.2f} {b.text!r}"
+                         for i, b in enumerate(self.result.beams))  # fmt: skip
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)

@@ -100,3 +100,36 @@ def test_figures_show_in_a_notebook_without_pyplot(dist):
         assert data["image/png"][:4] == b"\x89PNG"
     finally:
         InteractiveShell.clear_instance()
+
+
+def test_a_stage_figure_counts_the_tokens_of_that_stage(lm):
+    """Greedy picks one token; a plotted stage says how many it leaves (issue: 49,151 'can be sampled' under greedy)."""
+    dist = next_token_distribution(lm, STORY, SamplingParams(temperature=0, min_tokens=3))
+    title = viz.plot_distribution(dist, n=5, stage="min_tokens").axes[0].get_title()
+    assert f"{dist.surviving('min_tokens'):,} of {dist.probs.numel():,} tokens left after min_tokens" in title
+    assert "greedy picks 1 of" in viz.plot_distribution(dist, n=5).axes[0].get_title()
+
+
+def test_plot_tail_draws_every_token_by_rank(dist):
+    mark = dist.top(3)[2].id
+    ax = viz.plot_tail(dist, mark=mark).axes[0]
+    probs, beyond, point = ax.get_lines()
+    assert len(probs.get_xdata()) == dist.surviving()
+    assert probs.get_ydata()[0] == pytest.approx(dist.top(1)[0].prob)
+    assert beyond.get_ydata()[0] == pytest.approx(1.0, abs=1e-5)
+    assert point.get_xdata()[0] == 3 and point.get_ydata()[0] == pytest.approx(dist.prob_of(mark))
+
+
+def test_plot_token_logprobs_and_the_beam_tree(lm):
+    from smolkit.beams import beam_search, beam_tree
+    from smolkit.sequences import score_continuation
+
+    score = score_continuation(lm, STORY, "Once upon a time")
+    ax = viz.plot_token_logprobs(score).axes[0]
+    assert [b.get_height() for b in ax.patches] == pytest.approx([t.prob for t in score.tokens])
+    result = beam_search(lm, STORY, num_beams=3, max_new_tokens=5)
+    nodes = beam_tree(lm, result)
+    ax = viz.plot_beam_tree(result, nodes).axes[0]
+    labels = [t.get_text() for t in ax.texts]
+    assert len(labels) == len(nodes) + len(result.beams)
+    assert [n.depth for n in nodes if n.parent >= 0] and len(ax.get_lines()) == sum(n.parent >= 0 for n in nodes)

@@ -134,3 +134,17 @@ def test_the_scale_follows_the_distribution_once_the_sliders_settle(lm):
     assert tallest <= plot.ax.get_ylim()[1] <= 1.25 * tallest + 1e-9 < high
     explorer.update(temperature=0.05)  # a bar taller than the scale: it grows at once
     assert max(bar.get_height() for bar in plot.stage_bars) <= plot.ax.get_ylim()[1]
+
+
+def test_the_beam_explorer_searches_each_width_once(lm, model_work):
+    from smolkit.widgets import BeamExplorer
+
+    explorer = BeamExplorer(lm, "Write a short story about a dragon.", num_beams=2, max_new_tokens=5, widest=3)
+    assert len(explorer.result.beams) == 2 and bytes(explorer.image.value).startswith(b"\x89PNG")
+    explorer.slider.value = 3
+    assert len(explorer.result.beams) == 3 and "#3 score" in explorer.summary()
+    with model_work(lm) as work:
+        explorer.update(2)  # searched before: no model work
+    assert work.calls == 0 and len(explorer.result.beams) == 2 and explorer.slider.value == 2
+    with pytest.raises(ValueError, match="num_beams"):
+        explorer.update(4)

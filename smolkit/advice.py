@@ -1,0 +1,480 @@
+"""The source README's advice, measured: factual recipes on questions with known answers, and "temperature OR
+top_p, not both" at matched entropy.
+
+The advice (``README_ADVICE``, as written) gives ranges and a rule of thumb. Here each recipe answers the kit's own
+factual questions (``FACTUAL_QUESTIONS``, short known answers) many times: accuracy is the share of answers that
+contain an accepted answer, and the distinct-answer rate the share of repeated samples that brought an answer not given
+before for that question (0: always the same answer). For the creative side, settings that use temperature alone,
+top_p alone, or both are first tuned to the same mean entropy (the same amount of freedom, in bits) on the same
+next-token distributions, then write many texts each: diversity (distinct 3-grams across a prompt's samples),
+the off-topic rate (samples that never mention the prompt's subject) and the share of tokens outside the model's
+top 5 (where incoherent text comes from) say which way of spending that freedom works better.
+
+Intervals are 95 % Wilson score intervals over the answers (or samples). They treat the draws as independent, so
+they describe the uncertainty of the draws on this question set; other questions would move the numbers more.
+
+The full measurement takes tens of minutes on a CPU: ``python -m smolkit advice`` (``--out PATH``; by default
+``smolkit/data/advice.json``) writes the results file the notebooks read (``load_advice``), with the command,
+the machine and the versions in it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import re
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+from smolkit import _checks
+from smolkit.distribution import entropy_bits
+from smolkit.generation import GenerationResult, generate
+from smolkit.models import LoadedModel
+from smolkit.params import SamplingParams
+from smolkit.sequences import continuation_logits
+from smolkit.textstats import distinct_ngram_fraction, off_top_fraction
+
+__all__ = [
+    "CREATIVE_PROMPTS",
+    "FACTUAL_QUESTIONS",
+    "FACTUAL_RECIPES",
+    "README_ADVICE",
+    "RESULTS_PATH",
+    "CreativePrompt",
+    "Question",
+    "advice_rows",
+    "is_correct",
+    "load_advice",
+    "matched_settings",
+    "measure_creative",
+    "measure_factual",
+    "recommended",
+    "run",
+    "wilson",
+]
+
+RESULTS_PATH = Path(__file__).resolve().parent / "data" / "advice.json"
+
+README_ADVICE = {
+    "temperature": "Low temperature (0.1-0.3): more focused, factual, and deterministic responses. Medium "
+    "temperature (0.5-0.7): balanced between predictability and creativity. High temperature (0.8-1.5): more "
+    "creative, diverse, and sometimes unexpected outputs.",
+    "top_p": "Low top_p (0.1-0.3): more deterministic and focused output. Medium top_p (0.5-0.7): moderate "
+    "diversity. High top_p (0.8-0.9): more creative and varied responses.",
+    "one knob": "It's generally recommended to adjust either temperature OR top_p, but not both simultaneously, "
+    "to avoid conflicting behaviors.",
+    "factual": "For factual, consistent outputs (like image descriptions): use lower temperature (0.1-0.3), use "
+    "lower top_p (0.1-0.5), higher repetition_penalty (1.1-1.5).",
+    "creative": "For creative outputs: use higher temperature (0.7-1.0), use higher top_p (0.8-0.95), moderate "
+    "repetition_penalty.",
+}
+"""The source README's advice on temperature, top_p and its "Best Practices", word for word."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Question:
+    """A factual question with short accepted answers (any of them, as whole words, counts as correct)."""
+
+    id: str
+    text: str
+    answers: tuple[str, ...]
+
+
+def _q(key: str, text: str, *answers: str) -> Question:
+    return Question(key, text, answers)
+
+
+FACTUAL_QUESTIONS: tuple[Question, ...] = (
+    _q("capital-france", "What is the capital of France?", "paris"),
+    _q("capital-japan", "What is the capital of Japan?", "tokyo"),
+    _q("capital-italy", "What is the capital of Italy?", "rome"),
+    _q("capital-spain", "What is the capital of Spain?", "madrid"),
+    _q("capital-germany", "What is the capital of Germany?", "berlin"),
+    _q("capital-egypt", "What is the capital of Egypt?", "cairo"),
+    _q("capital-canada", "What is the capital of Canada?", "ottawa"),
+    _q("capital-australia", "What is the capital of Australia?", "canberra"),
+    _q("spider-legs", "How many legs does a spider have?", "8", "eight"),
+    _q("week-days", "How many days are there in a week?", "7", "seven"),
+    _q("year-months", "How many months are there in a year?", "12", "twelve"),
+    _q("hour-minutes", "How many minutes are there in an hour?", "60", "sixty"),
+    _q("triangle-sides", "How many sides does a triangle have?", "3", "three"),
+    _q("hexagon-sides", "How many sides does a hexagon have?", "6", "six"),
+    _q("seven-times-eight", "What is 7 times 8?", "56", "fifty-six", "fifty six"),
+    _q("nine-plus-five", "What is 9 plus 5?", "14", "fourteen"),
+    _q("water-boils", "At how many degrees Celsius does water boil at sea level?", "100", "one hundred"),
+    _q("water-freezes", "At how many degrees Celsius does water freeze?", "0", "zero"),
+    _q("gold-symbol", "What is the chemical symbol for gold?", "au"),
+    _q("water-formula", "What is the chemical formula of water?", "h2o", "h₂o"),
+    _q("largest-planet", "What is the largest planet in the solar system?", "jupiter"),
+    _q("red-planet", "Which planet is known as the Red Planet?", "mars"),
+    _q("sun-name", "What is the star at the centre of our solar system called?", "sun"),
+    _q("earth-satellite", "What is the name of Earth's natural satellite?", "moon"),
+    _q("romeo-author", "Who wrote Romeo and Juliet?", "shakespeare"),
+    _q("mona-lisa", "Who painted the Mona Lisa?", "leonardo", "da vinci"),
+    _q("relativity", "Which scientist developed the theory of relativity?", "einstein"),
+    _q("gravity-apple", "Which scientist is famous for a falling apple and the law of gravity?", "newton"),
+    _q("largest-ocean", "What is the largest ocean on Earth?", "pacific"),
+    _q("cairo-river", "Which river flows through Cairo?", "nile"),
+    _q("tallest-mountain", "What is the tallest mountain on Earth?", "everest"),
+    _q("biggest-desert", "Which hot desert covers much of North Africa?", "sahara"),
+    _q("sky-colour", "What colour is a clear sky during the day?", "blue"),
+    _q("grass-colour", "What colour is fresh grass?", "green"),
+    _q("banana-colour", "What colour is a ripe banana?", "yellow"),
+    _q("bees-make", "What sweet food do bees make?", "honey"),
+    _q("cow-drink", "What white drink do cows give?", "milk"),
+    _q("plants-gas", "Which gas do plants take in from the air to make their food?", "carbon dioxide", "co2"),
+    _q("breathe-gas", "Which gas do humans need to breathe to live?", "oxygen"),
+    _q("frozen-water", "What is frozen water called?", "ice"),
+    _q("fastest-land-animal", "What is the fastest land animal?", "cheetah"),
+    _q("largest-animal", "What is the largest animal on Earth?", "blue whale", "whale"),
+)
+"""The kit's own factual questions: common knowledge, one short answer each, the answer never in the question."""
+
+QUESTION_SUFFIX = " Answer in one short sentence."
+"""Appended to every question: short answers keep the measurement about the answer, not the essay after it."""
+
+FACTUAL_RECIPES: dict[str, SamplingParams] = {
+    "greedy": SamplingParams(temperature=0),
+    "README factual (T 0.2, top_p 0.3, repetition_penalty 1.3)": SamplingParams(
+        temperature=0.2, top_p=0.3, repetition_penalty=1.3
+    ),
+    "README factual, mild (T 0.1, top_p 0.5, repetition_penalty 1.1)": SamplingParams(
+        temperature=0.1, top_p=0.5, repetition_penalty=1.1
+    ),
+    "README factual, strong (T 0.3, top_p 0.1, repetition_penalty 1.5)": SamplingParams(
+        temperature=0.3, top_p=0.1, repetition_penalty=1.5
+    ),
+    "T 0.2, top_p 0.3": SamplingParams(temperature=0.2, top_p=0.3),
+    "T 0.2": SamplingParams(temperature=0.2),
+    "top_p 0.3": SamplingParams(top_p=0.3),
+    "T 0.7, top_p 0.9": SamplingParams(temperature=0.7, top_p=0.9),
+    "T 1 (the model as trained)": SamplingParams(),
+}
+"""The recipes measured on FACTUAL_QUESTIONS: the source README's factual recipe at the middle and both ends of its
+ranges, the same without repetition_penalty, each knob alone, greedy, and everyday and untouched sampling."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CreativePrompt:
+    """A creative request and the words (stems) that show a sample stayed on its subject."""
+
+    id: str
+    text: str
+    topic: tuple[str, ...]
+
+
+CREATIVE_PROMPTS: tuple[CreativePrompt, ...] = (
+    CreativePrompt("dragon", "Write a short story about a dragon.", ("dragon",)),
+    CreativePrompt("sea", "Write a poem about the sea.", ("sea", "ocean", "wave", "tide", "shore")),
+    CreativePrompt("robot", "Write a story about a robot who learns to paint.", ("robot", "paint")),
+    CreativePrompt("market", "Describe a busy market in a city.", ("market", "stall", "vendor")),
+    CreativePrompt("forest", "Describe a walk in a forest in autumn.", ("forest", "tree", "leaves", "leaf", "wood")),
+    CreativePrompt("soup", "Invent a recipe for a soup.", ("soup", "broth")),
+    CreativePrompt("cat", "Tell a story about a cat who finds a key.", ("cat", "key")),
+    CreativePrompt("mountain", "Write a letter to a friend about a trip to the mountains.", ("mountain", "peak")),
+)
+"""The kit's own creative requests, each with its subject's words."""
+
+CREATIVE_REFERENCE = SamplingParams(temperature=0.85, top_p=0.9)
+"""The source README's creative recipe at the middle of its ranges (temperature 0.7-1.0, top_p 0.8-0.95); its
+mean entropy is the target every other creative setting is tuned to."""
+
+CREATIVE_TEMPERATURES = (1.2, 1.5)
+"""Temperatures at which a setting with both knobs gets its top_p tuned to the target entropy."""
+
+SETTINGS = {"max_new_tokens": 16, "samples": 20, "creative_tokens": 48, "creative_samples": 32, "calibration": 32,
+            "seed": 0}  # fmt: skip
+"""The full measurement's sizes: factual answers' tokens and samples per question and recipe, creative texts'
+tokens and samples per prompt and setting, and the tokens of each prompt's calibration text."""
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval for a proportion (95 % for z = 1.96): well-behaved at 0 and 1 and for small n.
+
+    >>> [round(v, 3) for v in wilson(8, 10)]
+    [0.49, 0.943]
+    >>> wilson(0, 0)
+    (0.0, 1.0)
+    """
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends: rounding must not exclude p itself
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return lo, hi
+
+
+def _normalise(text: str) -> str:
+    """Lower case, punctuation to spaces, single spaces: what answers are compared in.
+
+    >>> _normalise("The capital of France is Paris!")
+    'the capital of france is paris'
+    """
+    return " ".join(re.sub(r"[^\w₂]+", " ", text.lower()).split())
+
+
+def is_correct(text: str, question: Question) -> bool:
+    """True when ``text`` contains one of the question's accepted answers as whole words.
+
+    >>> spider = FACTUAL_QUESTIONS[8]
+    >>> is_correct("A spider has 8 legs.", spider), is_correct("Spiders have 18 legs.", spider)
+    (True, False)
+    """
+    words = f" {_normalise(text)} "
+    return any(f" {_normalise(answer)} " in words for answer in question.answers)
+
+
+def answer_key(text: str, question: Question) -> str:
+    """What counts as the same answer: the accepted answer when ``text`` is correct (however it is phrased),
+    else the text itself, normalised."""
+    return question.answers[0] if is_correct(text, question) else _normalise(text)
+
+
+def _new_answers(keys: Sequence[str]) -> int:
+    """How many samples after the first gave an answer not seen before (distinct answers - 1)."""
+    return max(len(set(keys)) - 1, 0)
+
+
+def measure_factual(
+    lm: LoadedModel,
+    recipes: Mapping[str, SamplingParams] = FACTUAL_RECIPES,
+    questions: Sequence[Question] = FACTUAL_QUESTIONS,
+    samples: int = SETTINGS["samples"],
+    max_new_tokens: int = SETTINGS["max_new_tokens"],
+    seed: int = SETTINGS["seed"],
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """For each recipe, ``samples`` answers to every question (one batched call per question, seeded): accuracy
+    and the distinct-answer rate with their Wilson intervals, and the counts behind them."""
+    samples = _checks.integer("samples", samples, lo=2, note="the distinct-answer rate needs repeated samples")
+    rows = []
+    for name, recipe in recipes.items():
+        correct = new = 0
+        for i, question in enumerate(questions):
+            params = recipe.replace(n=samples, max_new_tokens=max_new_tokens, seed=seed + i)
+            texts = generate(lm, question.text + QUESTION_SUFFIX, params).texts
+            correct += sum(is_correct(t, question) for t in texts)
+            new += _new_answers([answer_key(t, question) for t in texts])
+        answers, repeats = samples * len(questions), (samples - 1) * len(questions)
+        rows.append({"recipe": name, "params": recipe.to_dict(), "answers": answers, "correct": correct,
+                     "accuracy": correct / answers, "accuracy_interval": wilson(correct, answers),
+                     "repeats": repeats, "new_answers": new, "distinct_rate": new / repeats,
+                     "distinct_interval": wilson(new, repeats)})  # fmt: skip
+        if progress:
+            print(f"  {name}: accuracy {correct / answers:.3f}, distinct {new / repeats:.3f}", file=sys.stderr)
+    return rows
+
+
+def calibration_logits(
+    lm: LoadedModel,
+    prompts: Sequence[CreativePrompt] = CREATIVE_PROMPTS,
+    reference: SamplingParams = CREATIVE_REFERENCE,
+    tokens: int = SETTINGS["calibration"],
+    seed: int = SETTINGS["seed"],
+) -> torch.Tensor:
+    """The raw next-token logits at every step of one ``reference`` sample per prompt (steps x vocab, all prompts
+    stacked): the distributions a setting's mean entropy is measured on. No penalties are involved, so each row
+    needs nothing but itself."""
+    rows = []
+    for i, prompt in enumerate(prompts):
+        sample = generate(lm, prompt.text, reference.replace(max_new_tokens=tokens, seed=seed + i))
+        rows.append(continuation_logits(lm, prompt.text, sample.token_ids)[1])
+    return torch.cat(rows)
+
+
+def mean_entropy(logits: torch.Tensor, temperature: float, top_p: float = 1.0) -> float:
+    """Mean entropy (bits) of the rows of ``logits`` after transformers' temperature and top_p processors."""
+    procs = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
+    if top_p < 1:
+        procs.append(TopPLogitsWarper(top_p))
+    probs = torch.softmax(procs(None, logits.clone()), dim=-1)
+    return sum(entropy_bits(row) for row in probs) / len(probs)
+
+
+def _bisect(entropy_at: Any, lo: float, hi: float, target: float, steps: int = 30) -> float:
+    """The value in [lo, hi] where the increasing function ``entropy_at`` reaches ``target`` (to 2 decimals)."""
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if entropy_at(mid) < target else (lo, mid)
+    return round((lo + hi) / 2, 2)
+
+
+def matched_settings(logits: torch.Tensor, reference: SamplingParams = CREATIVE_REFERENCE,
+                     temperatures: Sequence[float] = CREATIVE_TEMPERATURES) -> dict[str, SamplingParams]:  # fmt: skip
+    """Settings with the same mean entropy on ``logits`` as ``reference``: the reference itself (both knobs),
+    temperature alone, top_p alone (at temperature 1), and a higher temperature with top_p tuned down."""
+    target = mean_entropy(logits, reference.temperature, reference.top_p)
+    t_only = _bisect(lambda t: mean_entropy(logits, t), 0.05, 2.0, target)
+    p_only = _bisect(lambda p: mean_entropy(logits, 1.0, p), 0.01, 1.0, target)
+    settings = {
+        f"README creative (T {reference.temperature:g}, top_p {reference.top_p:g})": reference,
+        f"temperature only (T {t_only:g})": SamplingParams(temperature=t_only),
+        f"top_p only (top_p {p_only:g})": SamplingParams(top_p=p_only),
+    }
+    for t in temperatures:
+        p = _bisect(lambda p, t=t: mean_entropy(logits, t, p), 0.01, 1.0, target)
+        settings[f"both (T {t:g}, top_p {p:g})"] = SamplingParams(temperature=t, top_p=p)
+    return settings
+
+
+def _on_topic(text: str, prompt: CreativePrompt) -> bool:
+    words = _normalise(text).split()
+    return any(word.startswith(stem) for word in words for stem in prompt.topic)
+
+
+def _pooled_off_top(results: Iterable[GenerationResult]) -> float:
+    results = list(results)
+    tokens = [sum(len(s) for s in r.samples) for r in results]
+    return sum(off_top_fraction(r) * n for r, n in zip(results, tokens, strict=True)) / max(sum(tokens), 1)
+
+
+def measure_creative(
+    lm: LoadedModel,
+    settings: Mapping[str, SamplingParams],
+    logits: torch.Tensor,
+    prompts: Sequence[CreativePrompt] = CREATIVE_PROMPTS,
+    samples: int = SETTINGS["creative_samples"],
+    max_new_tokens: int = SETTINGS["creative_tokens"],
+    seed: int = SETTINGS["seed"],
+) -> list[dict[str, Any]]:
+    """For each setting, ``samples`` texts per prompt: its mean entropy on ``logits``, diversity (distinct 3-grams
+    across a prompt's samples, averaged over prompts), the off-topic rate with its Wilson interval, and the share
+    of tokens outside the model's top 5."""
+    rows = []
+    for name, params in settings.items():
+        results = [generate(lm, p.text, params.replace(n=samples, max_new_tokens=max_new_tokens, seed=seed + i))
+                   for i, p in enumerate(prompts)]  # fmt: skip
+        off = sum(not _on_topic(t, p) for r, p in zip(results, prompts, strict=True) for t in r.texts)
+        total = samples * len(prompts)
+        diversity = sum(distinct_ngram_fraction([s.token_ids for s in r.samples]) for r in results) / len(results)
+        rows.append({"setting": name, "params": params.to_dict(),
+                     "entropy": mean_entropy(logits, params.temperature, params.top_p), "samples": total,
+                     "diversity": diversity, "off_topic": off, "off_topic_rate": off / total,
+                     "off_topic_interval": wilson(off, total), "off_top5": _pooled_off_top(results)})  # fmt: skip
+    return rows
+
+
+def _overlaps(a: Sequence[float], b: Sequence[float]) -> bool:
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+def _changed(params: Mapping[str, Any]) -> int:
+    """How many sampling fields differ from the defaults (fewer knobs turned is simpler)."""
+    defaults = SamplingParams().to_dict()
+    return sum(params[k] != defaults[k] for k in ("temperature", "top_p", "top_k", "min_p", "repetition_penalty"))
+
+
+def recommended(results: Mapping[str, Any]) -> dict[str, str]:
+    """What the numbers recommend. factual: the highest accuracy; among recipes whose interval overlaps the best
+    one's, the fewest knobs turned, then the lowest distinct-answer rate. creative (all at the same entropy): the
+    lowest off-topic rate; among settings whose interval overlaps the lowest, the fewest tokens outside the
+    model's top 5 (the most coherent way to spend the same freedom)."""
+    factual = results["factual"]
+    best = max(factual, key=lambda r: r["accuracy"])
+    tied = [r for r in factual if _overlaps(r["accuracy_interval"], best["accuracy_interval"])]
+    pick = min(tied, key=lambda r: (_changed(r["params"]), r["distinct_rate"], -r["accuracy"]))
+    creative = results["creative"]
+    safest = min(creative, key=lambda r: r["off_topic_rate"])
+    close = [r for r in creative if _overlaps(r["off_topic_interval"], safest["off_topic_interval"])]
+    return {"factual": pick["recipe"], "creative": min(close, key=lambda r: r["off_top5"])["setting"]}
+
+
+def _cpu_name() -> str:
+    """The processor's model name (Linux reads it from /proc/cpuinfo), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _environment() -> dict[str, Any]:
+    from importlib.metadata import version
+
+    import transformers
+
+    return {
+        "machine": f"{_cpu_name()}, {os.cpu_count()} cores, torch using {torch.get_num_threads()} threads",
+        "system": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "smolkit": version("smolkit"),
+    }
+
+
+def run(lm: LoadedModel, settings: Mapping[str, int] = SETTINGS, command: str = "", progress: bool = False) -> dict:
+    """The whole measurement: factual recipes on FACTUAL_QUESTIONS, then the creative settings matched on
+    CREATIVE_PROMPTS, with what was run where (the results file's content)."""
+    start = time.perf_counter()
+    factual = measure_factual(lm, samples=settings["samples"], max_new_tokens=settings["max_new_tokens"],
+                              seed=settings["seed"], progress=progress)  # fmt: skip
+    logits = calibration_logits(lm, tokens=settings["calibration"], seed=settings["seed"])
+    matched = matched_settings(logits)
+    creative = measure_creative(lm, matched, logits, samples=settings["creative_samples"],
+                                max_new_tokens=settings["creative_tokens"], seed=settings["seed"])  # fmt: skip
+    results = {
+        "command": command,
+        "environment": {**_environment(), "model": lm.description, "device": str(lm.device)},
+        "settings": dict(settings),
+        "questions": [q.id for q in FACTUAL_QUESTIONS],
+        "creative_prompts": [p.id for p in CREATIVE_PROMPTS],
+        "recipes": {name: p.to_dict() for name, p in FACTUAL_RECIPES.items()},
+        "reference": CREATIVE_REFERENCE.to_dict(),
+        "factual": factual,
+        "creative": creative,
+    }
+    results["recommended"] = recommended(results)
+    results["seconds"] = round(time.perf_counter() - start, 1)
+    return results
+
+
+def load_advice(path: str | Path = RESULTS_PATH) -> dict[str, Any]:
+    """The committed measurement (``python -m smolkit.advice`` writes it), as a dict; intervals as tuples."""
+    data = json.loads(Path(path).read_text())
+    for row in [*data["factual"], *data["creative"]]:
+        for key in [k for k in row if k.endswith("_interval")]:
+            row[key] = tuple(row[key])
+    return data
+
+
+def advice_rows(results: Mapping[str, Any], part: str = "factual") -> list[dict[str, Any]]:
+    """The measured numbers as table rows (print with ``smolkit.format_rows``): "factual" gives accuracy and the
+    distinct-answer rate with their 95 % intervals, "creative" entropy, diversity, off-topic rate and interval,
+    and the share of tokens outside the top 5."""
+    part = _checks.choice("part", part, ("factual", "creative"))
+    if part == "factual":
+        return [{"recipe": r["recipe"], "accuracy": r["accuracy"], "low": r["accuracy_interval"][0],
+                 "high": r["accuracy_interval"][1], "distinct": r["distinct_rate"], "d low": r["distinct_interval"][0],
+                 "d high": r["distinct_interval"][1]} for r in results["factual"]]  # fmt: skip
+    return [{"setting": r["setting"], "entropy": r["entropy"], "diversity": r["diversity"],
+             "off-topic": r["off_topic_rate"], "low": r["off_topic_interval"][0], "high": r["off_topic_interval"][1],
+             "off top-5": r["off_top5"]} for r in results["creative"]]  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Measure the source README's advice on the embedded model.")
+    parser.add_argument("--out", type=Path, default=RESULTS_PATH, help=f"results file (default {RESULTS_PATH})")
+    args = parser.parse_args(argv)
+    from smolkit.models import load_model
+
+    lm = load_model(device="cpu")
+    command = "python -m smolkit advice" + (f" --out {args.out}" if args.out != RESULTS_PATH else "")
+    results = run(lm, command=command, progress=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"{args.out}: {results['seconds']:.0f} s; recommended {results['recommended']}")
+    return 0

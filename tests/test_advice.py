@@ -1,0 +1,145 @@
+"""advice: the measuring code on a small case, and the committed results file against the code's current question
+set, recipes and sizes (the file is written by `python -m smolkit advice`, which takes tens of minutes)."""
+
+from __future__ import annotations
+
+import pytest
+
+from smolkit import SamplingParams
+from smolkit.advice import (
+    CREATIVE_PROMPTS,
+    CREATIVE_REFERENCE,
+    FACTUAL_QUESTIONS,
+    FACTUAL_RECIPES,
+    SETTINGS,
+    Question,
+    _new_answers,
+    answer_key,
+    calibration_logits,
+    is_correct,
+    load_advice,
+    matched_settings,
+    mean_entropy,
+    measure_creative,
+    measure_factual,
+    recommended,
+    wilson,
+)
+from smolkit.presets import PRESETS
+
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "do_sample")
+
+
+def test_the_questions_are_answerable_and_distinct():
+    assert len(FACTUAL_QUESTIONS) >= 30
+    assert len({q.id for q in FACTUAL_QUESTIONS}) == len(FACTUAL_QUESTIONS)
+    for q in FACTUAL_QUESTIONS:
+        assert q.answers and not is_correct(q.text, q), f"{q.id}: the answer is in the question"
+        assert is_correct(f"It is {q.answers[0]}.", q)
+
+
+def test_answers_are_compared_by_what_they_say():
+    q = Question("capital", "What is the capital of France?", ("paris",))
+    assert is_correct("PARIS!", q) and not is_correct("Parisian food", q)
+    keys = [answer_key(t, q) for t in ("Paris.", "The capital is Paris", "Lyon.", "lyon")]
+    assert keys == ["paris", "paris", "lyon", "lyon"]
+    assert _new_answers(keys) == 1 and _new_answers(["a"]) == 0
+
+
+def test_wilson_contains_the_proportion_and_narrows_with_n():
+    lo, hi = wilson(30, 100)
+    lo2, hi2 = wilson(300, 1000)
+    assert lo < 0.3 < hi and lo2 < 0.3 < hi2 and hi2 - lo2 < hi - lo
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
+
+
+def test_measure_factual_on_a_small_case(lm):
+    recipes = {"greedy": SamplingParams(temperature=0), "T 1": SamplingParams()}
+    rows = measure_factual(lm, recipes, FACTUAL_QUESTIONS[:2], samples=3, max_new_tokens=10)
+    greedy, hot = rows
+    assert [r["recipe"] for r in rows] == ["greedy", "T 1"]
+    assert greedy["answers"] == 6 and greedy["repeats"] == 4
+    assert greedy["new_answers"] == 0 and greedy["distinct_rate"] == 0.0  # greedy always answers the same
+    for row in rows:
+        lo, hi = row["accuracy_interval"]
+        assert lo <= row["accuracy"] <= hi and row["correct"] == round(row["accuracy"] * row["answers"])
+    assert hot["params"] == SamplingParams().to_dict()
+    with pytest.raises(ValueError, match="samples"):
+        measure_factual(lm, recipes, FACTUAL_QUESTIONS[:1], samples=1)
+
+
+def test_matched_settings_have_the_reference_entropy(lm):
+    logits = calibration_logits(lm, CREATIVE_PROMPTS[:2], tokens=8)
+    assert logits.shape == (16, lm.vocab_size)
+    settings = matched_settings(logits, temperatures=(1.3,))
+    target = mean_entropy(logits, CREATIVE_REFERENCE.temperature, CREATIVE_REFERENCE.top_p)
+    assert len(settings) == 4
+    for name, params in settings.items():
+        assert mean_entropy(logits, params.temperature, params.top_p) == pytest.approx(target, abs=0.15), name
+    only_t = next(p for n, p in settings.items() if n.startswith("temperature only"))
+    only_p = next(p for n, p in settings.items() if n.startswith("top_p only"))
+    assert only_t.top_p == 1.0 and only_p.temperature == 1.0
+    rows = measure_creative(lm, dict(list(settings.items())[:2]), logits, CREATIVE_PROMPTS[:1], samples=2,
+                            max_new_tokens=8)  # fmt: skip
+    assert [r["samples"] for r in rows] == [2, 2]
+    assert all(0 <= r["off_topic_rate"] <= 1 and 0 <= r["diversity"] <= 1 for r in rows)
+
+
+def _factual(name, accuracy, interval, params, distinct=0.0):
+    return {"recipe": name, "accuracy": accuracy, "accuracy_interval": interval, "params": params.to_dict(),
+            "distinct_rate": distinct}  # fmt: skip
+
+
+def _creative(name, rate, interval, off5, diversity=0.9):
+    return {"setting": name, "off_topic_rate": rate, "off_topic_interval": interval, "off_top5": off5,
+            "diversity": diversity}  # fmt: skip
+
+
+def test_the_recommendation_rules():
+    factual = [
+        _factual("both", 0.80, (0.75, 0.85), SamplingParams(temperature=0.2, top_p=0.3)),
+        _factual("one knob", 0.78, (0.73, 0.83), SamplingParams(temperature=0.2)),
+        _factual("worse", 0.50, (0.45, 0.55), SamplingParams(top_p=0.3)),
+    ]
+    creative = [
+        _creative("a", 0.10, (0.05, 0.15), 0.20),
+        _creative("b", 0.12, (0.07, 0.17), 0.10),
+        _creative("c", 0.40, (0.35, 0.45), 0.01),
+    ]
+    assert recommended({"factual": factual, "creative": creative}) == {"factual": "one knob", "creative": "b"}
+
+
+@pytest.fixture(scope="module")
+def results():
+    return load_advice()
+
+
+def test_the_committed_results_match_the_code(results):
+    """Names, counts and recipes of the committed file are what the current code would measure."""
+    settings = results["settings"]
+    assert settings == SETTINGS
+    assert results["questions"] == [q.id for q in FACTUAL_QUESTIONS]
+    assert results["creative_prompts"] == [p.id for p in CREATIVE_PROMPTS]
+    assert results["recipes"] == {name: p.to_dict() for name, p in FACTUAL_RECIPES.items()}
+    assert [r["recipe"] for r in results["factual"]] == list(FACTUAL_RECIPES)
+    assert results["reference"] == CREATIVE_REFERENCE.to_dict()
+    for row in results["factual"]:
+        assert row["answers"] == settings["samples"] * len(FACTUAL_QUESTIONS)
+        assert row["repeats"] == (settings["samples"] - 1) * len(FACTUAL_QUESTIONS)
+        assert row["accuracy_interval"] == pytest.approx(wilson(row["correct"], row["answers"]))
+    for row in results["creative"]:
+        assert row["samples"] == settings["creative_samples"] * len(CREATIVE_PROMPTS)
+        assert row["off_topic_interval"] == pytest.approx(wilson(row["off_topic"], row["samples"]))
+    assert {"command", "environment", "seconds"} <= set(results)
+    assert {"machine", "torch", "transformers"} <= set(results["environment"])
+
+
+def test_the_presets_follow_the_numbers(results):
+    """PRESETS["factual"] and ["creative"] are the recipes the committed measurement recommends."""
+    chosen = recommended(results)
+    assert chosen == results["recommended"]
+    factual = next(r for r in results["factual"] if r["recipe"] == chosen["factual"])["params"]
+    creative = next(r for r in results["creative"] if r["setting"] == chosen["creative"])["params"]
+    for name, measured in (("factual", factual), ("creative", creative)):
+        preset = PRESETS[name].to_dict()
+        assert {f: preset[f] for f in SAMPLING_FIELDS} == {f: measured[f] for f in SAMPLING_FIELDS}, name

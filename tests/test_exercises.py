@@ -1,0 +1,72 @@
+"""Every exercise accepts its right answer and rejects a wrong one, checked in the notebook itself.
+
+Each notebook runs once, in the smolkit kernel as nbval runs it, with two cells appended per exercise: the
+exercise cell with the right answer from tests/exercise_solutions.py (it must print "Correct!") and with a wrong one
+(it must print the exercise's hint). The check functions and the objects they read are the notebook's own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+from exercise_solutions import SOLUTIONS
+from nbclient import NotebookClient
+
+from smolkit.exercises import EXERCISES, check_exercise
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+KEY = re.compile(r"""check_exercise\(\s*["'](\w+)["']""")
+ANSWER = re.compile(r"^answer = None\b.*$", re.M)
+
+
+def exercise_cells(nb: nbformat.NotebookNode) -> dict[str, str]:
+    """The exercise cells of a notebook, by exercise key."""
+    return {m.group(1): cell.source for cell in nb.cells if cell.cell_type == "code" for m in [KEY.search(cell.source)]
+            if m}  # fmt: skip
+
+
+def test_every_exercise_has_a_cell_a_check_and_a_solution():
+    keys = [k for path in NOTEBOOKS for k in exercise_cells(nbformat.read(path, as_version=4))]
+    assert len(keys) == len(set(keys))
+    assert sorted(keys) == sorted(EXERCISES) == sorted(SOLUTIONS)
+    for path in NOTEBOOKS:
+        for key, source in exercise_cells(nbformat.read(path, as_version=4)).items():
+            assert key.startswith(path.name[:2]), f"{path.name} holds exercise {key}"
+            assert ANSWER.search(source), f"{key}: the cell must start the learner off with 'answer = None'"
+
+
+def test_a_check_says_what_it_needs(capsys):
+    with pytest.raises(TypeError, match="pass dist="):
+        check_exercise("03a", 0.3)
+    with pytest.raises(ValueError, match="exercise must be one of"):
+        check_exercise("99z", 1)
+    assert check_exercise("03a", None) is False
+    assert "replace None" in capsys.readouterr().out
+
+
+def _text(cell: nbformat.NotebookNode) -> str:
+    return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_exercises_accept_the_right_answer_and_reject_a_wrong_one(path):
+    nb = nbformat.read(path, as_version=4)
+    cells = exercise_cells(nb)
+    assert cells, f"{path.name} has no exercises"
+    tried = []
+    for key, source in cells.items():
+        right, wrong = SOLUTIONS[key]
+        for answer, expected in ((right, "Correct!"), (wrong, f"Not yet: {EXERCISES[key].hint}")):
+            nb.cells.append(nbformat.v4.new_code_cell(ANSWER.sub(f"answer = {answer!r}", source)))
+            tried.append((key, answer, expected, nb.cells[-1]))
+    client = NotebookClient(nb, timeout=900, kernel_name="smolkit", resources={"metadata": {"path": str(path.parent)}})
+    client.execute(env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONHASHSEED": "0"})
+    wrong_results = [f"{key} with {answer!r}: expected {expected!r}, got {_text(cell)!r}"
+                     for key, answer, expected, cell in tried if _text(cell).strip() != expected]  # fmt: skip
+    assert wrong_results == []

@@ -1,0 +1,144 @@
+"""sequences and beams: continuation log-probabilities, perplexity, the tail, server logprobs, and beam search
+checked against transformers' own scores."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from conftest import PROMPT
+
+from smolkit import SamplingParams, generate, next_token_distribution
+from smolkit.beams import beam_search, beam_snippet, beam_tree
+from smolkit.sequences import (
+    HUMAN_TEXT,
+    logprob_rows,
+    perplexity_rows,
+    score_continuation,
+    server_logprobs,
+    tail_chance,
+    tail_rows,
+)
+
+
+def test_a_continuation_scores_token_by_token_as_the_next_token_distribution(lm):
+    """Each token's probability is the one next_token_distribution gives after the tokens before it."""
+    score = score_continuation(lm, PROMPT, "The capital of France is Paris.")
+    ids = [t.token_id for t in score.tokens]
+    for i, token in enumerate(score.tokens[:4]):
+        dist = next_token_distribution(lm, PROMPT, generated=ids[:i])
+        assert token.prob == pytest.approx(dist.prob_of(token.token_id, "raw"), rel=1e-4, abs=1e-7)
+        assert [t.id for t in dist.top(token.rank + 1, "raw")][token.rank] == token.token_id
+    assert score.logprob == pytest.approx(sum(t.logprob for t in score.tokens))
+    assert score.perplexity == pytest.approx(math.exp(-score.logprob / len(score)))
+    assert score.rows(2)[1]["sum"] == pytest.approx(score.tokens[0].logprob + score.tokens[1].logprob)
+
+
+def test_a_likely_answer_scores_higher_than_an_unlikely_one(lm):
+    right = score_continuation(lm, PROMPT, "The capital of France is Paris.")
+    wrong = score_continuation(lm, PROMPT, "The capital of France is Madrid.")
+    assert right.logprob > wrong.logprob
+    with pytest.raises(ValueError, match="continuation is empty"):
+        score_continuation(lm, PROMPT, "")
+
+
+def test_greedy_text_is_less_surprising_than_hot_samples_and_the_reference(lm):
+    rows = perplexity_rows(lm, HUMAN_TEXT["prompt"], [0, 1.5], reference=HUMAN_TEXT["text"], n=2, max_new_tokens=16)
+    greedy, hot, reference = (row["perplexity"] for row in rows)
+    assert rows[0]["tokens"] <= 16 and rows[1]["tokens"] <= 32
+    assert greedy < hot and greedy < reference
+
+
+def test_tail_rows_count_what_lies_below_each_threshold(lm):
+    dist = next_token_distribution(lm, PROMPT)
+    rows = tail_rows(dist, [1e-2, 1e-6])
+    probs = dist.probs.double()
+    assert rows[1]["tokens"] == int(((probs > 0) & (probs < 1e-6)).sum())
+    assert rows[0]["their mass"] >= rows[1]["their mass"] > 0
+    with pytest.raises(ValueError, match="threshold"):
+        tail_rows(dist, [0.0])
+
+
+def test_tail_chance_combines_the_steps(lm):
+    sample = generate(lm, PROMPT, SamplingParams(max_new_tokens=8, seed=0))
+    low, high = (tail_chance(lm, PROMPT, sample.token_ids, t) for t in (1e-6, 1e-2))
+    assert low["steps"] == len(sample.token_ids)
+    assert 0 <= low["chance of at least one"] <= high["chance of at least one"] <= 1
+    assert high["chance of at least one"] >= high["mean mass below"]
+
+
+def test_server_logprobs_map_onto_the_kits_numbers(lm):
+    """raw = the model's own distribution (stage "raw"); processed = what was sampled from (Step.prob)."""
+    params = SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=6, seed=1)
+    result = generate(lm, PROMPT, params)
+    raw = server_logprobs(lm, result, top_logprobs=3)["content"]
+    processed = server_logprobs(lm, result, top_logprobs=3, mode="processed")["content"]
+    first = next_token_distribution(lm, PROMPT, params)
+    assert math.exp(raw[0]["logprob"]) == pytest.approx(first.prob_of(result.token_ids[0], "raw"), rel=1e-4)
+    for entry, step in zip(processed, result.steps, strict=True):
+        assert math.exp(entry["logprob"]) == pytest.approx(step.prob, rel=1e-4)
+        assert entry["token"] == step.token
+    assert [t["token"] for t in raw[0]["top_logprobs"]] == [t.token for t in first.top(3, "raw")]
+    rows = logprob_rows(lm, result, n=2)
+    assert len(rows) == 2 and rows[0]["Step.prob"] == pytest.approx(math.exp(rows[0]["processed logprob"]), rel=1e-4)
+    with pytest.raises(ValueError, match="mode"):
+        server_logprobs(lm, result, mode="logits")
+    with pytest.raises(ValueError, match="top_logprobs"):
+        server_logprobs(lm, result, top_logprobs=21)
+
+
+@pytest.mark.parametrize("length_penalty", [1.0, 0.0, 2.0])
+def test_beam_scores_are_transformers_own(lm, length_penalty):
+    """transformers' sequences_scores = the summed log-probabilities over length ** length_penalty."""
+    result = beam_search(lm, PROMPT, num_beams=3, max_new_tokens=8, length_penalty=length_penalty)
+    assert len(result.beams) == 3
+    for beam in result.beams:
+        assert beam.score == pytest.approx(beam.logprob / len(beam) ** length_penalty, abs=1e-3)
+    assert [b.score for b in result.beams] == sorted((b.score for b in result.beams), reverse=True)
+
+
+def test_beam_search_finds_a_sequence_at_least_as_likely_as_greedy(lm):
+    prompt = "Write a short story about a dragon."
+    greedy = beam_search(lm, prompt, num_beams=1, max_new_tokens=10, length_penalty=0.0).best
+    beams = beam_search(lm, prompt, num_beams=4, max_new_tokens=10, length_penalty=0.0)
+    plain = generate(lm, prompt, SamplingParams(temperature=0, max_new_tokens=10))
+    assert greedy.token_ids == plain.token_ids
+    assert beams.best.logprob >= greedy.logprob - 1e-4
+
+
+def test_no_repeat_ngram_size_blocks_repeated_runs(lm):
+    from smolkit.textstats import _ngrams
+
+    result = beam_search(lm, "Write a poem about the sea.", num_beams=1, max_new_tokens=48, no_repeat_ngram_size=3)
+    grams = _ngrams(result.best.token_ids, 3)
+    assert len(grams) == len(set(grams))
+
+
+def test_beam_tree_merges_shared_beginnings(lm):
+    result = beam_search(lm, PROMPT, num_beams=3, max_new_tokens=6)
+    nodes = beam_tree(lm, result)
+    roots = [n for n in nodes if n.parent == -1]
+    assert sum(len(b) for b in result.beams) >= len(nodes) >= max(len(b) for b in result.beams)
+    assert sorted({rank for n in roots for rank in n.beams}) == [0, 1, 2]
+    last = [n for n in nodes if 0 in n.beams][-1]
+    assert last.logprob == pytest.approx(result.beams[0].logprob, abs=1e-4)
+
+
+def test_bad_search_settings_name_the_input(lm):
+    with pytest.raises(ValueError, match="num_beams"):
+        beam_search(lm, PROMPT, num_beams=0)
+    with pytest.raises(ValueError, match="num_return_sequences"):
+        beam_search(lm, PROMPT, num_beams=2, num_return_sequences=3)
+    with pytest.raises(ValueError, match="early_stopping"):
+        beam_search(lm, PROMPT, early_stopping="sometimes")
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        beam_search(lm, PROMPT, repetition_penalty=0)
+
+
+def test_beam_snippets_compile_and_name_the_search():
+    for target in ("transformers", "vllm"):
+        code = beam_snippet(3, target, length_penalty=0.5)
+        compile(code, "<snippet>", "exec")
+        assert ("num_beams=3" if target == "transformers" else "beam_width=3") in code
+    with pytest.raises(ValueError, match="target"):
+        beam_snippet(3, "openai")
