@@ -126,7 +126,7 @@ EXERCISES: dict[str, Exercise] = {
     "12b": Exercise(("lm",), lambda lm: next(s.values["top_k"] for s in explain(SamplingParams(temperature=1.0),
                                                                                 lm).plain_stages if s.name == "top_k"),
                     "the note marked [top_k_default]"),
-    "12c": Exercise(("exercise",), _vllm_count,
+    "12c": Exercise(("exercise",), lambda exercise: _vllm_count(exercise),
                     "exercise.in_vllm_order() replays vLLM's order: count the tokens that can still be drawn"),
 }
 """Every exercise of the notebooks, by notebook number and letter."""
