@@ -232,25 +232,8 @@ def test_two_pass_argmax_equals_argmax():
 def test_small_batch_layer_computes_what_layer_step_computes():
     """layer_step with small=True (for the compiler) and without give the same output and cache writes (float32)."""
     gen = torch.Generator().manual_seed(0)
-    batch, hidden, n_heads, n_kv, head_dim, length = 2, 64, 4, 2, 16, 32
-
-    def r(*shape):
-        return torch.randn(*shape, generator=gen)
-
-    weights = layers.LayerWeights(
-        1 + 0.1 * r(hidden),
-        r(hidden + 2 * n_kv * head_dim, hidden) / 8,
-        r(hidden, hidden) / 8,
-        1 + 0.1 * r(hidden),
-        r(2 * 96, hidden) / 8,
-        r(hidden, 96) / 8,
-    )
-    dims = layers.Dims(n_heads, n_kv, head_dim, 1e-5)
-    x, delta = r(batch, 1, hidden), r(batch, 1, hidden)
-    rope = r(1, head_dim), r(1, head_dim)
-    pos = torch.tensor([5])
-    mask = torch.where(torch.arange(length) <= 5, 0.0, float("-inf")).unsqueeze(0)
-    k, v = r(batch, n_kv, length, head_dim), r(batch, n_kv, length, head_dim)
+    x, _, rope, mask, pos, (k, v), weights, dims = _layer_inputs(2, 32, gen)
+    delta = torch.randn(x.shape, generator=gen)  # a residual carried in from the layer before
     caches = [(k.clone(), v.clone()) for _ in range(2)]
     a = layers.layer_step(x, delta, rope, mask, pos, caches[0], weights, dims)
     b = layers.layer_step(x, delta, rope, mask, pos, caches[1], weights, dims, small=True)

@@ -33,6 +33,12 @@ class MaybeCompiled:
     def name(self) -> str:
         return self.fn.__name__
 
+    @property
+    def varies(self) -> bool:
+        """Whether marking dimensions with ``vary`` does anything: compiled with dynamic shapes (and not fallen
+        back to ``fn``, which would ignore the marks)."""
+        return self.dynamic and self.compiled is not None
+
     def __call__(self, *args: Any) -> Any:
         if self.compiled is None:
             return self.fn(*args)

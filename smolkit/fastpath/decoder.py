@@ -146,7 +146,7 @@ class FastDecoder:
         delta = torch.zeros_like(x)
         for w, (k_cache, v_cache) in zip(self.layers, buf.caches, strict=True):
             cache = (k_cache[:rows], v_cache[:rows])
-            if layer is self.layer and layer.dynamic:
+            if layer is self.layer and layer.varies:
                 decode_dims(x, delta, mask, cache)
             x, delta = layer(x, delta, rope, mask, pos, cache, w, self.dims, small)
         return rms_norm(x + delta, self.norm.weight, self.dims.eps)
