@@ -3,9 +3,10 @@
 Peers, all on the same model, prompt and machine:
   - plain ``model.generate()`` (dynamic cache),
   - transformers' fastest path, ``generate(..., cache_implementation="static")`` (compiles the forward; --static),
-  - smolkit's ``generate()`` (decode + sampling captured in CUDA graphs, ``smolkit.fastpath``), as shipped (the
-    fused Triton sampler, one compiled layer for every batch size) beside its own variants: the PyTorch sampler,
-    and static shapes (a compile per batch size and cache length).
+  - smolkit's ``generate()`` (decode + sampling captured in CUDA graphs, ``smolkit.fastpath``) in both tiers (the
+    plain PyTorch pieces a decoder starts with, the compiled ones it moves to after COMPILE_AFTER_S of decoding)
+    beside its own variants: the fused Triton sampler, and static shapes (a compile per batch size and cache
+    length).
 Also the sampler alone per step (a CUDA graph of 32 steps, fused beside PyTorch), and in fresh processes
 (--warmup): imports, CUDA start, ``load_model()`` alone, the first token, and the first call at each of the
 notebooks' batch sizes (1, 8, 64) and at a new prompt bucket, with an empty compile cache and then a warm one.
@@ -219,8 +220,7 @@ class Table:
 def bench_samplers(lm: LoadedModel, table: Table) -> None:
     """The sampler alone per step: the fused kernel beside the PyTorch sampler (shipped), at the notebooks' batch
     sizes."""
-    shipped = fastpath.get_fast_decoder(lm)
-    with decoder_variant(lm, fused=True) as fused:
+    with decoder_variant(lm, compile=True) as shipped, decoder_variant(lm, compile=True, fused=True) as fused:
         for batch in (1, SIZES.many):
             for case, params in SAMPLER_CASES.items():
                 for name, decoder in (("fused" if fused.fused else "fused failed its check", fused),
@@ -238,29 +238,37 @@ def first_call(table: Table, lm: LoadedModel, name: str, params: SamplingParams,
 
 
 def bench_smolkit(lm: LoadedModel, table: Table) -> None:
-    """smolkit's fast path as shipped: set-up, batch 1, the notebooks' batch sizes (first call and warm), a new
-    prompt bucket."""
+    """smolkit's fast path in each of its tiers (fastpath.COMPILE_AFTER_S): the plain pieces a decoder starts with,
+    then the compiled ones it moves to."""
+    for tier, compile in (("plain tier", False), ("compiled tier", True)):
+        with decoder_variant(lm, compile=compile):
+            bench_tier(lm, table, tier)
+
+
+def bench_tier(lm: LoadedModel, table: Table, tier: str) -> None:
+    """One tier: set-up, batch 1, the notebooks' batch sizes (first call and warm), a new prompt bucket."""
     long, many = full_params().replace(min_tokens=SIZES.tokens), full_params().replace(
         n=SIZES.many, max_new_tokens=SIZES.many, min_tokens=SIZES.many)  # fmt: skip
     middle = many.replace(n=SIZES.middle)
+    base = base_params().replace(min_tokens=SIZES.tokens)
+    name = f"smolkit ({tier})"
     start = time.perf_counter()
     decoder = fastpath.get_fast_decoder(lm)
     decoder.prepare(1, lm.encode(PROMPT).shape[1] + SIZES.tokens)
-    table.add("smolkit fast path: compile + capture, batch 1", time.perf_counter() - start, 0,
+    table.add(f"{name}: set-up + capture, batch 1", time.perf_counter() - start, 0,
               f"sampler: {decoder.sampler_name} ({decoder.fused_problem or 'check passed'})")  # fmt: skip
     print(f"  first calls (compile or cache load): {decoder.compile_seconds}; problems: {decoder.compile_problems}")
     smolkit_generate(lm, long)
-    table.add("smolkit generate, batch 1, full parameter set", *timed(lambda: smolkit_generate(lm, long), SIZES.repeat))
-    base = base_params().replace(min_tokens=SIZES.tokens)
-    table.add("smolkit generate, batch 1, temperature 0.8 top_p 0.9", *timed(lambda: smolkit_generate(lm, base),
-                                                                             SIZES.repeat))  # fmt: skip
-    first_call(table, lm, f"smolkit: first call at batch {SIZES.middle} (compile + capture)", middle)
-    table.add(f"smolkit generate, {SIZES.middle} x {SIZES.many} tokens", *timed(lambda: smolkit_generate(lm, middle),
-                                                                                SIZES.repeat))  # fmt: skip
-    first_call(table, lm, f"smolkit: first call at batch {SIZES.many} (compile + capture)", many)
-    table.add(f"smolkit generate, {SIZES.many} continuations x {SIZES.many} tokens",
+    table.add(f"{name} generate, batch 1, full parameter set", *timed(lambda: smolkit_generate(lm, long), SIZES.repeat))
+    table.add(f"{name} generate, batch 1, temperature 0.8 top_p 0.9",
+              *timed(lambda: smolkit_generate(lm, base), SIZES.repeat))  # fmt: skip
+    first_call(table, lm, f"{name}: first call at batch {SIZES.middle}", middle)
+    table.add(f"{name} generate, {SIZES.middle} x {SIZES.many} tokens",
+              *timed(lambda: smolkit_generate(lm, middle), SIZES.repeat))  # fmt: skip
+    first_call(table, lm, f"{name}: first call at batch {SIZES.many}", many)
+    table.add(f"{name} generate, {SIZES.many} continuations x {SIZES.many} tokens",
               *timed(lambda: smolkit_generate(lm, many), SIZES.repeat))  # fmt: skip
-    first_call(table, lm, "smolkit: first call at a new prompt bucket (~300 tokens)", long, LONG_PROMPT)
+    first_call(table, lm, f"{name}: first call at a new prompt bucket (~300 tokens)", long, LONG_PROMPT)
     print(f"  set-up seconds: { {k: round(v, 2) for k, v in decoder.setup_seconds.items()} }", flush=True)
 
 
@@ -269,6 +277,7 @@ def bench_variants(lm: LoadedModel, table: Table) -> None:
     long = full_params().replace(min_tokens=SIZES.tokens)
     many = full_params().replace(n=SIZES.many, max_new_tokens=SIZES.many, min_tokens=SIZES.many)
     for label, options in (("fused sampler", {"fused": True}), ("static shapes", {"dynamic": False})):
+        options = {"compile": True, **options}
         with decoder_variant(lm, **options):
             first_call(table, lm, f"smolkit ({label}): first call, batch 1 (compile + capture)", long)
             table.add(f"smolkit ({label}) generate, batch 1, full parameter set",

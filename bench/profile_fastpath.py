@@ -51,9 +51,14 @@ def graphed(fn):
     return graph.replay
 
 
-def report_samplers(dec: FastDecoder, lm, batch: int) -> None:
+def report_samplers(dec: FastDecoder, lm, batch: int, with_fused: bool) -> None:
     """The sampler alone per step, the shipped one (PyTorch) beside the fused kernel (where it passed its check)
     and the fused kernel's other sizes."""
+    if not with_fused:
+        for case, params in bench_gpu.SAMPLER_CASES.items():
+            print(f"sampler alone, batch {batch}, {case}: {dec.sampler_name} "
+                  f"{bench_gpu.sampler_step_us(dec, batch, params):.1f} us/step")  # fmt: skip
+        return
     fused = FastDecoder(lm, compile=dec.compile, fused=True)
     for case, params in bench_gpu.SAMPLER_CASES.items():
         shipped = bench_gpu.sampler_step_us(dec, batch, params)
@@ -85,6 +90,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="only the step timings")
     parser.add_argument("--random", action="store_true", help="random weights (speed only)")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--no-fused", action="store_true", help="leave the fused sampler's timings out")
     args = parser.parse_args()
     bench_gpu.DEVICE = device = torch.device(args.device)
     on_gpu = device.type == "cuda"
@@ -120,7 +126,7 @@ def main() -> None:
                                           dec.dims, small))  # fmt: skip
         layer_ms = device_ms(layer)
         print(f"one decoder layer: {layer_ms * 1000:.1f} us; x{len(dec.layers)} = {layer_ms * len(dec.layers):.3f} ms")
-    report_samplers(dec, lm, args.batch)
+    report_samplers(dec, lm, args.batch, not args.no_fused)
     if args.quick:
         return
     start = time.perf_counter()
@@ -132,7 +138,7 @@ def main() -> None:
     with torch.inference_mode(), torch.profiler.profile(activities=[activity]) as prof:
         replay()
         bench_gpu.sync()
-    print(prof.key_averages().table(sort_by="cuda_time_total" if on_gpu else "cpu_time_total", row_limit=30))
+    print(prof.key_averages().table(sort_by="cuda_time_total" if on_gpu else "cpu_time_total", row_limit=60))
 
 
 if __name__ == "__main__":

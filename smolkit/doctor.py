@@ -237,11 +237,13 @@ def _hub_cache_check(known: tuple[str, ...]) -> Check:
 
 
 def check_fast_path(cuda: bool | None = None) -> list[Check]:
-    """Whether generate's GPU fast path can run here (torch version, Triton for its compiled layer) and whether
-    its compile cache is warm (an empty one costs the first generate of each new kernel about 20 s)."""
+    """Whether generate's GPU fast path can run here (torch version, Triton for its compiled tier) and whether
+    its compile cache is warm (the compiled tier costs a process about 5 s to load from a warm cache, about 20 s
+    to compile into an empty one; a decoder moves to it after COMPILE_AFTER_S of decoding)."""
     import torch
 
     from smolkit.fastpath import support
+    from smolkit.fastpath.decoder import COMPILE_AFTER_S
 
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if not cuda:
@@ -255,7 +257,8 @@ def check_fast_path(cuda: bool | None = None) -> list[Check]:
     cache = Path(support.compile_cache_dir())
     if cache.is_dir() and any(cache.iterdir()):
         return [Check("fast path", "ok", f"ready, compile cache warm at {cache}")]
-    return [Check("fast path", "info", f"ready; compile cache empty at {cache}: the first generate compiles (~20 s)")]
+    return [Check("fast path", "info", f"ready; compile cache empty at {cache}: after {COMPILE_AFTER_S:.0f} s of "
+                  "decoding, generate compiles its layers once (~20 s)")]  # fmt: skip
 
 
 CHECKS: tuple[Callable[[], list[Check]], ...] = (

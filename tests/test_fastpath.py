@@ -1,7 +1,8 @@
 """The fast path (smolkit.fastpath) samples from the same distributions as transformers, stage for stage.
 
 On the CPU it runs eagerly (no compile, no CUDA graph) and is checked against transformers' generate and the kit's
-next_token_distribution. The `gpu` tests run the compiled, graph-captured path (`make test-gpu`).
+next_token_distribution. The `gpu` tests run the graph-captured path in both of its tiers, the plain PyTorch
+pieces a decoder starts with and the compiled ones it moves to (`make test-gpu`).
 """
 
 from __future__ import annotations
@@ -155,6 +156,22 @@ def gpu_lm():
     return smolkit.load_model("embedded", device="cuda")
 
 
+@pytest.fixture(scope="module")
+def gpu_decoders(gpu_lm):
+    """One decoder per tier: the plain pieces a decoder starts with, the compiled ones it moves to."""
+    return {tier: fastpath.FastDecoder(gpu_lm, compile=tier == "compiled") for tier in ("plain", "compiled")}
+
+
+@pytest.fixture(params=["plain", "compiled"])
+def gpu_tier(request, gpu_lm, gpu_decoders):
+    """``gpu_lm`` whose generate runs the decoder of one tier meanwhile."""
+    decoder = gpu_decoders[request.param]
+    assert decoder.tier == request.param
+    gpu_lm.fast_decoder = decoder
+    yield gpu_lm
+    gpu_lm.fast_decoder = None
+
+
 @pytest.mark.gpu
 @gpu
 def test_gpu_default_dtype_is_float32(gpu_lm):
@@ -163,7 +180,8 @@ def test_gpu_default_dtype_is_float32(gpu_lm):
 
 @pytest.mark.gpu
 @gpu
-def test_gpu_greedy_equals_plain_generate(gpu_lm):
+def test_gpu_greedy_equals_plain_generate(gpu_tier):
+    gpu_lm = gpu_tier
     params = SamplingParams(temperature=0, max_new_tokens=64, repetition_penalty=1.1)
     fast = generate(gpu_lm, STORY, params)
     assert "CUDA graphs" in fast.backend
@@ -172,9 +190,10 @@ def test_gpu_greedy_equals_plain_generate(gpu_lm):
 
 @pytest.mark.gpu
 @gpu
-def test_gpu_steps_sample_from_the_kits_distribution(gpu_lm):
+def test_gpu_steps_sample_from_the_kits_distribution(gpu_tier):
     """Every step's probabilities (fast path, CUDA graphs) equal next_token_distribution for the same prefix
     within 1e-4 (float32 arithmetic in two orders; measured differences are ~1e-6)."""
+    gpu_lm = gpu_tier
     decoder = fastpath.get_fast_decoder(gpu_lm)
     assert decoder.sampler_name == "PyTorch", decoder.fused_problem  # the sampler the decoder ships with
     for n in (1, 8):
@@ -200,9 +219,10 @@ def test_chi_square_tells_a_wrong_distribution():
 @pytest.mark.gpu
 @gpu
 @pytest.mark.parametrize("params", CHI2_PARAMS, ids=repr)
-def test_gpu_draws_follow_the_plotted_distribution(gpu_lm, params):
+def test_gpu_draws_follow_the_plotted_distribution(gpu_tier, params):
     """32,768 first tokens drawn by the fast path (64 calls of n=512, seeds 0-63) against next_token_distribution's
     probs for the same prompt: chi-square below the p = 0.001 critical value, and no draw outside the support."""
+    gpu_lm = gpu_tier
     prompt = "Write a short story about a robot who learns to paint."
     decoder = fastpath.get_fast_decoder(gpu_lm)
     assert decoder.sampler_name == "PyTorch", decoder.fused_problem  # its draws are the ones tested
@@ -241,6 +261,37 @@ def test_small_batch_layer_computes_what_layer_step_computes():
         torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(caches[0][0][:, :, :6], caches[1][0][:, :, :6])
     torch.testing.assert_close(caches[0][1][:, :, :6], caches[1][1][:, :, :6])
+
+
+def test_a_decoder_compiles_once_plain_decoding_took_compile_after_s(lm, monkeypatch):
+    """The tiers: a tiered decoder (compile=None on a GPU with Triton) decodes with the plain pieces, counts their
+    time, and moves to compiled pieces once it reaches COMPILE_AFTER_S; what it samples does not change. Traced
+    with dynamo's eager backend here (the CPU has no Triton to compile for)."""
+    import functools
+
+    from smolkit.fastpath import compiled
+    from smolkit.fastpath import decoder as decoder_module
+    from smolkit.fastpath import sampler as sampler_module
+
+    eager_backend = functools.partial(compiled.MaybeCompiled, backend="eager")
+    monkeypatch.setattr(decoder_module, "MaybeCompiled", eager_backend)
+    monkeypatch.setattr(sampler_module, "MaybeCompiled", eager_backend)
+    decoder = fastpath.FastDecoder(lm)
+    assert not decoder.tiered and decoder.tier == "plain"  # on the CPU: plain, for good
+    decoder.tiered = True  # as on a GPU with Triton
+    params, inputs = FULL.replace(max_new_tokens=6), lm.inputs(STORY)
+    torch.manual_seed(0)  # the same noise for both calls: the same draws
+    plain = decoder.generate(inputs, params, lm.eos_token_ids, lm.pad_token_id, keep_probs=True)
+    assert decoder.tier == "plain" and 0 < decoder.eager_decode_seconds < decoder_module.COMPILE_AFTER_S
+    assert decoder.layer.compiled is None
+    decoder.eager_decode_seconds = decoder_module.COMPILE_AFTER_S
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    again = decoder.generate(inputs, params, lm.eos_token_ids, lm.pad_token_id, keep_probs=True)
+    assert decoder.tier == "compiled" and decoder.layer.first_call_seconds is not None
+    assert decoder.compile_problems == {}
+    assert again.tokens == plain.tokens
+    torch.testing.assert_close(again.full_probs, plain.full_probs, rtol=0, atol=1e-5)
 
 
 def test_the_fused_sampler_is_only_used_on_cuda(lm):

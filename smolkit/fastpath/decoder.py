@@ -29,6 +29,13 @@ __all__ = ["CHUNK", "FastDecoder", "FastResult", "get_fast_decoder"]
 
 CHUNK = 32
 """Decode steps per CUDA graph replay: the host checks for finished sequences once per chunk."""
+COMPILE_AFTER_S = 5.0
+"""With ``compile=None`` on a GPU the decoder starts with the plain PyTorch layers and sampler inside its CUDA
+graphs (the first token about a second after load) and compiles them once its decode steps have taken this many
+seconds in all (the graphs are then captured again). Measured on the H200 (bench/RESULTS.md): compiling costs the
+call that does it about 5 s with a warm compile cache (17 s with none) and makes a decode step about twice as fast,
+so it is bought once renting it has cost about as much (the ski-rental rule): a notebook that generates a few
+thousand tokens never pays it, a long benchmark pays it once."""
 NEG_INF = float("-inf")
 
 
@@ -104,7 +111,9 @@ class FastDecoder:
         self.lm, self.device, self.dtype = lm, lm.device, lm.dtype
         on_cuda = self.device.type == "cuda"
         self.use_graphs = on_cuda if use_graphs is None else use_graphs
-        self.compile = (on_cuda and has_triton()) if compile is None else compile
+        self.tiered = compile is None and on_cuda and has_triton()  # compile later, when it pays (COMPILE_AFTER_S)
+        self.compile, self.dynamic = bool(compile), dynamic
+        self.eager_decode_seconds = 0.0  # decode time spent uncompiled, towards COMPILE_AFTER_S
         decoder, config = lm.model.get_decoder(), text_config(lm.model)
         n_heads = config.num_attention_heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
@@ -115,16 +124,33 @@ class FastDecoder:
         self.layers = [weights_of(layer) for layer in decoder.layers]
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", compile_cache_dir())
         os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(compile_cache_dir(), "triton"))
-        # One compiled graph for a decoder layer, reused by every layer; ``dynamic``: also by every batch size > 1
-        # (up to SMALL_BATCH and above it) and cache length, so a new size costs no compile (see decode_dims).
-        self.layer = MaybeCompiled(layer_step, self.compile, dynamic=dynamic)
-        self.sampler = Sampler(self.compile)
+        self._build_pieces()
         # The fused Triton sampler only when asked for (on CUDA, once it passes its check on the device): on the H200
         # it was slower than the PyTorch sampler at batch 1 (350 vs 253 us a step) and 8-29x slower when top_p keeps
         # thousands of tokens (its window moves), faster only at batch 64 with ordinary settings (bench/RESULTS.md).
         self.fused, self.fused_problem = _fused_sampler(self.device, self.vocab, fused)
         self._buffers: dict[tuple[int, int, bool], _Buffers] = {}
         self.setup_seconds: dict[str, float] = {}
+
+    def _build_pieces(self) -> None:
+        # One compiled graph for a decoder layer, reused by every layer; ``dynamic``: also by every batch size > 1
+        # (up to SMALL_BATCH and above it) and cache length, so a new size costs no compile (see decode_dims).
+        self.layer = MaybeCompiled(layer_step, self.compile, dynamic=self.dynamic)
+        self.sampler = Sampler(self.compile)
+
+    def _compile_when_it_pays(self) -> None:
+        """Switch a tiered decoder to compiled pieces once uncompiled decoding took COMPILE_AFTER_S; the decode
+        graphs captured over the plain pieces are dropped and captured again on their next use."""
+        if self.tiered and not self.compile and self.eager_decode_seconds >= COMPILE_AFTER_S:
+            self.compile = True
+            self._build_pieces()
+            for buf in self._buffers.values():
+                buf.graph = None
+
+    @property
+    def tier(self) -> str:
+        """What runs the decode steps: "compiled" or "plain" (PyTorch's own kernels), on CUDA inside CUDA graphs."""
+        return "compiled" if self.compile else "plain"
 
     @property
     def compiled_pieces(self) -> list[MaybeCompiled]:
@@ -303,6 +329,7 @@ class FastDecoder:
         """Generate ``params.n`` continuations of the single prompt in ``inputs``. ``on_chunk(steps)`` is told of
         each chunk done (a progress bar), between chunks only: nothing waits on the host inside one."""
         prompt_len = int(inputs["input_ids"].shape[1])
+        self._compile_when_it_pays()
         buf = self.prepare(params.n, prompt_len + params.max_new_tokens, keep_probs)
         start = time.perf_counter()
         buf.settings.load(params, stop_ids, pad_id)
@@ -327,6 +354,8 @@ class FastDecoder:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start
+        if not self.compile:
+            self.eager_decode_seconds += seconds
         return FastResult.of(buf.records, params.n, params.max_new_tokens, seconds)
 
 

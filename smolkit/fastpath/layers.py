@@ -89,6 +89,28 @@ def _matvec(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return (v.float().unsqueeze(-2) * w.float()).sum(-1).to(v.dtype)
 
 
+def _attend(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, mask: torch.Tensor, d: Dims,
+            small: bool) -> torch.Tensor:
+    """Grouped-query attention of q (B, n_heads, T, hd) over the whole cache (B, n_kv, L, hd) with the additive
+    ``mask`` (T, L): softmax(q k^T / sqrt(hd) + mask) v, scores and softmax in float32. ``small``: both products
+    as fused reductions (compiled decoding at small batch; measured on the H200 at batch 1: cuBLAS took 15 us a
+    layer for these two tiny products, bench/RESULTS.md)."""
+    batch, _, steps, _ = q.shape
+    group = d.n_heads // d.n_kv
+    q = q.reshape(batch, d.n_kv, group * steps, d.head_dim)  # query heads of a kv head side by side
+    if small:
+        scores = (q.float().unsqueeze(-2) * k_cache.float().unsqueeze(-3)).sum(-1)
+    else:
+        scores = torch.matmul(q, k_cache.transpose(-1, -2)).float()
+    scores = scores.mul(d.head_dim**-0.5).view(batch, d.n_kv, group, steps, -1) + mask
+    probs = torch.softmax(scores, dim=-1).view(batch, d.n_kv, group * steps, -1)
+    if small:
+        attn = (probs.unsqueeze(-1) * v_cache.float().unsqueeze(-3)).sum(-2).to(v_cache.dtype)
+    else:
+        attn = torch.matmul(probs.to(v_cache.dtype), v_cache)
+    return attn.view(batch, d.n_heads, steps, d.head_dim)
+
+
 def layer_step(
     x: torch.Tensor,
     delta: torch.Tensor,
@@ -102,8 +124,8 @@ def layer_step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One decoder layer for T new tokens per row: x (B, T, H); ``rope`` the (cos, sin) of the T positions;
     ``cache`` the (keys, values) of shape (B, n_kv, L, head_dim), written at ``pos`` (T positions); ``mask`` (T, L)
-    additive. Decode steps use T = 1, the prompt T = its length. ``small``: the projections as fused reductions
-    (``_matvec``), for compiled decode steps at small batch.
+    additive. Decode steps use T = 1, the prompt T = its length. ``small``: the projections and the attention's
+    products as fused reductions (``_matvec``, ``_attend``), for compiled decode steps at small batch.
 
     The residual stream is carried as (x, delta): the layer adds the previous layer's MLP output first, so that this
     add and the following RMSNorm fuse into one kernel when compiled. Returns (x, this layer's MLP output).
@@ -119,12 +141,7 @@ def layer_step(
     k = _rope(k.view(batch, steps, d.n_kv, d.head_dim).transpose(1, 2), cos, sin)
     k_cache.index_copy_(2, pos, k)
     v_cache.index_copy_(2, pos, v.view(batch, steps, d.n_kv, d.head_dim).transpose(1, 2))
-    group = d.n_heads // d.n_kv
-    q = q.reshape(batch, d.n_kv, group * steps, d.head_dim)  # query heads of a kv head side by side
-    scores = torch.matmul(q, k_cache.transpose(-1, -2)).float() * (d.head_dim**-0.5)
-    scores = scores.view(batch, d.n_kv, group, steps, -1) + mask
-    probs = torch.softmax(scores, dim=-1).to(v_cache.dtype).view(batch, d.n_kv, group * steps, -1)
-    attn = torch.matmul(probs, v_cache).view(batch, d.n_heads, steps, d.head_dim).transpose(1, 2)
-    x = x + project(attn.reshape(batch, steps, d.n_heads * d.head_dim), w.wo)
+    attn = _attend(q, k_cache, v_cache, mask, d, small)  # (B, n_heads, T, hd)
+    x = x + project(attn.transpose(1, 2).reshape(batch, steps, d.n_heads * d.head_dim), w.wo)
     gate, up = project(rms_norm(x, w.ln2, d.eps), w.wgu).chunk(2, dim=-1)
     return x, project(F.silu(gate) * up, w.wd)
