@@ -249,6 +249,37 @@ def test_two_pass_argmax_equals_argmax():
     assert sampler._argmax(x).item() == 4000
 
 
+def test_the_compilers_notes_do_not_reach_the_user():
+    """A warning the compiler issues from its own modules (inductor's notes on its choices) is not shown; the
+    compiled function still runs."""
+    import warnings
+
+    from smolkit.fastpath.compiled import MaybeCompiled
+
+    def noting_backend(graph, example_inputs):
+        warnings.warn_explicit("Online softmax is disabled on the fly", UserWarning, "lowering.py", 1,
+                               module="torch._inductor.lowering")  # fmt: skip
+        return graph.forward
+
+    piece = MaybeCompiled(lambda x: x * 2, True, backend=noting_backend)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert torch.equal(piece(torch.ones(3)), torch.full((3,), 2.0))
+    assert piece.problem is None and not [w for w in seen if "Online softmax" in str(w.message)]
+
+
+def test_two_level_cumsum_equals_cumsum():
+    """The sampler's cumulative mass in blocks: torch.cumsum's sums within far less than TOP_P_SLACK, and exactly
+    where every partial sum is exact (small integers); a vocabulary that is no multiple of the block runs
+    cumsum itself."""
+    gen = torch.Generator().manual_seed(0)
+    for rows, vocab in ((1, 4096), (3, 49152), (2, 1000)):
+        x = torch.softmax(torch.randn(rows, vocab, generator=gen, dtype=torch.float64) * 3, dim=-1)
+        torch.testing.assert_close(sampler._cumsum(x), x.cumsum(-1), rtol=0, atol=1e-13)
+    ints = torch.randint(0, 5, (2, 8192), generator=gen).double()
+    assert torch.equal(sampler._cumsum(ints), ints.cumsum(-1))
+
+
 def test_small_batch_layer_computes_what_layer_step_computes():
     """layer_step with small=True (for the compiler) and without give the same output and cache writes (float32)."""
     gen = torch.Generator().manual_seed(0)

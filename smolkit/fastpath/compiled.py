@@ -44,9 +44,9 @@ class MaybeCompiled:
             return self.fn(*args)
         try:
             if self.first_call_seconds is not None:
-                return self.compiled(*args)
+                return self._quietly(*args)
             start = time.perf_counter()
-            out = self.compiled(*args)
+            out = self._quietly(*args)
             self.first_call_seconds = time.perf_counter() - start
             return out
         except Exception as err:  # a compiler failure must not cost the user the fast path
@@ -57,6 +57,15 @@ class MaybeCompiled:
             )
             self.compiled = None
             return self.fn(*args)
+
+
+    def _quietly(self, *args: Any) -> Any:
+        """The compiled call without the compiler's own notes (inductor warns about its choices, e.g. "Online
+        softmax is disabled..."): a learner's notebook is no place for them. Python calls it only while a graph is
+        warmed up or captured, so the filter costs no decode step."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"torch\._inductor")
+            return self.compiled(*args)
 
 
 def vary(tensor: torch.Tensor, *dims: int) -> None:

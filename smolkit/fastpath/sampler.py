@@ -145,24 +145,32 @@ def penalise(raw: torch.Tensor, s: Settings, p: Progress) -> tuple[torch.Tensor,
     return scores, scores / s.temperature
 
 
-def top_k_top_p_mask(sorted_scores: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
-    """Which tokens top_k and then top_p remove, in ascending sorted order (``sorted_scores`` sorted ascending).
-
-    top_k keeps tokens >= the k-th largest (ties kept), as TopKLogitsWarper; top_p then drops the least likely
-    tokens whose cumulative mass is <= 1 - top_p and keeps at least one, as TopPLogitsWarper. The softmax and its
-    cumulative sum are taken in float64 and compared with a slack of ``TOP_P_SLACK``: in float32 the rounding of
-    the sum (its order differs between devices and kernels) decides ties that sit exactly on 1 - top_p.
-    """
+def keep_top_k(sorted_scores: torch.Tensor, top_k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """top_k on the scores sorted ascending: which it removes, and the softmax (float64) of what it keeps, in the
+    same order. top_k keeps tokens >= the k-th largest (ties kept), as TopKLogitsWarper."""
     vocab = sorted_scores.shape[-1]
     rank = torch.arange(vocab, device=sorted_scores.device)
     k = top_k.clamp(min=1, max=vocab)
     kth = torch.where(rank == vocab - k, sorted_scores, NEG_INF).amax(-1, keepdim=True)  # the k-th largest
     below_k = (sorted_scores < kth) & (top_k > 0)
-    masked = sorted_scores.masked_fill(below_k, NEG_INF)
-    cumulative = torch.softmax(masked.double(), dim=-1).cumsum(dim=-1)
+    return below_k, torch.softmax(sorted_scores.masked_fill(below_k, NEG_INF).double(), dim=-1)
+
+
+def top_p_removes(cumulative: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Which tokens top_p removes, from the cumulative mass (float64) in ascending order: those whose cumulative
+    mass is <= 1 - top_p, keeping at least one, as TopPLogitsWarper. Compared with a slack of ``TOP_P_SLACK``: in
+    float32 the rounding of the sum (its order differs between devices and kernels) decides ties that sit exactly
+    on 1 - top_p."""
+    vocab = cumulative.shape[-1]
+    rank = torch.arange(vocab, device=cumulative.device)
     budget = (1 - top_p.double()) + TOP_P_SLACK
-    below_p = (cumulative <= budget) & (top_p < 1) & (rank < vocab - 1)  # the most likely token always stays
-    return below_k | below_p
+    return (cumulative <= budget) & (top_p < 1) & (rank < vocab - 1)  # the most likely token always stays
+
+
+def top_k_top_p_mask(sorted_scores: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Which tokens top_k and then top_p remove, in ascending sorted order (``sorted_scores`` sorted ascending)."""
+    below_k, kept = keep_top_k(sorted_scores, top_k)
+    return below_k | top_p_removes(_cumsum(kept), top_p)
 
 
 def cut(
@@ -202,17 +210,33 @@ def draw(
     return token, shown
 
 
+def _cumsum(x: torch.Tensor, block: int = 1024) -> torch.Tensor:
+    """cumsum over the last dimension in two levels (within blocks of ``block``, then the blocks' totals): the same
+    sums in another order (in float64 the difference is far below TOP_P_SLACK), as many short rows the GPU scans in
+    parallel instead of one long row per batch row (measured on the H200: 95 us at batch 64 for the long rows)."""
+    batch, vocab = x.shape
+    if vocab % block:
+        return x.cumsum(-1)
+    inner = x.view(batch, vocab // block, block).cumsum(-1)
+    totals = inner[..., -1]
+    before = totals.cumsum(-1) - totals  # the mass of the blocks before each block
+    return (inner + before.unsqueeze(-1)).view(batch, vocab)
+
+
 def _entropy_bits(probs: torch.Tensor) -> torch.Tensor:
     logs = torch.where(probs > 0, probs.log2(), torch.zeros_like(probs))
     return -(probs * logs).sum(-1)
 
 
 def record(
-    raw: torch.Tensor, token: torch.Tensor, shown: torch.Tensor, s: Settings, p: Progress, r: Records
-) -> torch.Tensor:
+    raw: torch.Tensor, token: torch.Tensor, shown: torch.Tensor, sorted_ids: torch.Tensor, s: Settings,
+    p: Progress, r: Records,
+) -> torch.Tensor:  # fmt: skip
     """Write the step's token and records, update the counts and the finished rows, advance the step.
 
-    Rows already finished emit the pad token and stop changing. Returns the tokens (B,).
+    The TOP_RECORDS most likely tokens of ``shown`` are the last of ``sorted_ids`` (the scores in ascending order,
+    which every cut-off keeps an upper part of): no second search of the vocabulary. Rows already finished emit
+    the pad token and stop changing. Returns the tokens (B,).
     """
     active = ~p.finished
     token = torch.where(active, token, s.pad_id)
@@ -222,9 +246,9 @@ def record(
     r.probs.index_copy_(1, index, shown.gather(-1, column))
     r.ranks.index_copy_(1, index, (raw > raw.gather(-1, column)).sum(-1, keepdim=True))
     r.entropy.index_copy_(1, index, _entropy_bits(shown).view(-1, 1))
-    top_values, top_ids = torch.topk(shown, TOP_RECORDS, dim=-1)
+    top_ids = sorted_ids[:, -TOP_RECORDS:].flip(-1)
     r.top_ids.index_copy_(1, index, top_ids.unsqueeze(1))
-    r.top_probs.index_copy_(1, index, top_values.unsqueeze(1))
+    r.top_probs.index_copy_(1, index, shown.gather(-1, top_ids).unsqueeze(1))
     if r.full_probs is not None:
         r.full_probs.index_copy_(1, index, shown.unsqueeze(1))
     p.counts.scatter_add_(1, column, active.float().view(-1, 1))
@@ -234,13 +258,25 @@ def record(
     return token
 
 
+def finish(
+    raw: torch.Tensor, scores: torch.Tensor, below_k: torch.Tensor, cumulative: torch.Tensor,
+    sorted_ids: torch.Tensor, noise: torch.Tensor, greedy_scores: torch.Tensor, s: Settings, p: Progress,
+    r: Records,
+) -> torch.Tensor:  # fmt: skip
+    """After the cumulative sum: top_p's removals joined to top_k's, the cut (and min_p), the draw, the records."""
+    probs = cut(scores, below_k | top_p_removes(cumulative, s.top_p), sorted_ids, s.min_p)
+    token, shown = draw(probs, noise, greedy_scores, s.greedy)
+    return record(raw, token, shown, sorted_ids, s, p, r)
+
+
 class Sampler:
-    """The stages as pieces, each compiled separately when asked, each running eagerly should the compiler fail on
-    it (``problems`` says which). The sort and top_k/top_p's cumulative sum run eagerly: sorting cannot be fused,
-    and inductor's scan fails on the cumulative sum at some batch sizes (SplitScan, torch 2.11, batch 64)."""
+    """The stages as three pieces around the two steps that stay PyTorch's own kernels, each piece compiled when
+    asked and run eagerly should the compiler fail on it (``problems`` says which): the sort (it cannot be fused)
+    and top_p's cumulative sum (inductor's scan fails on it at some batch sizes: SplitScan, torch 2.11, batch 64).
+    """
 
     def __init__(self, compile: bool):
-        self.pieces = {fn.__name__: MaybeCompiled(fn, compile) for fn in (penalise, cut, draw, record)}
+        self.pieces = {fn.__name__: MaybeCompiled(fn, compile) for fn in (penalise, keep_top_k, finish)}
 
     @property
     def problems(self) -> dict[str, str]:
@@ -251,10 +287,9 @@ class Sampler:
         piece = self.pieces
         greedy_scores, scores = piece["penalise"](logits, s, p)
         sorted_scores, sorted_ids = torch.sort(scores, dim=-1, stable=True)  # ties in index order, as on CUDA
-        remove_sorted = top_k_top_p_mask(sorted_scores, s.top_k, s.top_p)
-        probs = piece["cut"](scores, remove_sorted, sorted_ids, s.min_p)
-        token, shown = piece["draw"](probs, noise, greedy_scores, s.greedy)
-        return piece["record"](logits, token, shown, s, p, r)
+        below_k, kept = piece["keep_top_k"](sorted_scores, s.top_k)
+        cumulative = _cumsum(kept)
+        return piece["finish"](logits, scores, below_k, cumulative, sorted_ids, noise, greedy_scores, s, p, r)
 
 
 _EAGER = Sampler(compile=False)
