@@ -4,7 +4,8 @@
 #
 #   bench/gpu_run.sh tests      make test-gpu's first half: the -m gpu tests (fast path parity, chi-square, share)
 #   bench/gpu_run.sh trust      bench/gpu_trust.py: plotted vs sampled, float32 and bfloat16
-#   bench/gpu_run.sh bench      bench/bench_gpu.py (and its warm-up in fresh processes) and profile_fastpath.py
+#   bench/gpu_run.sh bench      bench/bench_gpu.py (both tiers beside transformers' paths) and profile_fastpath.py
+#   bench/gpu_run.sh startup    bench/profile_startup.py: a fresh process stage by stage, to the first tokens
 #   bench/gpu_run.sh notebooks  make test-gpu's second half: every notebook under nbval-lax on the GPU
 #   bench/gpu_run.sh workshop   bench/workshop_load.py: how many participants one GPU holds
 # Logs and JSON go to ${OUT:-bench/gpu-out}.
@@ -20,9 +21,9 @@ for what in "$@"; do
         tests) stage tests "$py" -m pytest -q -p no:cacheprovider -o addopts= -m gpu --continue-on-collection-errors tests ;;
         trust) stage trust "$py" bench/gpu_trust.py --out "$out/results-gpu-trust.json" ;;
         bench)
-            stage bench "$py" bench/bench_gpu.py --weights embedded --static --warmup --compare-dtype bfloat16 \
-                --out "$out/results-gpu.json"
-            stage profile "$py" bench/profile_fastpath.py --quick ;;
+            stage bench "$py" bench/bench_gpu.py --weights embedded --static --out "$out/results-gpu.json"
+            stage profile "$py" bench/profile_fastpath.py --quick --no-fused ;;
+        startup) stage startup "$py" bench/profile_startup.py --out "$out/results-gpu-startup.json" ;;
         notebooks)
             stage notebooks "$py" -m pytest -q -p no:cacheprovider -o addopts= --nbval-lax --nbval-kernel-name smolkit \
                 --nbval-cell-timeout 900 --durations=0 notebooks ;;

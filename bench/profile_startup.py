@@ -1,5 +1,6 @@
 """Where a fresh process spends its time before the first token (issue 15, goals 1 and 5): each stage timed on its
-own, in new processes, with an empty compile cache and then a warm one, the fast path compiled or not.
+own, in new processes, with an empty compile cache and then a warm one, the fast path in either tier (plain: the
+PyTorch pieces a decoder starts with; compiled: the tier it moves to).
 
     python bench/profile_startup.py [--device cuda] [--weights embedded|random] [--out FILE]
 
@@ -33,7 +34,7 @@ import torch
 mark("import torch")
 import smolkit
 mark("import smolkit")
-device, weights, compiled = torch.device(sys.argv[1]), sys.argv[2], sys.argv[3] == "compiled"
+device, weights, compiled = torch.device(sys.argv[1]), sys.argv[2], sys.argv[3] == "compiled"  # or "plain"
 if device.type == "cuda":
     torch.empty(1, device=device)
 mark("CUDA context")
@@ -85,7 +86,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--weights", default="embedded", choices=["embedded", "random"])
-    parser.add_argument("--variants", default="compiled,eager", help="compiled and/or eager (CUDA graphs alone)")
+    parser.add_argument("--variants", default="plain,compiled", help="the tiers: plain and/or compiled")
     parser.add_argument("--out")
     args = parser.parse_args()
     results = {}
