@@ -238,7 +238,7 @@ def _hub_cache_check(known: tuple[str, ...]) -> Check:
 
 def check_fast_path(cuda: bool | None = None) -> list[Check]:
     """Whether generate's GPU fast path can run here (torch version, Triton for its compiled tier) and whether
-    its compile cache is warm (the compiled tier costs a process about 5 s to load from a warm cache, about 20 s
+    its compile cache is warm (the compiled tier costs a process about 6 s to load from a warm cache, 12-17 s
     to compile into an empty one; a decoder moves to it after COMPILE_AFTER_S of decoding)."""
     import torch
 
@@ -258,7 +258,7 @@ def check_fast_path(cuda: bool | None = None) -> list[Check]:
     if cache.is_dir() and any(cache.iterdir()):
         return [Check("fast path", "ok", f"ready, compile cache warm at {cache}")]
     return [Check("fast path", "info", f"ready; compile cache empty at {cache}: after {COMPILE_AFTER_S:.0f} s of "
-                  "decoding, generate compiles its layers once (~20 s)")]  # fmt: skip
+                  "decoding, generate compiles its layers once (12-17 s on an H200)")]  # fmt: skip
 
 
 CHECKS: tuple[Callable[[], list[Check]], ...] = (

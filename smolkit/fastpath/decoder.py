@@ -32,10 +32,11 @@ CHUNK = 32
 COMPILE_AFTER_S = 5.0
 """With ``compile=None`` on a GPU the decoder starts with the plain PyTorch layers and sampler inside its CUDA
 graphs (the first token about a second after load) and compiles them once its decode steps have taken this many
-seconds in all (the graphs are then captured again). Measured on the H200 (bench/RESULTS.md): compiling costs the
-call that does it about 5 s with a warm compile cache (17 s with none) and makes a decode step about twice as fast,
-so it is bought once renting it has cost about as much (the ski-rental rule): a notebook that generates a few
-thousand tokens never pays it, a long benchmark pays it once."""
+seconds in all (the graphs are then captured again). Measured on the H200 (bench/RESULTS.md, third round):
+compiling costs the call that does it about 6 s with a warm compile cache (12-17 s with none) and makes a decode
+step about three times as fast (batch 1: 1.02 against 3.06 ms), so it is bought once going without has cost a
+few seconds, about what buying costs (the ski-rental rule): a notebook that generates a few thousand tokens never
+pays it, a long benchmark pays it once."""
 NEG_INF = float("-inf")
 
 
