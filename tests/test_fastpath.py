@@ -313,9 +313,9 @@ def test_a_decoder_compiles_once_plain_decoding_took_compile_after_s(lm, monkeyp
     params, inputs = FULL.replace(max_new_tokens=6), lm.inputs(STORY)
     torch.manual_seed(0)  # the same noise for both calls: the same draws
     plain = decoder.generate(inputs, params, lm.eos_token_ids, lm.pad_token_id, keep_probs=True)
-    assert decoder.tier == "plain" and 0 < decoder.eager_decode_seconds < decoder_module.COMPILE_AFTER_S
+    assert decoder.tier == "plain" and 0 < decoder.plain_decode_seconds < decoder_module.COMPILE_AFTER_S
     assert decoder.layer.compiled is None
-    decoder.eager_decode_seconds = decoder_module.COMPILE_AFTER_S
+    decoder.plain_decode_seconds = decoder_module.COMPILE_AFTER_S
     torch._dynamo.reset()
     torch.manual_seed(0)
     again = decoder.generate(inputs, params, lm.eos_token_ids, lm.pad_token_id, keep_probs=True)

@@ -58,7 +58,6 @@ class MaybeCompiled:
             self.compiled = None
             return self.fn(*args)
 
-
     def _quietly(self, *args: Any) -> Any:
         """The compiled call without the compiler's own notes (inductor warns about its choices, e.g. "Online
         softmax is disabled..."): a learner's notebook is no place for them. Python calls it only while a graph is

@@ -114,7 +114,7 @@ class FastDecoder:
         self.use_graphs = on_cuda if use_graphs is None else use_graphs
         self.tiered = compile is None and on_cuda and has_triton()  # compile later, when it pays (COMPILE_AFTER_S)
         self.compile, self.dynamic = bool(compile), dynamic
-        self.eager_decode_seconds = 0.0  # decode time spent uncompiled, towards COMPILE_AFTER_S
+        self.plain_decode_seconds = 0.0  # decode time spent uncompiled, towards COMPILE_AFTER_S
         decoder, config = lm.model.get_decoder(), text_config(lm.model)
         n_heads = config.num_attention_heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
@@ -142,7 +142,7 @@ class FastDecoder:
     def _compile_when_it_pays(self) -> None:
         """Switch a tiered decoder to compiled pieces once uncompiled decoding took COMPILE_AFTER_S; the decode
         graphs captured over the plain pieces are dropped and captured again on their next use."""
-        if self.tiered and not self.compile and self.eager_decode_seconds >= COMPILE_AFTER_S:
+        if self.tiered and not self.compile and self.plain_decode_seconds >= COMPILE_AFTER_S:
             self.compile = True
             self._build_pieces()
             for buf in self._buffers.values():
@@ -356,7 +356,7 @@ class FastDecoder:
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start
         if not self.compile:
-            self.eager_decode_seconds += seconds
+            self.plain_decode_seconds += seconds
         return FastResult.of(buf.records, params.n, params.max_new_tokens, seconds)
 
 

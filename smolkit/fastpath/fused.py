@@ -146,7 +146,7 @@ def _window(s_ptr, cand_ptr, m, k_top, k_sel, needed, ties, c_hi, V: tl.constexp
     """Write the composites of the tokens in the top ``rank`` (``_select``'s key, needed and ties: of the tokens at
     the boundary key, the highest indices) and below ``c_hi`` to ``cand_ptr``. Returns the top_k mass Z, the mass
     of top_k's tokens below the window (both unnormalised, exp(s - m), in float64 as top_p's cumulative sums are:
-    see sampler.top_k_top_p_mask) and how many tokens were written."""
+    see sampler.keep_top_k) and how many tokens were written."""
     z = tl.zeros([], tl.float64)
     low = tl.zeros([], tl.float64)
     seen_ties = 0
@@ -182,7 +182,7 @@ def _sorted_window(cand_ptr, written, CAND: tl.constexpr):
 @triton.jit
 def _top_p_cut(cs, written, low, z, budget, m, k_top, c_top, CAND: tl.constexpr):
     """TopPLogitsWarper over the sorted window ``cs``: the composite at and below which every token is removed
-    (in float64 with ``budget`` = 1 - top_p + slack, as sampler.top_k_top_p_mask decides)."""
+    (in float64 with ``budget`` = 1 - top_p + slack, as sampler.top_p_removes decides)."""
     j = tl.arange(0, CAND)
     real = j >= CAND - written
     key = (cs >> 32).to(tl.int32)

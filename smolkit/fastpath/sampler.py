@@ -167,12 +167,6 @@ def top_p_removes(cumulative: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor
     return (cumulative <= budget) & (top_p < 1) & (rank < vocab - 1)  # the most likely token always stays
 
 
-def top_k_top_p_mask(sorted_scores: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
-    """Which tokens top_k and then top_p remove, in ascending sorted order (``sorted_scores`` sorted ascending)."""
-    below_k, kept = keep_top_k(sorted_scores, top_k)
-    return below_k | top_p_removes(_cumsum(kept), top_p)
-
-
 def cut(
     scores: torch.Tensor, remove_sorted: torch.Tensor, sorted_ids: torch.Tensor, min_p: torch.Tensor
 ) -> torch.Tensor:
