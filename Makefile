@@ -135,7 +135,8 @@ bench: kernel
 	$(PY) bench/bench_cpu.py --out bench/results-cpu.json
 
 bench-gpu: kernel
-	$(PY) bench/bench_gpu.py --weights embedded --static --vlm --warmup --out bench/results-gpu.json
+	$(PY) bench/bench_gpu.py --weights embedded --static --vlm --out bench/results-gpu.json
+	$(PY) bench/profile_startup.py --out bench/results-gpu-startup.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

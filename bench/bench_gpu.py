@@ -7,9 +7,8 @@ Peers, all on the same model, prompt and machine:
     plain PyTorch pieces a decoder starts with, the compiled ones it moves to after COMPILE_AFTER_S of decoding)
     beside its own variants: the fused Triton sampler, and static shapes (a compile per batch size and cache
     length).
-Also the sampler alone per step (a CUDA graph of 32 steps, fused beside PyTorch), and in fresh processes
-(--warmup): imports, CUDA start, ``load_model()`` alone, the first token, and the first call at each of the
-notebooks' batch sizes (1, 8, 64) and at a new prompt bucket, with an empty compile cache and then a warm one.
+Also the sampler alone per step (a CUDA graph of 32 steps, fused beside PyTorch). A fresh process's start, stage
+by stage, is bench/profile_startup.py's.
 
 Prints a table and writes JSON (--out). Random weights of the same architecture give the same speed as real ones
 (--weights random). ``--device cpu`` runs the same code paths eagerly on the CPU with a tiny model and few tokens
@@ -24,9 +23,7 @@ import dataclasses
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -317,64 +314,6 @@ def bench_model(lm: LoadedModel, rows: list[dict], static: bool, plain: bool, la
     bench_transformers(lm, table, static, plain)
 
 
-WARMUP_SNIPPET = """
-import json, sys, time
-start = time.perf_counter()
-import torch, smolkit
-imported = time.perf_counter()
-weights, dtype, device, tokens, middle, many = sys.argv[1:7]
-device = torch.device(device)
-if device.type == "cuda":
-    torch.cuda.init()
-    torch.empty(1, device=device)
-started = time.perf_counter()
-if weights == "embedded":
-    lm = smolkit.load_model("embedded", device=device, dtype=dtype)
-else:
-    import bench_gpu  # run with the bench folder as the working directory
-    lm = bench_gpu.random_lm("smollm2", bench_gpu.resolve_dtype(dtype, device), device)
-loaded = time.perf_counter()
-params = smolkit.SamplingParams(temperature=0.8, top_p=0.9, max_new_tokens=2)
-result = smolkit.generate(lm, "Hello!", params)
-first = time.perf_counter()
-out = {"import_s": imported - start, "cuda_start_s": started - imported, "load_model_s": loaded - started,
-       "first_token_s": first - start, "load_to_first_token_s": first - started, "backend": result.backend}
-if weights == "embedded":
-    again = time.perf_counter()
-    smolkit.load_model("embedded", device=device, dtype=dtype)
-    out["load_model_again_s"] = time.perf_counter() - again
-calls = [(f"batch {middle}", params.replace(n=int(middle), max_new_tokens=int(tokens)), "Hello!"),
-         (f"batch {many}", params.replace(n=int(many), max_new_tokens=int(tokens)), "Hello!"),
-         ("prompt bucket ~300 tokens", params, " ".join(["Write a short story about a robot."] * 40))]
-for name, call_params, prompt in calls:
-    begin = time.perf_counter()
-    smolkit.generate(lm, prompt, call_params)
-    out[f"first call, {name}_s"] = time.perf_counter() - begin
-print("WARMUP " + json.dumps(out))
-"""
-
-
-def warmup_in_fresh_process(weights: str, cache: str, dtype: str) -> dict[str, Any]:
-    """From ``import smolkit`` to the first token in a new process, with ``cache`` as the compile cache; then the
-    first call at the notebooks' other batch sizes and at a new prompt bucket."""
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "TRITON_CACHE_DIR": os.path.join(cache, "triton")}
-    argv = [weights, dtype, str(DEVICE), str(min(SIZES.many, 64)), str(SIZES.middle), str(SIZES.many)]
-    proc = subprocess.run([sys.executable, "-c", WARMUP_SNIPPET, *argv], capture_output=True, text=True, env=env,
-                          timeout=600, cwd=Path(__file__).parent)  # fmt: skip
-    line = [x for x in proc.stdout.splitlines() if x.startswith("WARMUP ")]
-    if proc.returncode or not line:
-        raise RuntimeError(f"warm-up process failed: {proc.stdout[-2000:]} {proc.stderr[-4000:]}")
-    return json.loads(line[0].removeprefix("WARMUP "))
-
-
-def run_warmups(result: dict, weights: str, dtype: str) -> None:
-    with tempfile.TemporaryDirectory() as cache:
-        result["warmup_cold_cache"] = warmup_in_fresh_process(weights, cache, dtype)
-        print("fresh process, empty compile cache:", result["warmup_cold_cache"], flush=True)
-        result["warmup_warm_cache"] = warmup_in_fresh_process(weights, cache, dtype)
-        print("fresh process, compile cache of the run before:", result["warmup_warm_cache"], flush=True)
-
-
 def load(weights: str, dtype: torch.dtype) -> LoadedModel:
     if weights == "embedded":
         return smolkit.load_model("embedded", device=DEVICE, dtype=dtype)
@@ -388,9 +327,7 @@ def main() -> int:
     parser.add_argument("--static", action="store_true", help="also measure transformers' static-cache path (slow)")
     parser.add_argument("--no-plain", action="store_true", help="skip plain generate()")
     parser.add_argument("--vlm", action="store_true", help="also a SmolVLM-256M-shaped model (random weights)")
-    parser.add_argument("--warmup", action="store_true", help="time load_model -> first token in fresh processes")
     parser.add_argument("--out", default=None)
-    parser.add_argument("--only-warmup", action="store_true", help="just the fresh-process warm-up timings")
     parser.add_argument("--dtype", default="auto", help="the dtype measured in full (auto: load_model's default)")
     parser.add_argument("--compare-dtype", default=None, help="also the fast path alone in this dtype")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
@@ -410,23 +347,20 @@ def main() -> int:
     rows: list[dict] = []
     result: dict[str, Any] = {"info": info, "rows": rows}
     started = time.perf_counter()
-    if args.warmup:
-        run_warmups(result, args.weights, args.dtype)  # on the CPU too: load_model's own path
-    if not args.only_warmup:
-        dtype = resolve_dtype(args.dtype, DEVICE)
-        start = time.perf_counter()
-        lm = load(weights, dtype)
-        result["load_model_s"] = time.perf_counter() - start
-        print(f"load_model in this process: {result['load_model_s']:.2f} s", flush=True)
-        label = f"SmolLM2-135M ({weights}) {str(dtype).removeprefix('torch.')}"
-        bench_model(lm, rows, args.static, not args.no_plain, label, full=True)
-        if args.compare_dtype:
-            other = resolve_dtype(args.compare_dtype, DEVICE)
-            bench_model(load(weights, other), rows, False, False, f"SmolLM2-135M ({weights}) {args.compare_dtype}",
-                        full=False)  # fmt: skip
-        if args.vlm:
-            vlm = random_lm("smolvlm", dtype)
-            bench_model(vlm, rows, False, not args.no_plain, "SmolVLM-256M shape (random)", full=False)
+    dtype = resolve_dtype(args.dtype, DEVICE)
+    start = time.perf_counter()
+    lm = load(weights, dtype)
+    result["load_model_s"] = time.perf_counter() - start
+    print(f"load_model in this process: {result['load_model_s']:.2f} s", flush=True)
+    label = f"SmolLM2-135M ({weights}) {str(dtype).removeprefix('torch.')}"
+    bench_model(lm, rows, args.static, not args.no_plain, label, full=True)
+    if args.compare_dtype:
+        other = resolve_dtype(args.compare_dtype, DEVICE)
+        bench_model(load(weights, other), rows, False, False, f"SmolLM2-135M ({weights}) {args.compare_dtype}",
+                    full=False)  # fmt: skip
+    if args.vlm:
+        vlm = random_lm("smolvlm", dtype)
+        bench_model(vlm, rows, False, not args.no_plain, "SmolVLM-256M shape (random)", full=False)
     result["bench_seconds"] = time.perf_counter() - started
     print(f"bench: {result['bench_seconds']:.0f} s in all", flush=True)
     if args.out:

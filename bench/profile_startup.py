@@ -7,7 +7,8 @@ PyTorch pieces a decoder starts with; compiled: the tier it moves to).
 Stages, in the order a notebook's first cells meet them: ``import torch``; ``import smolkit``; the CUDA context;
 the transformers modules ``load_model`` imports; ``load_model()`` itself (the modules already imported); the first
 ``next_token_distribution`` (a plain transformers forward); the first ``generate`` (the fast path's compile or
-compile-cache load, and its graph captures), a second one, and the first and second call at 8 x 64. For the
+compile-cache load, and its graph captures), a second one, the first and second call at 8 x 64, the first at
+64 x 64 and at a new prompt bucket, and ``load_model()`` once more in the same process. For the
 compiled variants, dynamo's own account of its time (``torch._dynamo.utils.compile_times``) is printed too.
 """
 
@@ -62,6 +63,13 @@ smolkit.generate(lm, "Hello!", params.replace(n=8, max_new_tokens=64, min_tokens
 mark("first generate 8 x 64")
 smolkit.generate(lm, "Hello!", params.replace(n=8, max_new_tokens=64, min_tokens=64))
 mark("next generate 8 x 64")
+smolkit.generate(lm, "Hello!", params.replace(n=64, max_new_tokens=64, min_tokens=64))
+mark("first generate 64 x 64")
+smolkit.generate(lm, " ".join(["Write a short story about a robot."] * 40), params)
+mark("first generate at a new prompt bucket (~300 tokens)")
+if weights == "embedded":
+    smolkit.load_model("embedded", device=device)
+    mark("load_model() again, in the same process")
 if compiled and device.type == "cuda":
     from torch._dynamo.utils import compile_times
     print(compile_times(repr="str"), file=sys.stderr)
