@@ -33,12 +33,18 @@ stored one. What is left different is what nbval reports, so a failure shows onl
 from __future__ import annotations
 
 import copy
+import os
 import re
+import shutil
+import tempfile
 from collections import defaultdict
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from nbval.plugin import IPyNbCell, IPyNbFile
+
+from tests import float_noise
 
 __all__ = ["numbers_match", "snap_numbers"]
 
@@ -164,6 +170,43 @@ def pytest_addoption(parser):
         default=1,
         help="decimals in notebook outputs may differ by this many units in their last printed digit (0: exact)",
     )
+    parser.getgroup("nbval").addoption(
+        "--float-noise",
+        type=int,
+        default=0,
+        metavar="SEED",
+        help="perturb every notebook kernel's linear layers by 1 + 1e-6 * N(0, 1) drawn from SEED, the size of the "
+        "differences between CPUs' float32 kernels (tests/float_noise.py); 0: no noise",
+    )
+
+
+def pytest_configure(config):
+    """With --float-noise, every kernel nbval starts gets an IPython startup file planting the noise: kernels
+    inherit IPYTHONDIR from this process."""
+    seed = config.getoption("float_noise", 0)
+    if seed:
+        folder = Path(tempfile.mkdtemp(prefix="smolkit-float-noise-"))
+        startup = folder / "profile_default" / "startup"
+        startup.mkdir(parents=True)
+        (startup / "00-float-noise.py").write_text(float_noise.startup_file(seed))
+        config._float_noise_ipythondir = (folder, os.environ.get("IPYTHONDIR"))
+        os.environ["IPYTHONDIR"] = str(folder)
+
+
+def pytest_report_header(config):
+    seed = config.getoption("float_noise", 0)
+    return [f"float noise: seed {seed}, scale {float_noise.SCALE:g} (tests/float_noise.py)"] if seed else []
+
+
+def pytest_unconfigure(config):
+    saved = getattr(config, "_float_noise_ipythondir", None)
+    if saved:
+        folder, before = saved
+        shutil.rmtree(folder, ignore_errors=True)
+        if before is None:
+            os.environ.pop("IPYTHONDIR", None)
+        else:
+            os.environ["IPYTHONDIR"] = before
 
 
 @pytest.hookimpl(wrapper=True)

@@ -12,7 +12,9 @@ group or home the test made is left.
 from __future__ import annotations
 
 import contextlib
+import functools
 import grp
+import hashlib
 import json
 import os
 import pwd
@@ -43,7 +45,47 @@ pytestmark = [
 ]
 
 REPO = Path(__file__).resolve().parents[1]
-WORKSHOP_VENV = Path(os.environ.get("SMOLKIT_WORKSHOP_VENV") or Path(sys.prefix) / "workshop")
+
+
+def others_can_use(repo: Path, venv: Path) -> bool:
+    """Whether an account that is neither root nor a participant can read the notebooks and reach the venv's
+    folder: participants' servers run as their own accounts, from this repository and that venv."""
+    check = ["runuser", "-u", "nobody", "--", "test", "-r", str(repo / "notebooks" / "00_setup.ipynb"), "-a", "-x",
+             str(venv.parent)]  # fmt: skip
+    return subprocess.run(check, capture_output=True).returncode == 0
+
+
+def staged_kit(repo: Path) -> Path:
+    """The kit's files (tracked and untracked-not-ignored, as git lists them) copied to a folder every account can
+    read, for a clone that lies where participants cannot (e.g. /root/smolkit): a fixed place per clone, so the
+    workshop venv built beside it is reused by the next run. Times are kept, so make sees nothing to rebuild."""
+    place = Path("/var/tmp") / f"smolkit-hub-kit-{hashlib.sha256(str(repo).encode()).hexdigest()[:12]}"
+    source = place / "kit"
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo, capture_output=True,
+        check=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    shutil.rmtree(source, ignore_errors=True)
+    for name in filter(None, listed):
+        if (repo / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(repo / name, source / name)
+    modules = repo / "environment" / "proxy" / "node_modules"
+    if modules.is_dir():  # the proxy make test installed: prepare's npm ci then has nothing to fetch
+        shutil.copytree(modules, source / "environment" / "proxy" / "node_modules", symlinks=True)
+    subprocess.run(["chmod", "-R", "go-w,a+rX", str(place)], check=True)
+    return source
+
+
+@functools.cache
+def kit() -> tuple[Path, Path]:
+    """The kit the hub serves and its workshop venv: this repository and SMOLKIT_WORKSHOP_VENV (make test-hub:
+    .venv/workshop) where participants can use them, else a staged copy with a venv beside it."""
+    venv = Path(os.environ.get("SMOLKIT_WORKSHOP_VENV") or Path(sys.prefix) / "workshop")
+    if others_can_use(REPO, venv):
+        return REPO, venv
+    staged = staged_kit(REPO)
+    return staged, staged.parent / "workshop-venv"
 TAG = secrets.token_hex(3)  # names no account of the machine has, so that clean-up removes only the test's own
 A, B, FACILITATOR = f"ada-{TAG}", f"grace-{TAG}", f"fac-{TAG}"
 PARTICIPANTS = (A, B)
@@ -147,9 +189,8 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int, int]]:
 
 
 def workshop_sh(env: dict, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    done = subprocess.run(
-        ["bash", "environment/workshop.sh", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    command = ["bash", "environment/workshop.sh", *args]
+    done = subprocess.run(command, cwd=kit()[0], env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"workshop.sh {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done
 
@@ -180,12 +221,12 @@ def hub(tmp_path_factory):
     token = secrets.token_hex(24)
     ports = {name: free_port() for name in ("SMOLKIT_HUB_PORT", "SMOLKIT_HUB_API_PORT", "SMOLKIT_HUB_PROXY_API_PORT")}
     config = private / "test_config.py"
-    config.write_text(TEST_CONFIG.format(config=str(REPO / "environment" / "jupyterhub_config.py"), token=token))
+    config.write_text(TEST_CONFIG.format(config=str(kit()[0] / "environment" / "jupyterhub_config.py"), token=token))
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(OUTSIDE_SETTINGS)},
         **{k: str(v) for k, v in ports.items()},
         "SMOLKIT_WORKSHOP_DIR": str(workshop),
-        "SMOLKIT_WORKSHOP_VENV": str(WORKSHOP_VENV),
+        "SMOLKIT_WORKSHOP_VENV": str(kit()[1]),
         "SMOLKIT_HUB_GROUP": GROUP,
         "SMOLKIT_HUB_ADMIN_GROUP": ADMIN_GROUP,
         "SMOLKIT_HUB_IP": "127.0.0.1",
@@ -209,7 +250,7 @@ def hub(tmp_path_factory):
                 for line in workshop_sh(env, "users", *args).stdout.splitlines():
                     name, password = line.split()
                     passwords[name] = password
-            server = start(["bash", "environment/workshop.sh", "start"], log, env, cwd=REPO)
+            server = start(["bash", "environment/workshop.sh", "start"], log, env, cwd=kit()[0])
             wait_for(
                 "the hub to answer through its proxy",
                 lambda: requests.get(f"{url}/hub/api/", timeout=5).ok,
@@ -322,7 +363,7 @@ def test_the_notebook_runs_in_each_participants_own_server_and_account(hub, kern
         assert home.parent == hub["workshop"] / "homes", (name, home)
         mode = home.stat()
         assert (mode.st_uid, stat.S_IMODE(mode.st_mode)) == (account.pw_uid, 0o700), f"{name}'s home: {mode}"
-        assert result["notebooks"] == sorted(p.name for p in (REPO / "notebooks").glob("*.ipynb")), name
+        assert result["notebooks"] == sorted(p.name for p in (kit()[0] / "notebooks").glob("*.ipynb")), name
         assert probe["doctor"] == "ok", f"{name}: the doctor found a problem in the participant's server:\n{probe}"
         assert probe["uid"] == account.pw_uid and 0 not in probe["groups"], f"{name}'s kernel runs as {probe}"
         assert probe["env"] == {
