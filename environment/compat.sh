@@ -6,6 +6,7 @@
 #   environment/compat.sh --ends       the oldest and the newest (make test runs these)
 #   environment/compat.sh 5.25.0 ...   these versions, in the range or not (to try a new release)
 #   environment/compat.sh --list       print the tested versions
+#   environment/compat.sh --setup X.Y.Z  only create that version's venv (make regress runs the notebooks in it)
 #
 # A venv holds requirements-cpu.txt's torch, requirements.txt without its transformers and tokenizers pins (each
 # transformers release picks its own tokenizers and huggingface-hub), that transformers and the embedded model;
@@ -33,8 +34,10 @@ PY
 }
 
 read -r -a TESTED <<< "$(tested_versions)"
+SETUP_ONLY=
 case "${1:-}" in
     --list) echo "${TESTED[*]}"; exit 0 ;;
+    --setup) SETUP_ONLY=1; shift; VERSIONS=("$@") ;;
     --ends) VERSIONS=("${TESTED[0]}" "${TESTED[-1]}") ;;
     "") VERSIONS=("${TESTED[@]}") ;;
     *) VERSIONS=("$@") ;;
@@ -62,6 +65,7 @@ failed=()
 for version in "${VERSIONS[@]}"; do
     venv="$COMPAT_DIR/transformers-$version"
     setup_venv "$version" "$venv"
+    [ -z "$SETUP_ONLY" ] || continue
     echo "== transformers $version: ${TESTS[*]}"
     start=$SECONDS
     if SMOLKIT_CACHE_DIR="$venv/smolkit-cache" CUDA_VISIBLE_DEVICES= "$venv/bin/python" -m pytest -q \
@@ -72,6 +76,7 @@ for version in "${VERSIONS[@]}"; do
         failed+=("$version")
     fi
 done
+[ -z "$SETUP_ONLY" ] || exit 0
 if [ ${#failed[@]} -gt 0 ]; then
     echo "the compatibility tests failed on transformers ${failed[*]}" >&2
     exit 1

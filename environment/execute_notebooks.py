@@ -33,19 +33,28 @@ def uncommitted(path: Path) -> bool:
     return bool(out.strip())
 
 
-def execute(path: Path, timeout: int) -> float:
-    """Run ``path`` top to bottom in a fresh `smolkit` kernel and replace it atomically; returns the seconds taken."""
+def run_notebook(
+    path: Path, timeout: int = 900, kernel_name: str = "smolkit", env: dict[str, str] | None = None
+) -> nbformat.NotebookNode:
+    """``path`` run top to bottom in a fresh kernel, on the CPU (CUDA hidden), in the notebook's folder; the file
+    itself is left as it is. ``env``: the kernel's environment (default: this process's)."""
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb,
         timeout=timeout,
-        kernel_name="smolkit",
+        kernel_name=kernel_name,
         resources={"metadata": {"path": str(path.parent)}},
         record_timing=False,
         store_widget_state=True,
     )
+    client.execute(env={**(os.environ if env is None else env), "CUDA_VISIBLE_DEVICES": "", "PYTHONHASHSEED": "0"})
+    return nb
+
+
+def execute(path: Path, timeout: int) -> float:
+    """Run ``path`` top to bottom in a fresh `smolkit` kernel and replace it atomically; returns the seconds taken."""
     start = time.perf_counter()
-    client.execute(env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONHASHSEED": "0"})
+    nb = run_notebook(path, timeout)
     seconds = time.perf_counter() - start
     write_atomically(nb, path)
     return seconds

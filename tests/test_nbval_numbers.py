@@ -168,3 +168,35 @@ def test_the_failure_report_shows_only_real_differences(tmp_path):
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stdout
     assert "T=0.3 0.413 906" in proc.stdout and "T=0.3 0.413 907" in proc.stdout  # the count, not the probability
+
+
+# A layer whose every output is exactly 0.5 (zero weights, bias 0.5): the count above 0.5 is 0 on any CPU, but any
+# noise makes about half of them cross; the count above 0.4 is 1000 whatever the noise.
+PLANTED = {
+    "robust": ("import torch\nlayer = torch.nn.Linear(4, 1000)\ntorch.nn.init.zeros_(layer.weight)\n"
+               "torch.nn.init.constant_(layer.bias, 0.5)\nout = layer(torch.ones(4))\nprint(int((out > 0.4).sum()))",
+               "1000\n"),
+    "fragile": ("print(int((out > 0.5).sum()))", "0\n"),
+}  # fmt: skip
+
+
+def run_planted(folder: Path, *options: str) -> dict[str, str]:
+    notebook = folder / "planted.ipynb"
+    cells = []
+    for count, (source, stdout) in enumerate(PLANTED.values(), start=1):
+        cell = nbformat.v4.new_code_cell(source, execution_count=count)
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=stdout)]
+        cells.append(cell)
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), notebook)
+    command = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-p", "tests.nbval_numbers",
+               "--nbval", "--nbval-current-env", "--rootdir", str(folder), *options, str(notebook)]  # fmt: skip
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    outcomes = dict(re.findall(r"::Cell (\d+) (PASSED|FAILED)", proc.stdout))
+    assert len(outcomes) == len(PLANTED), proc.stdout + proc.stderr
+    return {name: outcomes[str(i)] for i, name in enumerate(PLANTED)}
+
+
+def test_float_noise_catches_a_planted_fragile_output(tmp_path):
+    """--float-noise (tests/float_noise.py) moves what a fragile print depends on; a robust print still passes."""
+    assert run_planted(tmp_path) == {"robust": "PASSED", "fragile": "PASSED"}  # without noise: as stored
+    assert run_planted(tmp_path, "--float-noise", "2") == {"robust": "PASSED", "fragile": "FAILED"}
