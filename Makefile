@@ -17,7 +17,7 @@ CHROMIUM ?= /usr/bin/chromium
 PROXY := environment/proxy/node_modules/.bin/configurable-http-proxy
 
 .PHONY: help setup kernel doctor lab test lint test-unit test-notebooks test-compat test-compat-ends test-gpu notebooks
-.PHONY: bench bench-gpu clean
+.PHONY: bench bench-gpu clean cheatsheet time-notebooks
 .PHONY: chromium proxy test-browser test-hub workshop
 
 help:
@@ -30,6 +30,8 @@ help:
 	@echo "make test-hub   the workshop JupyterHub on loopback: two participants run a notebook each"
 	@echo "make workshop   prepare and start the workshop JupyterHub (environment/README.md, Workshop)"
 	@echo "make doctor     check Python, torch, CUDA, Jupyter and the models"
+	@echo "make cheatsheet the participant's one-page cheat sheet, environment/cheatsheet.html (+ .pdf with Chromium)"
+	@echo "make time-notebooks  time every notebook's sections (bench/results-notebook-times.json, environment/FACILITATOR.md)"
 	@echo "make notebooks  re-execute the notebooks on the CPU and save their outputs (NB=path for one; FORCE=1)"
 
 $(STAMP): requirements.txt requirements-cpu.txt pyproject.toml environment/setup.sh
@@ -94,6 +96,14 @@ test-compat-ends: setup
 
 notebooks: kernel
 	$(PY) environment/execute_notebooks.py $(if $(FORCE),--force) $(NB)
+
+# The participant's cheat sheet, generated from the kit (smolkit/cheatsheet.py); the PDF is printed by Chromium.
+cheatsheet: kernel chromium
+	$(PY) -m smolkit.cheatsheet --pdf environment/cheatsheet.pdf --chromium $(CHROMIUM)
+
+# How long each notebook's sections take to run, for the facilitator's paths (environment/FACILITATOR.md).
+time-notebooks: kernel
+	nice -n 10 $(PY) bench/time_notebooks.py --out bench/results-notebook-times.json $(NB)
 
 # Debian's Chromium for the browser test (Playwright cannot download its own browser here); installed when missing.
 chromium:
