@@ -102,14 +102,20 @@ def field_docs() -> dict[str, str]:
     return docs
 
 
-def readme_ranges(parameter: str) -> list[str]:
-    """The source README's ranges for ``parameter``, as README_ADVICE words them.
+def readme_ranges(parameter: str) -> str:
+    """The source README's ranges for ``parameter`` as README_ADVICE words them, grouped by where they stand (its
+    own list first, then the factual and creative recipes).
 
     >>> readme_ranges("top_p")
-    ['Low top_p 0.1-0.3', 'Medium top_p 0.5-0.7', 'High top_p 0.8-0.9', 'lower top_p 0.1-0.5', 'higher top_p 0.8-0.95']
+    'top_p: Low 0.1-0.3, Medium 0.5-0.7, High 0.8-0.9; factual: lower 0.1-0.5; creative: higher 0.8-0.95'
     """
     pattern = re.compile(rf"(\w+) {re.escape(parameter)} \((\d[\d.]*-\d[\d.]*)\)")
-    return [f"{m.group(1)} {parameter} {m.group(2)}" for text in README_ADVICE.values() for m in pattern.finditer(text)]
+    parts = []
+    for key, text in README_ADVICE.items():
+        found = ", ".join(f"{m.group(1)} {m.group(2)}" for m in pattern.finditer(text))
+        if found:
+            parts.append(found if key == parameter else f"{key}: {found}")
+    return f"{parameter}: " + "; ".join(parts)
 
 
 def engine_notes() -> dict[str, tuple[str, str, str]]:
@@ -121,7 +127,7 @@ def engine_notes() -> dict[str, tuple[str, str, str]]:
     return {
         "max_new_tokens": (f"unset: max_length={hf['max_length']}, prompt included", f"max_tokens, default "
                            f"{VLLM_MAX_TOKENS} (offline SamplingParams)", f"n_predict, default {ll['n_predict']}: "
-                           "until EOS or the context is full"),
+                           "no cap (until EOS)"),
         "do_sample": (f"default {hf['do_sample']}: greedy unless the model's generation_config.json says so",
                       f"none: temperature < {vllm_rules.GREEDY_TEMPERATURE:g} is greedy (n must be 1)",
                       "none: temp <= 0 is greedy"),
@@ -274,7 +280,7 @@ def _list(items: Sequence[str]) -> str:
 
 def _advice_html(results: Mapping[str, Any]) -> str:
     measured = advice_summary(results)
-    ranges = [", ".join(readme_ranges(p)) for p in ("temperature", "top_p", "repetition_penalty")]
+    ranges = [readme_ranges(p) for p in ("temperature", "top_p", "repetition_penalty")]
     rules = [README_ADVICE[k] for k in ("one knob", "factual", "creative")]
     env = results["environment"]
     return (
