@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = [p.resolve() for p in args.notebooks] or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     result = json.loads(args.out.read_text()) if args.out and args.out.exists() else {"notebooks": {}}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    result.update(machine=machine(), command="nice -n 10 " + " ".join([Path(sys.executable).name, *sys.argv]))
+    nice = f"nice -n {os.nice(0)} " if os.nice(0) else ""  # as run: the niceness this process has
+    result.update(machine=machine(), command=nice + " ".join([Path(sys.executable).name, *sys.argv]))
     for path in paths:
         entry = run(path, args.timeout)
         entry["commit"] = commit.stdout.strip()
