@@ -17,7 +17,7 @@ CHROMIUM ?= /usr/bin/chromium
 PROXY := environment/proxy/node_modules/.bin/configurable-http-proxy
 
 .PHONY: help setup kernel doctor lab test lint test-unit test-notebooks test-compat test-compat-ends test-gpu notebooks
-.PHONY: bench bench-gpu clean test-noise regress
+.PHONY: bench bench-gpu clean test-noise regress cheatsheet time-notebooks
 .PHONY: chromium proxy test-browser test-hub workshop
 
 help: ## list the targets, one line each (the notes after each target in this Makefile)
@@ -116,6 +116,14 @@ test-compat-ends: setup ## the same on the oldest and the newest tested transfor
 
 notebooks: kernel ## re-execute the notebooks on the CPU and save their outputs (NB=path for one; FORCE=1)
 	$(PY) environment/execute_notebooks.py $(if $(FORCE),--force) $(NB)
+
+# The participant's cheat sheet, generated from the kit (smolkit/cheatsheet.py); the PDF is printed by Chromium.
+cheatsheet: kernel chromium ## the participant's one-page cheat sheet: environment/cheatsheet.html (+ .pdf printed by Chromium)
+	$(PY) -m smolkit.cheatsheet --pdf environment/cheatsheet.pdf --chromium $(CHROMIUM)
+
+# How long each notebook's sections take to run, for the facilitator's paths (environment/FACILITATOR.md).
+time-notebooks: kernel ## time every notebook section (bench/results-notebook-times.json, environment/FACILITATOR.md)
+	nice -n 10 $(PY) bench/time_notebooks.py --out bench/results-notebook-times.json $(NB)
 
 # Debian's Chromium for the browser test (Playwright cannot download its own browser here); installed when missing.
 chromium: ## install Debian's Chromium for the browser test when missing
