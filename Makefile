@@ -18,7 +18,7 @@ PROXY := environment/proxy/node_modules/.bin/configurable-http-proxy
 
 .PHONY: help setup kernel doctor lab test lint test-unit test-notebooks test-compat test-compat-ends test-gpu notebooks
 .PHONY: bench bench-gpu clean test-noise regress cheatsheet time-notebooks
-.PHONY: chromium proxy test-browser test-hub workshop
+.PHONY: chromium proxy test-browser test-hub workshop test-lane-package test-lane-notebooks
 
 help: ## list the targets, one line each (the notes after each target in this Makefile)
 	@grep -E '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([^:]+):.*## /\1\t/' | \
@@ -59,7 +59,7 @@ test-unit: kernel $(DEV_STAMP) ## the package's pytest suite (no GPU, browser or
 # float32 kernels differ from ours by about 1e-6 relative, so every run plants noise of that size
 # (tests/float_noise.py: each Linear layer's output times 1 + 1e-6 * r, r fixed per layer and seed): an output that
 # moves under it is fragile on some machine, whichever machine this is. A run is named for what it sets:
-#   noise-N       float noise from seed N, this machine's best ATen kernels, 2 threads (make test: noise-1)
+#   noise-N       float noise from seed N, this machine's best ATen kernels, NOTEBOOK_THREADS (2; make test: 1)
 #   plain         no noise, 2 threads: exactly what a learner's run prints here
 #   avx2-1thread  ATen's AVX2 kernels, 1 thread; mkl-auto  MKL's reproducible path (the CPU variations that ran
 #                 before the noise: each moves probabilities less than the noise does, bench/RESULTS.md)
@@ -73,9 +73,10 @@ NBVAL := -p tests.nbval_numbers --nbval --nbval-kernel-name smolkit --nbval-sani
   --nbval-cell-timeout 900
 test-notebooks: $(addprefix test-notebooks-,$(NOTEBOOK_RUNS))  ## the notebooks under nbval (NOTEBOOK_RUNS, NOTEBOOKS)
 
+NOTEBOOK_THREADS ?= 2
 test-notebooks-noise-%: kernel ## the notebooks under float noise from seed %
-	@echo "== notebooks, run noise-$*: float noise seed $*, 2 threads"
-	CUDA_VISIBLE_DEVICES= OMP_NUM_THREADS=2 $(PY) -m pytest -q -p no:cacheprovider -o addopts= $(NBVAL) \
+	@echo "== notebooks, run noise-$*: float noise seed $*, $(NOTEBOOK_THREADS) thread(s)"
+	CUDA_VISIBLE_DEVICES= OMP_NUM_THREADS=$(NOTEBOOK_THREADS) $(PY) -m pytest -q -p no:cacheprovider -o addopts= $(NBVAL) \
 	  --float-noise $* $(NOTEBOOKS)
 
 test-notebooks-%: kernel ## the notebooks in one run: plain, avx2-1thread or mkl-auto
@@ -151,7 +152,20 @@ workshop: proxy ## prepare and start the workshop JupyterHub (as root; environme
 	bash environment/workshop.sh prepare
 	bash environment/workshop.sh start
 
-test: lint test-unit test-notebooks test-compat-ends test-browser test-hub ## set up if needed, then lint and run every CPU test: what CI runs
+# make test runs two lanes at once, one a core, each test process on one thread (a single suite keeps two cores
+# busy only part of the time), then the hub test alone (it starts kernels of its own). Each lane's output is printed
+# when the lane ends. The notebooks then run on one thread, another summation order than the committed two-thread
+# run, on top of the float noise.
+test: ## set up if needed, then lint and run every CPU test: what CI runs
+	$(MAKE) kernel proxy chromium $(DEV_STAMP)
+	OMP_NUM_THREADS=1 $(MAKE) -j2 --output-sync=recurse NOTEBOOK_THREADS=1 test-lane-package test-lane-notebooks
+	$(MAKE) test-hub
+
+test-lane-package: lint test-unit
+	@echo "== lane done: lint and unit tests"
+
+test-lane-notebooks: test-notebooks test-compat-ends test-browser
+	@echo "== lane done: notebooks, compat, browser"
 
 # On a CUDA machine: the GPU tests (fast path parity), then every notebook under nbval-lax (cells must run without
 # error; outputs are not compared, since sampling on a GPU draws other random numbers than the CPU baselines).

@@ -57,7 +57,9 @@ class Distribution:
 
     ``stages`` maps stage names, in the order generate applies them, to probability vectors (float32, CPU): it
     starts with "raw" (softmax of the model's logits) and ends with "final", the distribution generate samples from
-    (one-hot at the argmax for greedy decoding). ``probs`` is ``stages["final"]``.
+    (one-hot at the argmax for greedy decoding). ``probs`` is ``stages["final"]``. ``kept`` maps the same names to
+    the tokens no stage so far removed (top_k, top_p, min_p, min_tokens and greedy remove; temperature and the
+    penalties only reshape).
     """
 
     lm: LoadedModel
@@ -66,6 +68,7 @@ class Distribution:
     input_ids: torch.Tensor
     prompt_length: int
     stages: dict[str, torch.Tensor]
+    kept: dict[str, torch.Tensor]
 
     @property
     def probs(self) -> torch.Tensor:
@@ -86,21 +89,28 @@ class Distribution:
         return entropy_bits(self.stage(stage))
 
     def surviving(self, stage: str = "final") -> int:
-        """How many tokens keep a non-zero probability after ``stage``."""
-        return int((self.stage(stage) > 0).sum())
+        """How many tokens the stages up to ``stage`` did not remove.
+
+        Counted from the cuts (scores set to -inf), not from probabilities above 0: at a low temperature float32
+        stores most probabilities as exactly 0 (below ~1e-45), and how many land there depends on the processor's
+        rounding, so such a count would differ from machine to machine; temperature itself removes nothing.
+        """
+        self.stage(stage)
+        return int(self.kept[stage].sum())
 
     def kept_mass(self, stage: str = "final", base: str = "raw") -> float:
         """Share of the ``base`` distribution (the model's, by default) carried by the tokens that survive
         ``stage``: 1.0 means the cut-offs removed nothing the model believed in; 0.6 means 40 % of the model's
         probability was on tokens that can no longer be sampled."""
-        return float(self.stage(base)[self.stage(stage) > 0].double().sum())
+        self.stage(stage)
+        return float(self.stage(base)[self.kept[stage]].double().sum())
 
     def top(self, n: int = 10, stage: str = "final") -> list[TokenProb]:
         """The ``n`` most likely tokens after ``stage`` (text, id, probability), most likely first; never a token
         with probability 0 (so fewer than ``n`` when a cut-off leaves fewer)."""
         probs = self.stage(stage)
         n = _checks.integer("n", n, lo=0, note="how many tokens")
-        values, ids = torch.topk(probs, min(n, self.surviving(stage)))
+        values, ids = torch.topk(probs, min(n, int((probs > 0).sum())))
         texts = self.lm.token_texts(ids.tolist())
         return [TokenProb(t, int(i), float(v)) for t, v, i in zip(texts, values, ids, strict=True)]
 
@@ -140,7 +150,7 @@ class Distribution:
             params = params.replace(temperature=sampled_temperature(params.temperature))
         processors = processors_for(self.lm, params, self.input_ids, self.prompt_length)
         stages = apply_stages(self.logits, self.input_ids, processors, params.greedy, order=STAGE_ORDER)
-        return Distribution(self.lm, self.params, self.logits, self.input_ids, self.prompt_length, stages)
+        return Distribution(self.lm, self.params, self.logits, self.input_ids, self.prompt_length, *stages)
 
     def summary(self, n: int = 5) -> str:
         """A short, stable text summary: top tokens with probabilities, surviving tokens, entropy (for nbval)."""
@@ -254,7 +264,7 @@ def _build(
 ) -> Distribution:
     processors = processors_for(lm, params, input_ids, prompt_length)
     stages = apply_stages(logits, input_ids, processors, params.greedy)
-    return Distribution(lm, params, logits, input_ids, prompt_length, stages)
+    return Distribution(lm, params, logits, input_ids, prompt_length, *stages)
 
 
 def is_probability_vector(probs: torch.Tensor, atol: float = 1e-4) -> bool:

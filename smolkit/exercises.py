@@ -77,7 +77,7 @@ EXERCISES: dict[str, Exercise] = {
                                                                          [0.1, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0])}) > 1,
                     "look at the 'top' column of the table in section 4, or at the formula in section 1"),
     "04a": Exercise(("dist",), lambda dist: dist.with_params(top_p=0.5).surviving(),
-                    "set top_p to 0.50 and read '... tokens can be sampled' above the picture"),
+                    "set top_p to 0.50 and read '... tokens kept' above the picture"),
     "04b": Exercise(("sure",), lambda sure: sure.top(1, "raw")[0].prob,
                     "the nucleus is one token as long as that token alone reaches top_p", tolerance=0.01),
     "05a": Exercise(("flat",), lambda flat: flat.with_params(top_k=5).kept_mass(),

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from transformers import GenerationConfig, LogitsProcessorList
@@ -35,6 +35,7 @@ from smolkit.processors import FrequencyPenaltyLogitsProcessor, PresencePenaltyL
 
 __all__ = [
     "NEUTRAL",
+    "Stages",
     "STAGE_NAMES",
     "UNSUPPORTED_GENERATION_FIELDS",
     "apply_stages",
@@ -255,16 +256,25 @@ def generate_processors(
     )
 
 
+class Stages(NamedTuple):
+    """The next-token distribution after each stage: ``probs[name]``, and ``kept[name]``, the tokens no stage up to
+    ``name`` removed (a filter sets a score to -inf). A kept token can still have probability 0.0 in float32, when
+    a low temperature pushes it below the smallest float: that is rounding, not a cut."""
+
+    probs: dict[str, torch.Tensor]
+    kept: dict[str, torch.Tensor]
+
+
 def apply_stages(
     logits: torch.Tensor,
     input_ids: torch.LongTensor,
     processors: Sequence[Any],
     greedy: bool,
     order: Sequence[str] | None = None,
-) -> dict[str, torch.Tensor]:
+) -> Stages:
     """The next-token distribution after each stage: softmax of ``logits`` (vocab,) as "raw", then of the scores
     after each processor (named by ``stage_name``), a one-hot "greedy" stage at the argmax when ``greedy``, and
-    "final", what is sampled from.
+    "final", what is sampled from; with the tokens each stage keeps.
 
     ``order`` lists stage names to apply in that order instead of the list's (names it does not know keep their
     place at the front), for replaying the same processors in another stack's order.
@@ -273,13 +283,15 @@ def apply_stages(
         rank = {name: i for i, name in enumerate(order)}
         processors = sorted(processors, key=lambda p: rank.get(stage_name(p), -1))  # stable: unknown ones first
     scores = logits.unsqueeze(0)
-    stages = {"raw": torch.softmax(scores, dim=-1)[0]}
+    probs, kept = {"raw": torch.softmax(scores, dim=-1)[0]}, {"raw": torch.isfinite(logits)}
     for processor in processors:
         scores = processor(input_ids, scores)
-        stages[stage_name(processor)] = torch.softmax(scores, dim=-1)[0]
+        probs[stage_name(processor)] = torch.softmax(scores, dim=-1)[0]
+        kept[stage_name(processor)] = torch.isfinite(scores[0])
     if greedy:
         one_hot = torch.zeros_like(logits)
         one_hot[int(scores[0].argmax())] = 1.0
-        stages["greedy"] = one_hot
-    stages["final"] = stages[list(stages)[-1]]
-    return stages
+        probs["greedy"], kept["greedy"] = one_hot, one_hot > 0
+    last = list(probs)[-1]
+    probs["final"], kept["final"] = probs[last], kept[last]
+    return Stages(probs, kept)

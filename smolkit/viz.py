@@ -160,7 +160,7 @@ class BarsPlot:
     def _counts(self, dist: Distribution) -> str:
         """The entropy change and how many tokens remain, said of the plotted stage (greedy picks one token)."""
         vocab, left = dist.probs.numel(), dist.surviving(self.stage)
-        where = "can be sampled" if self.stage == "final" else f"left after {self.stage}"
+        where = "kept" if self.stage == "final" else f"left after {self.stage}"
         what = f"{left:,} of {vocab:,} tokens {where}"
         if self.stage == "final" and dist.params.greedy:
             what = f"greedy picks 1 of {vocab:,} tokens"
@@ -177,7 +177,8 @@ class BarsPlot:
             bar.set_height(h)
         for bar, h in zip(self.stage_bars, stage_h, strict=True):
             bar.set_height(h)
-        cut = [x for x, h in zip(self.stage_x[:-1], stage_h[:-1], strict=True) if h == 0]
+        kept = dist.kept[self.stage][ids].tolist()
+        cut = [x for x, k in zip(self.stage_x[:-1], kept, strict=True) if not k]
         self.cut_marks.set_data(cut, [0.0] * len(cut))
         with_cut = bool(cut) or self.live
         legend_changed = with_cut != self.legend_shows_cut
@@ -296,7 +297,7 @@ def plot_stages(dist: Distribution, n: int = 8, per_row: int = 4) -> Figure:
     for i, (ax, name) in enumerate(zip(axes, names, strict=False)):
         probs = dist.stages[name][ids].numpy()
         ax.bar(range(n), probs, color=RAW if name == "raw" else FINAL)
-        cut = [j for j in range(n) if probs[j] == 0]
+        cut = (~dist.kept[name][ids]).nonzero().flatten().tolist()
         ax.plot(cut, [0.0] * len(cut), "x", color=CUT, markersize=6, mew=2)
         ax.set_xticks(range(n), labels, rotation=60, ha="right", fontsize=7)
         ax.set_title(f"{i}. {name}\n{dist.stage_entropy(name):.2f} bits, {dist.surviving(name):,} tokens", fontsize=9)

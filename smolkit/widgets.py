@@ -304,7 +304,7 @@ class DistributionExplorer(_Explorer):
         d = self.dist
         return (
             f"<code>{html.escape(repr(d.params))}</code><br>entropy {d.stage_entropy('raw'):.2f} → "
-            f"<b>{d.entropy:.2f}</b> bits &nbsp; <b>{d.surviving():,}</b> tokens can be sampled &nbsp; top: "
+            f"<b>{d.entropy:.2f}</b> bits &nbsp; <b>{d.surviving():,}</b> tokens kept &nbsp; top: "
             + ", ".join(f"{html.escape(token_label(t.token))} {t.prob:.3f}" for t in d.top(3))
         )
 
@@ -438,7 +438,7 @@ class StepExplorer(_Explorer):
         self.text.value = (
             f"<b>{len(self.token_ids)}</b> tokens: <span style='background:#ebf4ff'>{shown}</span>"
             + (f" &nbsp; (last: <code>{last}</code>)" if last else "")
-            + f"<br>entropy {self.dist.entropy:.2f} bits, {self.dist.surviving():,} tokens can be sampled"
+            + f"<br>entropy {self.dist.entropy:.2f} bits, {self.dist.surviving():,} tokens kept"
         )
         for old in self.buttons.children:
             old.close()  # else every step would leave its buttons' widget models behind in the notebook

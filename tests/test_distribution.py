@@ -127,6 +127,19 @@ def test_top_k_and_top_p_cut_offs(lm):
     assert torch.equal(kept, dist.probs >= raw_sorted[n - 1])
 
 
+def test_surviving_counts_cuts_not_float_underflow(lm):
+    """A low temperature drives most probabilities to 0.0 in float32 (a count that moves from CPU to CPU); only a
+    filter removes tokens, so surviving and kept_mass count the cuts, and the top list still shows no zero."""
+    dist = next_token_distribution(lm, "Once upon a time", SamplingParams())
+    cold = dist.with_params(temperature=0.05)
+    assert int((cold.probs > 0).sum()) < lm.vocab_size // 2  # underflow: most tokens print as exactly 0
+    assert cold.surviving() == lm.vocab_size and cold.kept_mass() == pytest.approx(1.0, abs=1e-4)  # float32 sum
+    assert all(t.prob > 0 for t in cold.top(lm.vocab_size))
+    cut = dist.with_params(temperature=0.05, top_k=40)
+    assert cut.surviving() == 40 and cut.surviving("temperature") == lm.vocab_size
+    assert cut.kept_mass() == pytest.approx(float(dist.probs.topk(40).values.double().sum()), abs=1e-6)
+
+
 def test_min_tokens_blocks_eos_and_stop_tokens_until_reached(lm):
     eos = lm.eos_token_ids[0]
     stop = lm.tokenizer.convert_tokens_to_ids(".")
