@@ -35,9 +35,9 @@ from smolkit.processors import FrequencyPenaltyLogitsProcessor, PresencePenaltyL
 
 __all__ = [
     "NEUTRAL",
-    "Stages",
     "STAGE_NAMES",
     "UNSUPPORTED_GENERATION_FIELDS",
+    "Stages",
     "apply_stages",
     "for_model",
     "generate_processors",
