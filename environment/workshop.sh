@@ -52,6 +52,7 @@ prepare() {
     echo "== the workshop's venv: $VENV (TORCH=${TORCH:-cpu}, from ${SMOLKIT_WORKSHOP_PYTHON:-/usr/bin/python3})"
     make -s kernel VENV="$VENV" PYTHON="${SMOLKIT_WORKSHOP_PYTHON:-/usr/bin/python3}" TORCH="${TORCH:-cpu}"
     [ -x "$PY" ] || die "could not build the workshop's venv in $VENV"
+    "$PY" -m pip install --disable-pip-version-check -q -r requirements-hub.txt  # JupyterHub and its idle culler
     echo "== participants can run that venv and read the notebooks"
     as_nobody "$PY" -c 'import smolkit, jupyterhub.singleuser, jupyterhub_idle_culler' \
         && as_nobody test -r "$PWD/notebooks/00_setup.ipynb" \

@@ -48,6 +48,26 @@ def test_requirements_pin_a_tested_version_and_no_torch():
     assert re.findall(r"^(torch==\S+|-r \S+)$", cpu, re.M) == ["torch==2.13.0", "-r requirements.txt"]
 
 
+def test_requirements_split_by_audience():
+    """A learner's venv (requirements.txt) carries no test or hub package; the tests' and the hub's files build on it,
+    and no package is pinned in two files (one version each)."""
+
+    def lines(name: str) -> list[str]:
+        return [ln.split("#")[0].strip() for ln in (ROOT / name).read_text().splitlines() if ln.split("#")[0].strip()]
+
+    lab = {Requirement(ln).name for ln in lines("requirements.txt")}
+    assert {"transformers", "jupyterlab", "ipywidgets"} <= lab
+    assert not lab & {"pytest", "nbval", "ruff", "playwright", "jupyterhub", "jupyterhub-idle-culler"}
+    seen = set(lab)
+    for name, expected in [("requirements-test.txt", {"pytest", "nbval", "hypothesis", "ruff", "playwright"}),
+                           ("requirements-hub.txt", {"jupyterhub", "jupyterhub-idle-culler"})]:  # fmt: skip
+        first, *rest = lines(name)
+        assert first == "-r requirements.txt", name
+        names = {Requirement(ln).name for ln in rest}
+        assert expected <= names and not names & seen, name
+        seen |= names
+
+
 def test_installed_torch_satisfies_pyproject():
     import torch
 

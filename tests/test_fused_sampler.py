@@ -25,7 +25,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 TRITON_IMPORTED_BEFORE = "triton" in sys.modules  # e.g. by torch._dynamo, through transformers, in an earlier test
-pytest.importorskip("triton", reason="the fused sampler needs Triton (requirements-dev.txt: triton==3.7.1)")
+pytest.importorskip("triton", reason="the fused sampler needs Triton (requirements-test.txt: triton==3.7.1)")
 
 
 def interpret_the_triton_library() -> None:

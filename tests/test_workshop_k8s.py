@@ -21,7 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "environment" / "k8s"
 BINDER = REPO / "binder"
 CHART, CHART_HUB = "4.4.0", "5.5.0"  # Zero to JupyterHub's release and the JupyterHub its hub image runs
-LEFT_OUT = {"pytest", "nbval", "hypothesis", "ruff", "playwright", "websocket-client", "jupyterhub-idle-culler"}
 
 
 def pins(path: Path) -> dict[str, str]:
@@ -93,11 +92,14 @@ def test_the_shared_model_cache_is_one_read_only_volume_filled_by_the_job(values
 
 
 def test_the_image_pins_what_requirements_txt_pins():
+    """The image is the lab (requirements.txt, the CPU torch of requirements-cpu.txt) plus the chart's JupyterHub for
+    jupyterhub-singleuser; no test package, and not the one-box hub's JupyterHub (requirements-hub.txt)."""
     ours = {**pins(REPO / "requirements.txt"), **pins(REPO / "requirements-cpu.txt")}  # the CPU torch pin lives there
     image = pins(BINDER / "requirements.txt")
     differ = {name: (ours.get(name), version) for name, version in image.items() if ours.get(name) != version}
-    assert differ == {"torch": (ours["torch"], f"{ours['torch']}+cpu"), "jupyterhub": (ours["jupyterhub"], CHART_HUB)}
-    assert set(ours) - set(image) == LEFT_OUT, "a runtime package of requirements.txt is missing from the image"
+    assert differ == {"torch": (ours["torch"], f"{ours['torch']}+cpu"), "jupyterhub": (None, CHART_HUB)}
+    assert set(ours) <= set(image), "a package of the lab (requirements.txt) is missing from the image"
+    assert set(pins(REPO / "requirements-test.txt")).isdisjoint(image), "a test package is in the image"
     assert "--extra-index-url https://download.pytorch.org/whl/cpu" in (BINDER / "requirements.txt").read_text()
     python = re.search(r'requires-python = ">=(\d+\.\d+)"', (REPO / "pyproject.toml").read_text()).group(1)
     assert (BINDER / "runtime.txt").read_text().strip() == f"python-{python}"
