@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ALLOWANCE", "GUIDE", "PATHS", "TIMES", "Step", "main", "path_rows", "readme_rows", "section_id", "tables"]
+__all__ = ["ALLOWANCE", "GUIDE", "PATHS", "TIMES", "Step", "main", "path_cell", "path_rows", "readme_rows", "section_id", "tables"]
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMES = ROOT / "bench" / "results-notebook-times.json"
@@ -174,15 +174,22 @@ def allowance_text() -> str:
             f"{a['per_play']:g} min per Play section and {a['per_exercise']:g} min per exercise")
 
 
+def path_cell(path: str, notebook: str) -> str:
+    """What ``path`` takes of ``notebook`` ("03_temperature"), as the README's notebook table shows it.
+
+    >>> path_cell("2-hour", "10_sequences")
+    'homework'
+    """
+    step = next((s for s in PATHS[path] if s.notebook == notebook), None)
+    return f"§ {_sections_text(step.sections)}" if step else "homework"
+
+
 def readme_rows(times: Mapping[str, Any] | None = None) -> str:
     """The README's notebook table, as rows: each notebook, its sections on the 2-hour and half-day paths."""
     times = load_times() if times is None else times
-    steps = {name: {s.notebook: s for s in steps} for name, steps in PATHS.items()}
     out = ["| notebook | " + " | ".join(f"{p} path" for p in PATHS) + " |", "|---|" + "---|" * len(PATHS)]
     for file in sorted(times["notebooks"]):
-        nb = file.removesuffix(".ipynb")
-        cells = [f"§ {_sections_text(steps[p][nb].sections)}" if nb in steps[p] else "homework" for p in PATHS]
-        out.append(f"| `{file}` | " + " | ".join(cells) + " |")
+        out.append(f"| `{file}` | " + " | ".join(path_cell(p, file.removesuffix(".ipynb")) for p in PATHS) + " |")
     return "\n".join(out)
 
 

@@ -77,3 +77,11 @@ def test_the_guide_shows_the_current_tables_and_links_the_cheat_sheet(times):
     assert wp.generated_block(times) in guide, "run python -m smolkit.workshop_paths --write"
     for link in ("cheatsheet.html", "cheatsheet.pdf", "README.md"):
         assert f"]({link})" in guide, link
+
+
+def test_the_readme_notebook_table_shows_the_2_hour_path():
+    """The README's "2-h path" column is the 2-hour path's data, notebook by notebook, homework included."""
+    rows = re.findall(r"^\| `(\d\d_\w+)` \|.*\| ([^|]+) \|$", (REPO / "README.md").read_text(), re.MULTILINE)
+    notebooks = sorted(p.stem for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert [name for name, _ in rows] == notebooks
+    assert {name: cell.strip() for name, cell in rows} == {nb: wp.path_cell("2-hour", nb) for nb in notebooks}
