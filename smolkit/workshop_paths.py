@@ -19,7 +19,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ALLOWANCE", "GUIDE", "PATHS", "TIMES", "Step", "main", "path_cell", "path_rows", "readme_rows", "section_id", "tables"]
+__all__ = [
+    "ALLOWANCE", "GUIDE", "PATHS", "TIMES", "Step", "main", "path_cell", "path_rows", "readme_rows", "section_id",
+    "tables",
+]  # fmt: skip
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMES = ROOT / "bench" / "results-notebook-times.json"
