@@ -423,7 +423,7 @@ def summarise(n: int, kernels: list[dict[str, Any]], results: list[dict], failur
 def outcome(kernel: dict[str, Any]) -> str:
     """What one kernel saw under overload: "worked", "kit" (smolkit's GpuShareExhausted), "raw" (an
     out-of-memory or CUDA error in another form: what participants must never see) or "other"."""
-    if kernel["events"].get("result") and not kernel.get("failed"):
+    if "result" in kernel["events"] and not kernel.get("failed"):
         return "worked"
     error = kernel["events"].get("error")
     if error is not None:
