@@ -147,7 +147,7 @@ def report(event: str, **fields: Any) -> None:
 # -- remedies: what each kernel's environment changes, and MPS ------------------------------------------------------
 
 REMEDIES = {
-    "base": {},  # the hub's environment as it ships
+    "base": {},  # the hub's environment before issue 27 (the fast path compiles after COMPILE_AFTER_S)
     "plain": {"SMOLKIT_COMPILE_AFTER_S": "never"},  # the fast path stays in its plain tier: no compile mid-session
     "lazy": {"CUDA_MODULE_LOADING": "LAZY"},  # CUDA loads kernels on first use (torch sets it when unset: a check)
     "threads1": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},  # one CPU thread per kernel
@@ -571,8 +571,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--generate-timeout", type=float, default=120, help="seconds past --seconds to finish (120)")
     p.add_argument("--compile-cache", type=Path, default=None, help="shared TORCHINDUCTOR_CACHE_DIR (a temp dir)")
     p.add_argument("--variants", default="base",
-                   help="remedies to compare at every N, comma-separated, each a '+'-joined set of: base (as the\n"
-                        "hub ships), plain (SMOLKIT_COMPILE_AFTER_S=never: no compile mid-session), mps (NVIDIA\n"
+                   help="remedies to compare at every N, comma-separated, each a '+'-joined set of: base (the hub\n"
+                        "before issue 27: compiles mid-session), plain (SMOLKIT_COMPILE_AFTER_S=never), mps (NVIDIA\n"
                         "MPS daemon with private pipe/log dirs), lazy (CUDA_MODULE_LOADING=LAZY), threads1\n"
                         "(OMP_NUM_THREADS=1), conn1 (CUDA_DEVICE_MAX_CONNECTIONS=1); e.g. base,plain,plain+mps")
     for name in ("plain", "mps", "lazy"):
