@@ -96,8 +96,11 @@ def measure(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
     device's name."""
     import workshop_load  # bench/ is this script's own directory: the load test's kernels and figures
 
+    workshop_load.exit_on_sigterm()
+
     load = workshop_load.parse([
         "--device", args.device, "--n", args.n, "--seconds", str(args.seconds), "--variants", args.variant,
+        "--samples", str(args.samples), "--tokens", str(args.tokens),
         "--slider-budget-ms", str(args.slider_budget_ms), "--generate-budget-s", str(args.generate_budget_s),
     ])  # fmt: skip
     scratch = Path(tempfile.mkdtemp(prefix="smolkit-capacity-"))
@@ -123,6 +126,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--variant", default="plain",
                    help="the remedies the hub runs (bench/workshop_load.py --variants; default plain: the hub sets\n"
                         "SMOLKIT_COMPILE_AFTER_S=never)")  # fmt: skip
+    p.add_argument("--samples", type=int, default=8, help="continuations per generate (the budget's 8)")
+    p.add_argument("--tokens", type=int, default=64, help="tokens per continuation (the budget's 64)")
     p.add_argument("--slider-budget-ms", type=float, default=50)
     p.add_argument("--generate-budget-s", type=float, default=1.0)
     p.add_argument("--out", type=Path, default=None, help="write the rows and the plan as JSON here")

@@ -39,6 +39,7 @@ import os
 import queue
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -491,11 +492,13 @@ def ramp(ns: list[int], variant: tuple[str, ...], args: argparse.Namespace, scra
         before = gpu_used_gb()
         try:
             for n in ns:
-                kernels += start_kernels(range(len(kernels), n), max(ns), args, scratch, extra)
+                # the new kernels get the share a hub for n participants gives (those up keep theirs: a share only
+                # matters to a kernel that would pass it, and every kernel runs the same script)
+                kernels += start_kernels(range(len(kernels), n), n, args, scratch, extra)
                 failures = wait_ready([k for k in kernels if not (k["events"].get("ready") or k.get("failed"))], args)
                 results, more, used = play_window(kernels, args) if not failures else ([], [], None)
                 row = summarise(n, kernels, results, failures + more, {"before": before, "under_load": used}, args)
-                row["variant"], row["share"] = variant_name(variant), args.fraction or 0.85 / max(ns)
+                row["variant"] = variant_name(variant)
                 yield row
         finally:
             stop_kernels(kernels)
@@ -599,10 +602,17 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def exit_on_sigterm() -> None:
+    """`timeout` and a lent machine's limit send SIGTERM: exit through the finally blocks that stop the kernels
+    (each runs in a session of its own, so nothing else would stop them and their GPU memory)."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     if args.worker:
         return worker(args)
+    exit_on_sigterm()
     results = sweep(args)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
