@@ -159,7 +159,10 @@ NO_ROOM = (
 )
 """The message when the GPU's figures cannot be read either (the CUDA context itself could not be created)."""
 
-_RAW_SIGNS = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "cudaErrorMemoryAllocation")
+# cuBLAS may report a handle it could not get memory for as NOT_INITIALIZED rather than ALLOC_FAILED
+_RAW_SIGNS = (
+    "out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUBLAS_STATUS_NOT_INITIALIZED", "cudaErrorMemoryAllocation",
+)  # fmt: skip
 
 
 def is_out_of_memory(err: BaseException) -> bool:

@@ -128,6 +128,7 @@ RAW_ERRORS = {
     # what torch >= 2.8 raises when the CUDA context cannot be created on a full GPU (seen on the H100, issue 27)
     "context": getattr(torch, "AcceleratorError", RuntimeError)("CUDA error: out of memory\nCUDA kernel errors..."),
     "cublas": RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+    "cublas handle": RuntimeError("CUDA error: CUBLAS_STATUS_NOT_INITIALIZED when calling `cublasCreate(handle)`"),
     "older torch": RuntimeError("CUDA error: out of memory"),
 }
 
