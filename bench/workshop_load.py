@@ -14,20 +14,32 @@ plus first generate) and the first failure: a kernel that died or failed (out of
 smolkit.gpu_share), or a p95 over budget (--slider-budget-ms, --generate-budget-s). The sweep stops after the
 first N where something gave (--keep-going runs every N), or when --minutes would be exceeded.
 
+--variants compares remedies at the same N (each N runs once per variant): ``plain`` keeps the fast path in its
+plain tier (SMOLKIT_COMPILE_AFTER_S=never, what the hub can set), ``mps`` runs the kernels as clients of NVIDIA's
+Multi-Process Service (a control daemon of this run's own, private pipe and log directories), ``lazy``,
+``threads1`` and ``conn1`` are cheap environment settings (see REMEDIES). The GPU memory of a kernel is reported
+as torch's peak (max_allocated) and, with its CUDA context, as what nvidia-smi's figure grew by per kernel.
+--overload starts more kernels than fit and reports, per kernel, whether it worked, saw the kit's message
+(GpuShareExhausted) or a raw CUDA error; the kernels that came up play their window meanwhile.
+
 Needs torch, transformers, safetensors and the repository only (no Jupyter). Prints a table, writes JSON (--out).
 
     python bench/workshop_load.py --n 4,16,32,48,64 --out bench/results-workshop-gpu.json     # a GPU box
+    python bench/workshop_load.py --n 16,32 --seconds 60 --variants base,plain,plain+mps      # remedies side by side
+    python bench/workshop_load.py --n 64 --overload --fraction 0.0266 --seconds 20            # past capacity
     python bench/workshop_load.py --n 1,2,4 --seconds 20 --out bench/results-workshop-cpu.json  # this CPU box
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import queue
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -53,7 +65,8 @@ def sync(device) -> None:
 
 
 def worker(args: argparse.Namespace) -> None:
-    """One kernel: load, warm up, say "ready", wait for "go", play a participant, print the result as JSON."""
+    """One kernel: load, warm up, say "ready", then for every "go" line play a participant for --seconds and print
+    the result as JSON (the capacity planner sends several); stops at "stop" or when stdin closes."""
     import torch
 
     import smolkit
@@ -75,16 +88,17 @@ def worker(args: argparse.Namespace) -> None:
             sync(device)
             dist.with_params(temperature=0.7).top(10)
         gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-        report("ready", warmup_s=time.perf_counter() - started, gpu=gpu, torch=torch.__version__)
-        if sys.stdin.readline().strip() != "go":
-            return
+        report("ready", warmup_s=time.perf_counter() - started, gpu=gpu, torch=torch.__version__, pid=os.getpid())
         stage = "workshop load"
-        with out_of_memory(device):
-            result = play(lm, dist, params, args, rng)
-        result.update(memory(device))
-        report("result", **result)
+        while sys.stdin.readline().strip() == "go":
+            with out_of_memory(device):
+                result = play(lm, dist, params, args, rng)
+            result.update(memory(device), tier=getattr(getattr(lm, "fast_decoder", None), "tier", None))
+            report("result", **result)
     except Exception as err:  # the first failure is what the bench reports: keep its kind and message
-        report("error", stage=stage, type=type(err).__name__, message=str(err)[:2000])
+        report("error", stage=stage, type=type(err).__name__, message=str(err)[:2000], pid=os.getpid())
+        if args.hold_on_error:  # as a participant's kernel does: it keeps what it holds until it is stopped
+            sys.stdin.read()
         sys.exit(1)
 
 
@@ -121,6 +135,7 @@ def memory(device) -> dict[str, Any]:
     free, total = torch.cuda.mem_get_info(device)
     return {
         "max_allocated_gb": torch.cuda.max_memory_allocated(device) / 1e9,
+        "reserved_gb": torch.cuda.memory_reserved(device) / 1e9,
         "gpu_used_gb": (total - free) / 1e9,
         "gpu_total_gb": total / 1e9,
     }
@@ -130,11 +145,89 @@ def report(event: str, **fields: Any) -> None:
     print(json.dumps({"event": event, **fields}), flush=True)
 
 
-# -- the sweep ------------------------------------------------------------------------------------------------------
+# -- remedies: what each kernel's environment changes, and MPS ------------------------------------------------------
+
+REMEDIES = {
+    "base": {},  # the hub's environment before issue 27 (the fast path compiles after COMPILE_AFTER_S)
+    "plain": {"SMOLKIT_COMPILE_AFTER_S": "never"},  # the fast path stays in its plain tier: no compile mid-session
+    "lazy": {"CUDA_MODULE_LOADING": "LAZY"},  # CUDA loads kernels on first use (torch sets it when unset: a check)
+    "threads1": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},  # one CPU thread per kernel
+    "conn1": {"CUDA_DEVICE_MAX_CONNECTIONS": "1"},  # one hardware work queue per kernel instead of 8
+    "mps": {},  # NVIDIA's Multi-Process Service: one GPU context shared by every kernel (mps_daemon)
+}
 
 
-def kernel_env(n: int, index: int, home: Path, args: argparse.Namespace) -> dict[str, str]:
-    """The environment the workshop hub gives a participant's server (environment/jupyterhub_config.py)."""
+def parse_variants(text: str) -> list[tuple[str, ...]]:
+    """'plain,plain+mps' -> [('plain',), ('mps', 'plain')]: each variant a set of REMEDIES, named in a fixed order.
+
+    >>> parse_variants("base,plain+mps")
+    [('base',), ('mps', 'plain')]
+    """
+    variants = []
+    for item in filter(None, (v.strip() for v in text.split(","))):
+        names = tuple(sorted(set(item.split("+"))))
+        unknown = [n for n in names if n not in REMEDIES]
+        if unknown:
+            raise ValueError(f"--variants: unknown remedy {unknown[0]!r} in {item!r}; known: {', '.join(REMEDIES)}")
+        variants.append(names)
+    if not variants:
+        raise ValueError(f"--variants must name at least one variant, got {text!r}")
+    return variants
+
+
+def variant_name(variant: tuple[str, ...]) -> str:
+    return "+".join(variant)
+
+
+class MpsUnavailable(RuntimeError):
+    """The MPS control daemon is missing or would not start: the variant is reported as such, the sweep goes on."""
+
+
+@contextlib.contextmanager
+def mps_daemon(scratch: Path):
+    """Start NVIDIA's MPS control daemon with private pipe and log directories (so that it touches no other
+    user's MPS), yield the environment its clients need, and quit it afterwards."""
+    control = shutil.which("nvidia-cuda-mps-control")
+    if control is None:
+        raise MpsUnavailable("nvidia-cuda-mps-control is not on PATH: this machine has no MPS (NVIDIA's driver "
+                             "utilities are needed); the variant was not run")  # fmt: skip
+    env = {"CUDA_MPS_PIPE_DIRECTORY": str(scratch / "mps-pipe"), "CUDA_MPS_LOG_DIRECTORY": str(scratch / "mps-log")}
+    for path in env.values():
+        Path(path).mkdir(parents=True, exist_ok=True)
+    full = {**os.environ, **env}
+    started = subprocess.run([control, "-d"], env=full, capture_output=True, text=True, timeout=30)
+    if started.returncode != 0:
+        raise MpsUnavailable(f"nvidia-cuda-mps-control -d failed ({started.returncode}): "
+                             f"{(started.stderr or started.stdout).strip()[:300]}")  # fmt: skip
+    print(f"  MPS control daemon started (pipe {env['CUDA_MPS_PIPE_DIRECTORY']})", flush=True)
+    try:
+        yield env
+    finally:
+        subprocess.run([control], input="quit\n", env=full, capture_output=True, text=True, timeout=60)
+        log = Path(env["CUDA_MPS_LOG_DIRECTORY"]) / "control.log"
+        tail = log_tail(log, 3) if log.exists() else "no control.log"
+        print(f"  MPS control daemon stopped; its log: {tail}", flush=True)
+
+
+@contextlib.contextmanager
+def remedy_env(variant: tuple[str, ...], scratch: Path):
+    """The environment a variant adds to every kernel's (MPS started for the variant's duration)."""
+    env: dict[str, str] = {}
+    for name in variant:
+        env.update(REMEDIES[name])
+    if "mps" not in variant:
+        yield env
+        return
+    with mps_daemon(scratch) as mps:
+        yield {**env, **mps}
+
+
+# -- kernels --------------------------------------------------------------------------------------------------------
+
+
+def kernel_env(n: int, home: Path, args: argparse.Namespace, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment the workshop hub gives a participant's server (environment/jupyterhub_config.py), with a
+    GPU share for ``n`` participants (or --fraction) and a variant's ``extra`` settings on top."""
     from smolkit.embedded import cache_dir
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMOLKIT_")}
@@ -148,24 +241,28 @@ def kernel_env(n: int, index: int, home: Path, args: argparse.Namespace) -> dict
         TORCHINDUCTOR_CACHE_DIR=str(args.compile_cache),
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     )
+    env.update(extra or {})
     return env
 
 
-def start_kernels(n: int, args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
-    """Start ``n`` kernel processes at once; each gets a reader thread that queues its JSON lines."""
+def start_kernels(indices: range, n: int, args: argparse.Namespace, scratch: Path,
+                  extra: dict[str, str] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Start the kernels ``indices`` at once (shares for ``n``); each gets a thread that queues its JSON lines."""
     kernels = []
-    for index in range(n):
-        home = scratch / f"home-{n}-{index}"
+    for index in indices:
+        home = scratch / f"home-{index}"
         home.mkdir(parents=True, exist_ok=True)
-        log = open(scratch / f"kernel-{n}-{index}.log", "w")  # noqa: SIM115 (closed in stop_kernels)
+        log_path = scratch / f"kernel-{index}.log"
+        log = open(log_path, "w")  # noqa: SIM115 (closed in stop_kernels)
         cmd = [sys.executable, __file__, "--worker", "--index", str(index), *worker_args(args)]
         proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
-            env=kernel_env(n, index, home, args), cwd=home, start_new_session=True,
+            env=kernel_env(n, home, args, extra), cwd=home, start_new_session=True,
         )  # fmt: skip
         lines: queue.Queue = queue.Queue()
         threading.Thread(target=pump, args=(proc.stdout, lines), daemon=True).start()
-        kernels.append({"index": index, "proc": proc, "lines": lines, "log": log, "events": {}})
+        kernels.append({"index": index, "proc": proc, "lines": lines, "log": log, "log_path": log_path,
+                        "events": {}})  # fmt: skip
     return kernels
 
 
@@ -180,6 +277,7 @@ def worker_args(args: argparse.Namespace) -> list[str]:
     return [
         "--device", args.device, "--seconds", str(args.seconds), "--samples", str(args.samples),
         "--tokens", str(args.tokens), "--generate-every", str(args.generate_every), "--slider-hz", str(args.slider_hz),
+        *(["--hold-on-error"] if args.overload else []),
     ]  # fmt: skip
 
 
@@ -203,6 +301,14 @@ def wait_event(kernel: dict[str, Any], event: str, timeout: float) -> dict[str, 
     return None
 
 
+def send(kernel: dict[str, Any], line: str) -> None:
+    try:
+        kernel["proc"].stdin.write(line + "\n")
+        kernel["proc"].stdin.flush()
+    except (BrokenPipeError, OSError):  # it died: its failure is read from its log
+        pass
+
+
 def stop_kernels(kernels: list[dict[str, Any]]) -> None:
     for kernel in kernels:
         proc = kernel["proc"]
@@ -216,34 +322,58 @@ def log_tail(path: Path, lines: int = 8) -> str:
     return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
 
 
-def run_n(n: int, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
-    """Start n kernels, let them warm up, start them together, collect their figures and the first failure."""
-    kernels = start_kernels(n, args, scratch)
-    failures: list[str] = []
-    try:
-        ready = [wait_event(k, "ready", args.startup_timeout) for k in kernels]
-        for kernel, message in zip(kernels, ready, strict=True):
-            if message is None or message["event"] == "error":
-                failures.append(describe_failure(kernel, message, scratch, n, "warm-up"))
-        if not failures:
-            for kernel in kernels:
-                kernel["proc"].stdin.write("go\n")
-                kernel["proc"].stdin.flush()
-            results = [wait_event(k, "result", args.seconds + args.generate_timeout) for k in kernels]
-            for kernel, message in zip(kernels, results, strict=True):
-                if message is None or message["event"] == "error":
-                    failures.append(describe_failure(kernel, message, scratch, n, "load"))
-    finally:
-        stop_kernels(kernels)
-    return summarise(n, kernels, failures, args)
+def wait_ready(kernels: list[dict[str, Any]], args: argparse.Namespace) -> list[str]:
+    """Wait for every kernel's "ready" (all start together: one deadline); the failures, described."""
+    deadline = time.monotonic() + args.startup_timeout
+    failures = []
+    for kernel in kernels:
+        message = wait_event(kernel, "ready", max(0.1, deadline - time.monotonic()))
+        if message is None or message["event"] == "error":
+            kernel["failed"] = True
+            failures.append(describe_failure(kernel, message, "warm-up"))
+    return failures
 
 
-def describe_failure(kernel, message, scratch: Path, n: int, stage: str) -> str:
+def play_window(kernels: list[dict[str, Any]], args: argparse.Namespace) -> tuple[list[dict], list[str], float | None]:
+    """Every ready kernel plays --seconds at once; their results, the failures, and the GPU memory in use (GB,
+    nvidia-smi) in the middle of the window."""
+    live = [k for k in kernels if not k.get("failed")]
+    for kernel in live:
+        send(kernel, "go")
+    time.sleep(min(10.0, args.seconds / 2))
+    used = gpu_used_gb()
+    results, failures = [], []
+    for kernel in live:
+        message = wait_event(kernel, "result", args.seconds + args.generate_timeout)
+        if message is None or message["event"] == "error":
+            kernel["failed"] = True
+            failures.append(describe_failure(kernel, message, "load"))
+        else:
+            results.append(message)
+    return results, failures, used
+
+
+def describe_failure(kernel, message, stage: str) -> str:
     if message is not None:
         return f"kernel {kernel['index']}, {message['stage']}: {message['type']}: {message['message'][:300]}"
-    code, log = kernel["proc"].poll(), scratch / f"kernel-{n}-{kernel['index']}.log"
+    code = kernel["proc"].poll()
     why = f"exited with {code}" if code is not None else "gave no answer in time"
-    return f"kernel {kernel['index']}, {stage}: {why}: {log_tail(log)}"
+    return f"kernel {kernel['index']}, {stage}: {why}: {log_tail(kernel['log_path'])}"
+
+
+def gpu_used_gb() -> float | None:
+    """The GPU's memory in use (GB, the first GPU, every process), from nvidia-smi; None without it."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
+                         capture_output=True, text=True, timeout=30)  # fmt: skip
+    try:
+        return float(out.stdout.split()[0]) * 2**20 / 1e9
+    except (IndexError, ValueError):
+        return None
+
+
+# -- figures --------------------------------------------------------------------------------------------------------
 
 
 def p95(values: list[float]) -> float | None:
@@ -252,16 +382,20 @@ def p95(values: list[float]) -> float | None:
     return statistics.quantiles(values, n=20, method="inclusive")[-1]
 
 
-def summarise(n: int, kernels: list[dict[str, Any]], failures: list[str], args) -> dict[str, Any]:
-    results = [k["events"].get("result") for k in kernels if k["events"].get("result")]
+def summarise(n: int, kernels: list[dict[str, Any]], results: list[dict], failures: list[str], memory_gb: dict,
+              args) -> dict[str, Any]:  # fmt: skip
+    """One row: the figures of a window played by ``n`` kernels, and the first failure (a failure, or a p95 over
+    its budget). ``memory_gb``: the GPU's use before the kernels started and in the middle of the window."""
     slider = [s for r in results for s in r["slider_s"]]
     generate = [s for r in results for s in r["generate_s"]]
     warmups = [k["events"]["ready"]["warmup_s"] for k in kernels if k["events"].get("ready")]
     allocated = [r["max_allocated_gb"] for r in results if r["max_allocated_gb"] is not None]
-    used = [r["gpu_used_gb"] for r in results if r["gpu_used_gb"] is not None]
+    reserved = [r.get("reserved_gb") for r in results if r.get("reserved_gb") is not None]
+    before, under = memory_gb.get("before"), memory_gb.get("under_load")
     row = {
         "n": n,
         "kernels_ok": len(results),
+        "tiers": sorted({str(r.get("tier")) for r in results}),
         "slider_updates": len(slider),
         "slider_p50_ms": statistics.median(slider) * 1e3 if slider else None,
         "slider_p95_ms": p95(slider) * 1e3 if slider else None,
@@ -270,7 +404,10 @@ def summarise(n: int, kernels: list[dict[str, Any]], failures: list[str], args) 
         "generate_p95_s": p95(generate),
         "warmup_max_s": max(warmups) if warmups else None,
         "max_allocated_gb_per_kernel": max(allocated) if allocated else None,
-        "gpu_used_gb": max(used) if used else None,
+        "reserved_gb_per_kernel": max(reserved) if reserved else None,
+        # with its CUDA context: what the GPU's use grew by, shared out (nvidia-smi; None without it)
+        "gpu_gb_per_kernel": (under - before) / len(results) if results and None not in (before, under) else None,
+        "gpu_used_gb": under,
         "gpu_total_gb": results[0]["gpu_total_gb"] if results else None,
         "share": args.fraction or 0.85 / n,
         "failures": failures,
@@ -284,59 +421,137 @@ def summarise(n: int, kernels: list[dict[str, Any]], failures: list[str], args) 
     return row
 
 
-def warm_compile_cache(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
-    """One kernel alone first: converts the embedded model if needed and fills the shared compile cache, so that
-    N kernels starting at once neither race on the model cache nor all compile from nothing (as `workshop.sh
-    prepare` converts the model once). Returns what that kernel said when ready (its GPU, its warm-up)."""
-    started = time.perf_counter()
-    kernels = start_kernels(1, argparse.Namespace(**{**vars(args), "seconds": 0.1}), scratch / "warm")
-    try:
-        ready = wait_event(kernels[0], "ready", args.startup_timeout)
-        if ready is None or ready["event"] == "error":
-            failure = describe_failure(kernels[0], ready, scratch / "warm", 1, "warm-up")
-            raise SystemExit(f"the first kernel failed: {failure}")
-    finally:
-        stop_kernels(kernels)
-    return {**ready, "elapsed_s": time.perf_counter() - started}
+def outcome(kernel: dict[str, Any]) -> str:
+    """What one kernel saw under overload: "worked", "kit" (smolkit's GpuShareExhausted), "raw" (an
+    out-of-memory or CUDA error in another form: what participants must never see) or "other"."""
+    if "result" in kernel["events"] and not kernel.get("failed"):
+        return "worked"
+    error = kernel["events"].get("error")
+    if error is not None:
+        if error["type"] == "GpuShareExhausted" or error["message"].startswith("GPU out of memory"):
+            return "kit"
+        text = f"{error['type']}: {error['message']}"
+    else:
+        text = log_tail(kernel["log_path"], 30)
+    return "raw" if any(sign in text for sign in ("out of memory", "CUDA error", "CUBLAS_STATUS")) else "other"
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     def fmt(value, spec):
         return "-".rjust(int(spec.split(".")[0])) if value is None else format(value, spec)
 
-    lines = ["    N  share  slider p95 ms  generate p95 s  GPU GB/kernel  GPU used GB  warm-up s  first failure"]
+    lines = ["    N  variant           share  slider p95 ms  generate p50/p95 s  GPU GB/kernel  GPU used GB"
+             "  warm-up s  first failure"]  # fmt: skip
     for r in rows:
         lines.append(
-            f"{r['n']:>5}  {r['share']:.3f}  {fmt(r['slider_p95_ms'], '13.1f')}  {fmt(r['generate_p95_s'], '14.2f')}"
-            f"  {fmt(r['max_allocated_gb_per_kernel'], '13.2f')}  {fmt(r['gpu_used_gb'], '11.1f')}"
-            f"  {fmt(r['warmup_max_s'], '9.1f')}  {r['first_failure'] or 'none'}"
+            f"{r['n']:>5}  {r.get('variant', '-'):<16}  {r['share']:.3f}  {fmt(r['slider_p95_ms'], '13.1f')}"
+            f"  {fmt(r['generate_p50_s'], '8.2f')} /{fmt(r['generate_p95_s'], '8.2f')}"
+            f"  {fmt(r['gpu_gb_per_kernel'] or r['max_allocated_gb_per_kernel'], '13.2f')}"
+            f"  {fmt(r['gpu_used_gb'], '11.1f')}  {fmt(r['warmup_max_s'], '9.1f')}  {r['first_failure'] or 'none'}"
         )
     return "\n".join(lines)
 
 
+# -- runs -----------------------------------------------------------------------------------------------------------
+
+
+def run_n(n: int, variant: tuple[str, ...], args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+    """Start n kernels under ``variant``, let them warm up, play one window together; the row (overload: with
+    what every kernel saw, and the window played by those that came up)."""
+    scratch = scratch / f"n{n}-{variant_name(variant)}"
+    try:
+        with remedy_env(variant, scratch) as extra:
+            before = gpu_used_gb()
+            kernels = start_kernels(range(n), n, args, scratch, extra)
+            try:
+                failures = wait_ready(kernels, args)
+                results, used = [], None
+                if args.overload or not failures:
+                    results, more, used = play_window(kernels, args)
+                    failures += more
+                row = summarise(n, kernels, results, failures, {"before": before, "under_load": used}, args)
+                if args.overload:
+                    seen = {k["index"]: outcome(k) for k in kernels}
+                    row["outcomes"] = {o: sum(1 for v in seen.values() if v == o)
+                                       for o in ("worked", "kit", "raw", "other")}  # fmt: skip
+                    row["per_kernel"] = seen
+            finally:
+                stop_kernels(kernels)
+    except MpsUnavailable as err:
+        row = summarise(n, [], [], [f"MPS: {err}"], {}, args)
+    row["variant"] = variant_name(variant)
+    return row
+
+
+def ramp(ns: list[int], variant: tuple[str, ...], args: argparse.Namespace, scratch: Path):
+    """Kernels added step by step up to each N of ``ns`` (those already up stay), one window per step: yields the
+    row of each step. The capacity planner's loop (bench/capacity.py): it stops at the first N over budget."""
+    scratch = scratch / f"ramp-{variant_name(variant)}"
+    kernels: list[dict[str, Any]] = []
+    with remedy_env(variant, scratch) as extra:
+        before = gpu_used_gb()
+        try:
+            for n in ns:
+                # the new kernels get the share a hub for n participants gives (those up keep theirs: a share only
+                # matters to a kernel that would pass it, and every kernel runs the same script)
+                kernels += start_kernels(range(len(kernels), n), n, args, scratch, extra)
+                failures = wait_ready([k for k in kernels if not (k["events"].get("ready") or k.get("failed"))], args)
+                results, more, used = play_window(kernels, args) if not failures else ([], [], None)
+                row = summarise(n, kernels, results, failures + more, {"before": before, "under_load": used}, args)
+                row["variant"] = variant_name(variant)
+                yield row
+        finally:
+            stop_kernels(kernels)
+
+
+def warm_compile_cache(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+    """One kernel alone first: converts the embedded model if needed and fills the shared compile cache, so that
+    N kernels starting at once neither race on the model cache nor all compile from nothing (as `workshop.sh
+    prepare` converts the model once). Returns what that kernel said when ready (its GPU, its warm-up)."""
+    started = time.perf_counter()
+    one = argparse.Namespace(**{**vars(args), "seconds": 0.1, "overload": False})
+    kernels = start_kernels(range(1), 1, one, scratch / "warm")
+    try:
+        ready = wait_event(kernels[0], "ready", args.startup_timeout)
+        if ready is None or ready["event"] == "error":
+            raise SystemExit(f"the first kernel failed: {describe_failure(kernels[0], ready, 'warm-up')}")
+    finally:
+        stop_kernels(kernels)
+    return {**ready, "elapsed_s": time.perf_counter() - started}
+
+
 def sweep(args: argparse.Namespace) -> dict[str, Any]:
+    """Every N of --n, each under every variant of --variants (the same N side by side), within --minutes."""
     scratch = Path(tempfile.mkdtemp(prefix="smolkit-workshop-load-"))
     args.compile_cache = args.compile_cache or scratch / "inductor"
-    started, rows = time.perf_counter(), []
+    started, rows, stop = time.perf_counter(), [], False
     try:
         warm = warm_compile_cache(args, scratch)
         print(f"first kernel alone (model cache checked, compile cache filled): {warm['elapsed_s']:.1f} s, "
               f"{warm['gpu'] or 'CPU'}", flush=True)  # fmt: skip
         for n in args.n:
-            if rows and time.perf_counter() - started + 2 * (rows[-1]["elapsed_s"]) > args.minutes * 60:
-                print(f"N={n}: skipped, the sweep would pass --minutes {args.minutes:g}", flush=True)
-                break
-            t = time.perf_counter()
-            row = run_n(n, args, scratch)
-            row["elapsed_s"] = time.perf_counter() - t
-            rows.append(row)
-            print(table([row]).splitlines()[-1], flush=True)
-            if row["first_failure"] and not args.keep_going:
+            for variant in args.variants:
+                if rows and time.perf_counter() - started + 1.5 * rows[-1]["elapsed_s"] > args.minutes * 60:
+                    print(f"N={n} {variant_name(variant)}: skipped, the sweep would pass --minutes {args.minutes:g}",
+                          flush=True)  # fmt: skip
+                    stop = True
+                    break
+                t = time.perf_counter()
+                row = run_n(n, variant, args, scratch)
+                row["elapsed_s"] = time.perf_counter() - t
+                rows.append(row)
+                if args.out:  # after every row: a run cut short keeps what it measured
+                    args.out.write_text(json.dumps({"partial": True, "rows": rows}, indent=2, default=str) + "\n")
+                print(table([row]).splitlines()[-1], flush=True)
+                if "outcomes" in row:
+                    print(f"      overload, per kernel: {row['outcomes']}", flush=True)
+            if stop or (rows and all(r["first_failure"] for r in rows[-len(args.variants):]) and not args.keep_going):
                 break
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    keys = ("device", "seconds", "samples", "tokens", "generate_every", "slider_hz", "fraction", "n")
-    found = {k: getattr(args, k) for k in keys} | {"cpus": os.cpu_count(), "gpu": warm["gpu"], "torch": warm["torch"]}
+    keys = ("device", "seconds", "samples", "tokens", "generate_every", "slider_hz", "fraction", "n", "overload")
+    found = {k: getattr(args, k) for k in keys} | {"cpus": os.cpu_count(), "gpu": warm["gpu"], "torch": warm["torch"],
+                                                    "variants": [variant_name(v) for v in args.variants]}  # fmt: skip
     return {"settings": found, "first_kernel_s": warm["elapsed_s"], "total_s": time.perf_counter() - started,
             "rows": rows}  # fmt: skip
 
@@ -358,20 +573,46 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--startup-timeout", type=float, default=300, help="seconds for N kernels to warm up (300)")
     p.add_argument("--generate-timeout", type=float, default=120, help="seconds past --seconds to finish (120)")
     p.add_argument("--compile-cache", type=Path, default=None, help="shared TORCHINDUCTOR_CACHE_DIR (a temp dir)")
+    p.add_argument("--variants", default="base",
+                   help="remedies to compare at every N, comma-separated, each a '+'-joined set of: base (the hub\n"
+                        "before issue 27: compiles mid-session), plain (SMOLKIT_COMPILE_AFTER_S=never), mps (NVIDIA\n"
+                        "MPS daemon with private pipe/log dirs), lazy (CUDA_MODULE_LOADING=LAZY), threads1\n"
+                        "(OMP_NUM_THREADS=1), conn1 (CUDA_DEVICE_MAX_CONNECTIONS=1); e.g. base,plain,plain+mps")
+    for name in ("plain", "mps", "lazy"):
+        p.add_argument(f"--{name}", action="store_true", help=f"add '{name}' to every variant")
+    p.add_argument("--overload", action="store_true",
+                   help="more kernels than fit: every N runs even past failures, kernels that failed keep what they\n"
+                        "hold (as a participant's does), and each kernel's outcome is reported: worked, kit (the\n"
+                        "kit's GpuShareExhausted), raw (a raw CUDA error) or other; give --fraction (e.g. 0.85/32)")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--hold-on-error", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.n = [int(v) for v in str(args.n).split(",") if v.strip()]
     if not args.n or min(args.n) < 1:
         p.error(f"--n must list kernel counts >= 1, got {args.n}")
+    try:
+        variants = parse_variants(args.variants)
+    except ValueError as err:
+        p.error(str(err))
+    extras = {name for name in ("plain", "mps", "lazy") if getattr(args, name)}
+    args.variants = list(dict.fromkeys(tuple(sorted((set(v) - {"base"}) | extras)) or ("base",) for v in variants))
+    args.keep_going = args.keep_going or args.overload
     return args
+
+
+def exit_on_sigterm() -> None:
+    """`timeout` and a lent machine's limit send SIGTERM: exit through the finally blocks that stop the kernels
+    (each runs in a session of its own, so nothing else would stop them and their GPU memory)."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     if args.worker:
         return worker(args)
+    exit_on_sigterm()
     results = sweep(args)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")

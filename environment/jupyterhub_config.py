@@ -18,6 +18,7 @@ come from the environment, so the same file serves the workshop and its test:
                               kernel applies it itself (smolkit.gpu_share), see the GPU section of the README
   SMOLKIT_HUB_GPU_DEVICES     optional file of "name device" lines: the GPU (or MIG instance UUID) each
                               participant's server sees as CUDA_VISIBLE_DEVICES; others see SMOLKIT_HUB_GPU_DEFAULT
+  SMOLKIT_COMPILE_AFTER_S     the fast path's compiled tier in participants' kernels (default never: plain tier)
   SMOLKIT_HUB_CULL_IDLE_S     shut down kernels idle this long, open tab or not, freeing their memory (1800; 0 never)
   SMOLKIT_HUB_CULL_SERVERS_S  stop servers idle this long (jupyterhub-idle-culler; default 3600; 0 = never)
   SMOLKIT_HUB_NPROC           most processes and threads one participant may run (default 1024): no fork bombs
@@ -192,6 +193,9 @@ c.Spawner.environment = {
     # what enforces it and what does not
     "SMOLKIT_GPU_MEMORY_FRACTION": f"{GPU_FRACTION:g}",
     "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",
+    # the GPU's time: the fast path stays in its plain tier, so that no kernel compiles in the middle of the session
+    # (N compiles at once on a shared box: issue 27, bench/workshop_load.py --variants base,plain)
+    "SMOLKIT_COMPILE_AFTER_S": env("SMOLKIT_COMPILE_AFTER_S") or "never",
     # the CPU split: torch would otherwise start one thread per core in every kernel
     "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // max(MAX_USERS, 1))),
     "JUPYTER_PLATFORM_DIRS": "1",

@@ -11,6 +11,9 @@
 #   environment/workshop.sh start              run the hub in the foreground (Ctrl-C stops it and every server)
 #   environment/workshop.sh remove NAME...     delete those accounts and their homes (only workshop accounts)
 #   environment/workshop.sh remove --all       delete every workshop account, home and both groups
+#   environment/workshop.sh capacity [ARGS]    measure this GPU (or CPU) for a minute or two: how many participants
+#                                              it holds within the budgets, the SMOLKIT_HUB_MAX_USERS to set
+#                                              (bench/capacity.py; ARGS e.g. --n 8,16,32 --seconds 30)
 #
 #   SMOLKIT_WORKSHOP_VENV    the workshop's own venv, which the hub and every participant's server run (default
 #                            $SMOLKIT_WORKSHOP_DIR/venv); prepare builds it with `make kernel` from
@@ -139,6 +142,11 @@ start() {
     exec "$VENV/bin/jupyterhub" -f "${SMOLKIT_HUB_CONFIG:-environment/jupyterhub_config.py}"
 }
 
+capacity() {
+    [ -x "$PY" ] || die "no workshop venv in $VENV: run \`$0 prepare\` first"
+    SMOLKIT_CACHE_DIR="$CACHE/smolkit" HF_HOME="$CACHE/hf" "$PY" bench/capacity.py "$@"
+}
+
 command=${1:-}
 shift || true
 case "$command" in
@@ -146,5 +154,6 @@ case "$command" in
     users) users "$@" ;;
     remove) remove "$@" ;;
     start) start ;;
-    *) echo "usage: $0 prepare | users [--admin] NAME... | start | remove NAME...|--all" >&2; exit 2 ;;
+    capacity) capacity "$@" ;;
+    *) echo "usage: $0 prepare | users [--admin] NAME... | start | remove NAME...|--all | capacity [ARGS]" >&2; exit 2 ;;
 esac

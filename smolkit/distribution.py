@@ -194,7 +194,8 @@ def prepare_inputs(
             f"stop_token_ids: with min_tokens={params.min_tokens} the end-of-sequence and stop tokens block every "
             "token of the vocabulary: nothing could be generated. Stop at fewer tokens, or set min_tokens=0"
         )
-    inputs = lm.inputs(prompt, chat=chat, image=image)
+    with gpu_share.out_of_memory(lm.device):  # the inputs go to the device: on a full GPU, the kit's message
+        inputs = lm.inputs(prompt, chat=chat, image=image)
     prompt_length = int(inputs["input_ids"].shape[1])
     context = lm.context_length
     if prompt_length >= context:

@@ -10,7 +10,10 @@ memory limits) is in environment/README.md, "The GPU".
 
 ``out_of_memory`` turns torch's out-of-memory error into one that says which limit was hit (this kernel's share,
 or the whole GPU, full of other kernels), how much this kernel holds, and what to do; it also hands the memory
-torch keeps cached back to the GPU, so that the next, smaller cell can run.
+torch keeps cached back to the GPU, so that the next, smaller cell can run. It also catches the raw CUDA errors a
+full GPU gives outside torch's allocator (``torch.AcceleratorError: CUDA error: out of memory`` when the CUDA context
+is created, cuBLAS's workspace, a CUDA graph's capture): every place a kernel first touches the GPU runs inside it
+(load_model, generate with the fast path's capture and compile, next_token_distribution, beams, sequences).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ __all__ = [
     "GpuMemory",
     "GpuShareExhausted",
     "apply_gpu_memory_cap",
+    "is_out_of_memory",
     "measure",
     "memory_fraction",
     "out_of_memory",
@@ -147,14 +151,60 @@ def out_of_memory_message(memory: GpuMemory, requested: int | None) -> str:
     )
 
 
+NO_ROOM = (
+    "GPU out of memory: the GPU has no room left for this kernel (it could not get memory for its CUDA context or "
+    "its first buffers: the other participants' kernels hold the rest). Restart this kernel in a moment (Kernel > "
+    "Restart Kernel); if the GPU stays full, tell the facilitator (idle kernels are shut down, which frees their "
+    "memory)."
+)
+"""The message when the GPU's figures cannot be read either (the CUDA context itself could not be created)."""
+
+# cuBLAS may report a handle it could not get memory for as NOT_INITIALIZED rather than ALLOC_FAILED
+_RAW_SIGNS = (
+    "out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUBLAS_STATUS_NOT_INITIALIZED", "cudaErrorMemoryAllocation",
+)  # fmt: skip
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` (or an error it was raised from) is the GPU running out of memory: torch's
+    ``OutOfMemoryError``, or a raw CUDA/cuBLAS error that says so (``torch.AcceleratorError`` and the
+    RuntimeErrors of older torch, also when torch.compile wrapped them).
+
+    >>> is_out_of_memory(RuntimeError("CUDA error: out of memory"))
+    True
+    >>> is_out_of_memory(RuntimeError("CUDA error: an illegal memory access was encountered"))
+    False
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, torch.OutOfMemoryError):
+            return True
+        if isinstance(err, RuntimeError) and any(sign in str(err) for sign in _RAW_SIGNS):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _explain(device: torch.device, err: BaseException, measured: Callable[[torch.device], GpuMemory]) -> str:
+    """The learner's message for ``err``: from the GPU's figures, or NO_ROOM when even those cannot be read."""
+    try:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return out_of_memory_message(measured(device), requested_bytes(str(err)))
+    except Exception:  # no CUDA context to ask (it could not be created): the figures are unknown
+        return NO_ROOM
+
+
 class GpuShareExhausted(torch.OutOfMemoryError):
     """torch's out-of-memory error, explained (``out_of_memory_message``); still a ``torch.OutOfMemoryError``."""
 
 
 @contextlib.contextmanager
 def out_of_memory(device: torch.device, measured: Callable[[torch.device], GpuMemory] = measure) -> Iterator[None]:
-    """Turn a ``torch.OutOfMemoryError`` raised inside into a ``GpuShareExhausted`` that says which limit was hit
-    and what to do, after giving torch's cached memory back to the GPU. Anything else passes through unchanged.
+    """Turn an out-of-memory error raised inside (``is_out_of_memory``: torch's, or a raw CUDA one) into a
+    ``GpuShareExhausted`` that says which limit was hit and what to do, after giving torch's cached memory back to
+    the GPU. Anything else passes through unchanged.
 
     ``measured`` reads the GPU's figures (tests give their own; on the CPU there is no GPU to read).
     """
@@ -162,7 +212,7 @@ def out_of_memory(device: torch.device, measured: Callable[[torch.device], GpuMe
         yield
     except GpuShareExhausted:
         raise
-    except torch.OutOfMemoryError as err:
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        raise GpuShareExhausted(out_of_memory_message(measured(device), requested_bytes(str(err)))) from err
+    except Exception as err:
+        if not is_out_of_memory(err):
+            raise
+        raise GpuShareExhausted(_explain(device, err, measured)) from err

@@ -383,9 +383,10 @@ def load_model(
     dt = resolve_dtype(dtype, dev)
     if image_splitting is not None and not isinstance(image_splitting, bool):
         raise TypeError(f"image_splitting must be None, True or False, got {image_splitting!r}")
-    gpu_share.apply_gpu_memory_cap(dev)
     start = time.perf_counter()
-    with gpu_share.out_of_memory(dev):  # the weights go to the device while they are read
+    # the cap's call creates the CUDA context (a full GPU fails there first); the weights go to the device as read
+    with gpu_share.out_of_memory(dev):
+        gpu_share.apply_gpu_memory_cap(dev)
         lm = _load(name, dev, dt, image_splitting)
     lm.model.eval()
     lm.load_seconds = time.perf_counter() - start

@@ -327,6 +327,23 @@ def test_a_decoder_compiles_once_plain_decoding_took_compile_after_s(lm, monkeyp
     torch.testing.assert_close(again.full_probs, plain.full_probs, rtol=0, atol=1e-5)
 
 
+def test_smolkit_compile_after_s_never_keeps_a_tiered_decoder_plain(lm, monkeypatch):
+    """The workshop hub's setting: read where the decoder decides, so a kernel past COMPILE_AFTER_S of decoding
+    stays plain under "never" and compiles once the variable is unset again (set by the hub, read at each call)."""
+    from smolkit.fastpath import decoder as decoder_module
+
+    decoder = fastpath.FastDecoder(lm)
+    decoder.tiered = True  # as on a GPU with Triton
+    decoder.plain_decode_seconds = decoder_module.COMPILE_AFTER_S + 1
+    monkeypatch.setenv(decoder_module.COMPILE_AFTER_ENV, "never")
+    decoder._compile_when_it_pays()
+    assert decoder.tier == "plain"
+    monkeypatch.setenv(decoder_module.COMPILE_AFTER_ENV, "")
+    monkeypatch.setattr(decoder, "_build_pieces", lambda: None)  # the switch only, no compile on the CPU
+    decoder._compile_when_it_pays()
+    assert decoder.tier == "compiled"
+
+
 def test_the_fused_sampler_is_only_used_on_cuda(lm):
     """On the CPU the decoder keeps the PyTorch sampler (the reference); the fused kernel needs CUDA and Triton."""
     decoder = fastpath.FastDecoder(lm, fused=True)

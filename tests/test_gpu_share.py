@@ -124,6 +124,68 @@ def test_on_the_cpu_nothing_touches_cuda(cuda_calls):
     assert cuda_calls == []
 
 
+RAW_ERRORS = {
+    # what torch >= 2.8 raises when the CUDA context cannot be created on a full GPU (seen on the H100, issue 27)
+    "context": getattr(torch, "AcceleratorError", RuntimeError)("CUDA error: out of memory\nCUDA kernel errors..."),
+    "cublas": RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+    "cublas handle": RuntimeError("CUDA error: CUBLAS_STATUS_NOT_INITIALIZED when calling `cublasCreate(handle)`"),
+    "older torch": RuntimeError("CUDA error: out of memory"),
+}
+
+
+@pytest.mark.parametrize("where", sorted(RAW_ERRORS))
+def test_a_raw_cuda_out_of_memory_error_gets_the_kits_message(cuda_calls, where):
+    seen = GpuMemory(total=80 * GB, fraction=0.02, held=0, free=GB // 2)
+    original = RAW_ERRORS[where]
+    with pytest.raises(GpuShareExhausted) as raised, out_of_memory(CUDA, measured=lambda device: seen):
+        raise original
+    assert raised.value.__cause__ is original
+    assert str(raised.value).startswith("GPU out of memory: the GPU is full.") and "CUDA error" not in str(raised.value)
+
+
+def test_an_out_of_memory_error_wrapped_by_another_is_still_explained(cuda_calls):
+    """A CUDA graph's capture that ends in a second error (or torch.compile wrapping the first) keeps the cause."""
+    seen = GpuMemory(total=80 * GB, fraction=0.02, held=0, free=0)
+    with pytest.raises(GpuShareExhausted), out_of_memory(CUDA, measured=lambda device: seen):
+        try:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+        except torch.OutOfMemoryError:
+            raise RuntimeError("CUDA error: operation failed due to a previous error during capture")  # noqa: B904
+
+
+def test_when_the_gpus_figures_cannot_be_read_the_message_still_says_what_to_do(cuda_calls):
+    """No CUDA context (its creation is what failed): measuring fails too, the learner still gets the kit's words."""
+
+    def measured(device):
+        raise getattr(torch, "AcceleratorError", RuntimeError)("CUDA error: out of memory")
+
+    with pytest.raises(GpuShareExhausted) as raised, out_of_memory(CUDA, measured=measured):
+        raise RAW_ERRORS["context"]
+    assert str(raised.value) == gpu_share.NO_ROOM
+
+
+def test_other_cuda_errors_pass_through_unchanged(cuda_calls):
+    error = RuntimeError("CUDA error: an illegal memory access was encountered")
+    with pytest.raises(RuntimeError) as raised, out_of_memory(CUDA, measured=lambda device: None):
+        raise error
+    assert raised.value is error and cuda_calls == []
+
+
+def test_load_model_applies_the_cap_inside_the_translation(monkeypatch):
+    """The cap's call is where a full GPU first fails (creating the CUDA context): load_model explains it."""
+    from smolkit import models
+
+    def no_context(device):
+        raise RAW_ERRORS["context"]
+
+    monkeypatch.setattr(models, "resolve_device", lambda device: CUDA)
+    monkeypatch.setattr(gpu_share, "apply_gpu_memory_cap", no_context)
+    monkeypatch.setattr(gpu_share, "measure", no_context)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    with pytest.raises(GpuShareExhausted, match="no room left for this kernel"):
+        models.load_model(device="cuda", dtype="float32")
+
+
 GPU_SCRIPT = textwrap.dedent("""
     import os, torch
     from smolkit.gpu_share import GpuShareExhausted, apply_gpu_memory_cap, out_of_memory

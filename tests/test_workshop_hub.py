@@ -125,7 +125,8 @@ print(json.dumps({
     "summary": smolkit.next_token_distribution(probe, PROMPT).summary(5),
 }))
 """
-ENV_KEYS = ("HF_HOME", "SMOLKIT_CACHE_DIR", "HF_HUB_OFFLINE", "SMOLKIT_GPU_MEMORY_FRACTION", "PYTORCH_CUDA_ALLOC_CONF")
+ENV_KEYS = ("HF_HOME", "SMOLKIT_CACHE_DIR", "HF_HUB_OFFLINE", "SMOLKIT_GPU_MEMORY_FRACTION", "PYTORCH_CUDA_ALLOC_CONF",
+            "SMOLKIT_COMPILE_AFTER_S")
 # What participant A tries from their own kernel; every attempt records what happened instead of raising.
 ATTACK = r"""
 import glob, json, os, resource
@@ -372,6 +373,7 @@ def test_the_notebook_runs_in_each_participants_own_server_and_account(hub, kern
             "HF_HUB_OFFLINE": "1",
             "SMOLKIT_GPU_MEMORY_FRACTION": f"{0.85 / MAX_USERS:g}",
             "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",
+            "SMOLKIT_COMPILE_AFTER_S": "never",
         }, name
         assert probe["home"] == str(home) and probe["cwd"] == str(home / "notebooks"), (name, probe)
         assert probe["threads"] == max(1, (os.cpu_count() or 1) // MAX_USERS), (name, probe)

@@ -77,8 +77,8 @@ def test_each_participant_has_a_credential_the_facilitator_approves(values):
 
 def test_the_shared_model_cache_is_one_read_only_volume_filled_by_the_job(values):
     storage = values["singleuser"]["storage"]
-    (volume,) = storage["extraVolumes"].values()
-    (mount,) = storage["extraVolumeMounts"].values()
+    (volume,) = [v for v in storage["extraVolumes"].values() if "persistentVolumeClaim" in v]
+    (mount,) = [m for m in storage["extraVolumeMounts"].values() if m["name"] == volume["name"]]
     assert volume["persistentVolumeClaim"]["readOnly"] and mount["readOnly"] and mount["name"] == volume["name"]
     assert values["singleuser"]["extraEnv"]["HF_HOME"].startswith(mount["mountPath"] + "/")
     assert values["singleuser"]["extraEnv"]["HF_HUB_OFFLINE"] == "1"
@@ -89,6 +89,33 @@ def test_the_shared_model_cache_is_one_read_only_volume_filled_by_the_job(values
     assert spec["volumes"][0]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
     env = {e["name"]: e["value"] for e in spec["containers"][0]["env"]}
     assert env["HF_HOME"] == values["singleuser"]["extraEnv"]["HF_HOME"]
+
+
+def test_every_pod_has_shared_memory_for_pytorch(values):
+    """A container's /dev/shm is 64 MB: every pod mounts a memory-backed volume there, bounded in size."""
+    storage = values["singleuser"]["storage"]
+    (mount,) = [m for m in storage["extraVolumeMounts"].values() if m["mountPath"] == "/dev/shm"]
+    volume = storage["extraVolumes"][mount["name"]]
+    assert volume["emptyDir"]["medium"] == "Memory" and volume["emptyDir"]["sizeLimit"].endswith("Gi")
+
+
+def test_a_shared_gpu_pod_takes_one_replica_and_its_share_matches_the_replicas(values):
+    """The shared-GPU profile asks the device plugin for one replica of a GPU; its share of the GPU memory is
+    0.85 / replicas (the hub's rule for SMOLKIT_HUB_MAX_USERS), the same replicas in every sharing config."""
+    profiles = values["singleuser"]["profileList"]
+    (shared,) = [p["kubespawner_override"] for p in profiles
+                 if "nvidia.com/gpu.shared" in p.get("kubespawner_override", {}).get("extra_resource_limits", {})]
+    assert shared["extra_resource_limits"]["nvidia.com/gpu.shared"] == "1"
+    plugin = yaml.safe_load((K8S / "device-plugin.yaml").read_text())["config"]
+    configs = {name: yaml.safe_load(text) for name, text in plugin["map"].items()}
+    assert plugin["default"] in configs and "sharing" not in configs[plugin["default"]]
+    shared_configs = [c["sharing"] for c in configs.values() if "sharing" in c]
+    assert {"mps", "timeSlicing"} == {kind for c in shared_configs for kind in c}
+    replicas = {r["replicas"] for c in shared_configs for kind in c.values() for r in kind["resources"]}
+    assert all(kind["renameByDefault"] for c in shared_configs for kind in c.values())  # advertised as .shared
+    (n,) = replicas
+    assert memory_fraction(shared["environment"]["SMOLKIT_GPU_MEMORY_FRACTION"]) == pytest.approx(0.85 / n, abs=1e-4)
+    assert shared["environment"]["SMOLKIT_COMPILE_AFTER_S"] == "never"
 
 
 def test_the_image_pins_what_requirements_txt_pins():

@@ -25,7 +25,7 @@ from smolkit.fastpath.sampler import Progress, Records, Sampler, Settings
 from smolkit.fastpath.support import compile_cache_dir, fast_path_problem, has_triton, text_config
 from smolkit.params import SamplingParams
 
-__all__ = ["CHUNK", "FastDecoder", "FastResult", "get_fast_decoder"]
+__all__ = ["CHUNK", "COMPILE_AFTER_ENV", "FastDecoder", "FastResult", "compile_after_s", "get_fast_decoder"]
 
 CHUNK = 32
 """Decode steps per CUDA graph replay: the host checks for finished sequences once per chunk."""
@@ -36,8 +36,35 @@ seconds in all (the graphs are then captured again). Measured on the H200 (bench
 compiling costs the call that does it about 6 s with a warm compile cache (12-17 s with none) and makes a decode
 step about three times as fast (batch 1: 1.02 against 3.06 ms), so it is bought once going without has cost a
 few seconds, about what buying costs (the ski-rental rule): a notebook that generates a few thousand tokens never
-pays it, a long benchmark pays it once."""
+pays it, a long benchmark pays it once. ``SMOLKIT_COMPILE_AFTER_S`` overrides it (``compile_after_s``): the
+workshop hub sets "never", so that N kernels sharing a GPU do not each compile in the middle of the session."""
+COMPILE_AFTER_ENV = "SMOLKIT_COMPILE_AFTER_S"
 NEG_INF = float("-inf")
+
+
+def compile_after_s(value: str | None = None) -> float:
+    """Seconds of plain decoding after which a tiered decoder compiles: ``value`` (default
+    $SMOLKIT_COMPILE_AFTER_S) as a number >= 0, or "never" (inf); COMPILE_AFTER_S when unset or empty.
+
+    >>> compile_after_s("never"), compile_after_s("0"), compile_after_s("")
+    (inf, 0.0, 5.0)
+    >>> compile_after_s("soon")
+    Traceback (most recent call last):
+    ...
+    ValueError: SMOLKIT_COMPILE_AFTER_S must be a number of seconds >= 0 or 'never', got 'soon'
+    """
+    value = os.environ.get(COMPILE_AFTER_ENV, "") if value is None else value
+    if not value.strip():
+        return COMPILE_AFTER_S
+    if value.strip().lower() == "never":
+        return math.inf
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds >= 0:  # NaN fails this too
+        raise ValueError(f"{COMPILE_AFTER_ENV} must be a number of seconds >= 0 or 'never', got {value!r}")
+    return seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,9 +167,10 @@ class FastDecoder:
         self.sampler = Sampler(self.compile)
 
     def _compile_when_it_pays(self) -> None:
-        """Switch a tiered decoder to compiled pieces once uncompiled decoding took COMPILE_AFTER_S; the decode
-        graphs captured over the plain pieces are dropped and captured again on their next use."""
-        if self.tiered and not self.compile and self.plain_decode_seconds >= COMPILE_AFTER_S:
+        """Switch a tiered decoder to compiled pieces once uncompiled decoding took ``compile_after_s()`` (read
+        here, at each call: the hub's setting); the decode graphs captured over the plain pieces are dropped and
+        captured again on their next use."""
+        if self.tiered and not self.compile and self.plain_decode_seconds >= compile_after_s():
             self.compile = True
             self._build_pieces()
             for buf in self._buffers.values():

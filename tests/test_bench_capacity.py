@@ -1,0 +1,91 @@
+"""bench/capacity.py's plan from fake ramps (the GPU measurement itself runs on a lent GPU), and the parts of
+bench/workshop_load.py it relies on: the remedies' variants and how an overloaded kernel's outcome is told."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def load(name: str):
+    """A bench script as a module (bench/ is no package: its scripts run as `python bench/NAME.py`)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+capacity = load("capacity")
+workshop_load = load("workshop_load")
+
+
+def row(n: int, failure: str | None = None, gb: float | None = 1.8, total: float | None = 80.0) -> dict:
+    return {"n": n, "first_failure": failure, "gpu_gb_per_kernel": gb, "gpu_total_gb": total}
+
+
+def test_the_plan_is_the_last_n_before_the_first_over_budget():
+    rows = [row(8), row(16), row(24), row(32, "slider p95 61.0 ms > 50 ms"), row(40)]
+    result = capacity.plan(rows)
+    assert (result.holds, result.over, result.why) == (24, 32, "slider p95 61.0 ms > 50 ms")
+    assert result.max_users == 24
+
+
+def test_a_failure_counts_as_over_and_a_step_after_it_is_ignored():
+    rows = [row(8), row(16, "kernel 3, warm-up: GpuShareExhausted: GPU out of memory: the GPU is full."), row(24)]
+    assert capacity.plan(rows).holds == 8
+
+
+def test_memory_caps_max_users_when_every_step_held():
+    """Every step within budget, but kernels of 4 GB: 0.85 x 80 GB holds 17 of them, so the hub may not start 24."""
+    result = capacity.plan([row(8, gb=4.0), row(16, gb=4.0), row(24, gb=4.0)])
+    assert (result.holds, result.over, result.memory_allows, result.max_users) == (24, None, 17, 17)
+    assert "holds at least 24" in capacity.verdict(result, "GPU") and "MAX_USERS=17" in capacity.verdict(result, "GPU")
+
+
+def test_on_the_cpu_there_is_no_memory_bound_and_no_step_held_says_so():
+    result = capacity.plan([row(1, "generate p95 3.50 s > 1 s", gb=None, total=None)])
+    assert (result.holds, result.memory_allows, result.max_users) == (0, None, 0)
+    text = capacity.verdict(result, "this CPU")
+    assert "holds no participant" in text and "SMOLKIT_HUB_MAX_USERS" not in text
+
+
+def test_main_prints_the_setting_and_writes_the_plan(monkeypatch, tmp_path, capsys):
+    fake = [row(8), row(16), row(24, "generate p95 1.30 s > 1 s")]
+    monkeypatch.setattr(capacity, "measure", lambda args: (fake, "NVIDIA H100 80GB HBM3"))
+    out = tmp_path / "capacity.json"
+    capacity.main(["--n", "8,16,24", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "NVIDIA H100 80GB HBM3 holds 16 participants" in printed and "SMOLKIT_HUB_MAX_USERS=16" in printed
+    assert json.loads(out.read_text())["max_users"] == 16
+
+
+def test_variants_name_known_remedies_and_the_switches_add_to_each():
+    args = workshop_load.parse(["--n", "4", "--variants", "base,plain", "--mps"])
+    assert args.variants == [("mps",), ("mps", "plain")]
+    with pytest.raises(SystemExit):
+        workshop_load.parse(["--variants", "plain+turbo"])
+
+
+def kernel(events: dict, failed: bool = False, log: str = "", tmp_path: Path | None = None) -> dict:
+    path = tmp_path / f"k{len(events)}{failed}.log"
+    path.write_text(log)
+    return {"events": events, "failed": failed, "log_path": path}
+
+
+def test_an_overloaded_kernel_is_told_apart_kit_raw_or_worked(tmp_path):
+    outcome = workshop_load.outcome
+    kit = {"type": "GpuShareExhausted", "message": "GPU out of memory: the GPU is full. 0.20 GB of ..."}
+    raw = {"type": "AcceleratorError", "message": "CUDA error: out of memory\nCUDA kernel errors might be ..."}
+    assert outcome(kernel({"result": {}}, tmp_path=tmp_path)) == "worked"
+    assert outcome(kernel({"error": kit}, True, tmp_path=tmp_path)) == "kit"
+    assert outcome(kernel({"error": raw}, True, tmp_path=tmp_path)) == "raw"
+    died = "Traceback ...\ntorch.AcceleratorError: CUDA error: out of memory"
+    assert outcome(kernel({}, True, log=died, tmp_path=tmp_path)) == "raw"
+    assert outcome(kernel({}, True, log="Killed", tmp_path=tmp_path)) == "other"
