@@ -182,7 +182,7 @@ def probe(python: str) -> dict:
 def kernel_for(python: str, folder: Path) -> tuple[str, dict[str, str]]:
     """A kernel named for ``python`` (a spec written into ``folder``) and the environment that finds it; the kit is
     imported from this checkout, whatever the venv."""
-    name = "smolkit-regress"
+    name, python = "smolkit-regress", os.path.abspath(python)  # the kernel starts in the notebook's folder
     spec = folder / "kernels" / name
     spec.mkdir(parents=True, exist_ok=True)
     argv = [python, "-Xfrozen_modules=off", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
