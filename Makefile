@@ -96,7 +96,7 @@ test-noise: ## the notebooks under float noise from seeds 1, 2 and 3
 #   make regress TRANSFORMERS=5.24.0 AGAINST=5.17.0
 REGRESS := artifacts/regress
 # each compat venv runs with the model converted by its own transformers, as compat.sh's tests do
-regress_run = $(if $(1),SMOLKIT_CACHE_DIR=$(VENV)/compat/transformers-$(1)/smolkit-cache) $(PY) -m tests.regress run \
+regress_run = $(if $(1),SMOLKIT_CACHE_DIR=$(abspath $(VENV))/compat/transformers-$(1)/smolkit-cache) $(PY) -m tests.regress run \
   --python $(if $(1),$(VENV)/compat/transformers-$(1)/bin/python,$(PY)) --out $(REGRESS)/$(or $(1),venv) \
   $(filter-out notebooks,$(NOTEBOOKS))
 regress: kernel $(TEST_STAMP) ## rerun the notebooks and write artifacts/regress/report.md: what moved, noise or real
