@@ -30,6 +30,7 @@ import json
 import os
 import pwd
 import shutil
+import stat
 import tempfile
 import time
 import warnings
@@ -131,14 +132,46 @@ def _missing_gguf() -> FileNotFoundError:
 
 def _identity(path: Path) -> list[int]:
     """What changes when a file is written or replaced: device, inode, size, modification time (not the ctime,
-    which ``chmod`` changes: the workshop makes its shared cache read-only after converting it)."""
-    st = path.stat()
+    which ``chmod`` changes: the workshop makes its shared cache read-only after converting it). A link is not
+    followed: it is not what the conversion wrote."""
+    st = path.lstat()
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
 
 
+@contextlib.contextmanager
+def _open_regular(path: Path) -> Iterator[Any]:
+    """``path`` opened for reading, if it is a regular file: never through a link, and never blocking on a FIFO or
+    a device (``/dev/zero`` would be read forever); ValueError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path.name} is not a regular file")
+        yield f
+
+
 def _sha256(path: Path) -> str:
-    with path.open("rb") as f:
+    with _open_regular(path) as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _name_problem(name: object) -> str | None:
+    """Why a manifest's ``files`` entry is not the plain name of a file in the cache folder (the conversion writes
+    only such names): an empty name, a path, '.', '..'."""
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\0" in name:
+        return f"{MANIFEST} lists {name!r}, which is not the name of a file in the cache folder"
+    return None
+
+
+def _file_problem(folder: Path, name: str) -> str | None:
+    """Why ``name`` in ``folder`` is not a file the conversion could have written: missing, a link, a FIFO, a
+    device or a folder. Looked at without following links and without opening it."""
+    try:
+        mode = (folder / name).lstat().st_mode
+    except FileNotFoundError:
+        return f"{name} is missing"
+    if stat.S_ISLNK(mode):
+        return f"{name} is a symbolic link, not a file the conversion wrote"
+    return None if stat.S_ISREG(mode) else f"{name} is not a regular file"
 
 
 _VERIFIED: dict[str, list[int]] = {}
@@ -148,7 +181,8 @@ load in the same process the digest when the manifest could not record it (a rea
 
 def _read_manifest(folder: Path, gguf: Path | None) -> tuple[dict[str, Any] | None, str | None]:
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
+        with _open_regular(folder / MANIFEST) as f:
+            manifest = json.loads(f.read())
     except FileNotFoundError:
         return None, f"{MANIFEST} is missing (an interrupted conversion?)"
     except (OSError, ValueError) as err:
@@ -165,7 +199,9 @@ def _read_manifest(folder: Path, gguf: Path | None) -> tuple[dict[str, Any] | No
     )
     if not entries_ok or "model.safetensors" not in files or not isinstance(verified, dict):
         return None, f"{MANIFEST} is malformed or lists no model.safetensors"
-    return manifest, None
+    # every entry checked before any is read: a name like /dev/zero would hang the digest
+    problems = [p for name in files if (p := _name_problem(name) or _file_problem(folder, name)) is not None]
+    return (None, problems[0]) if problems else (manifest, None)
 
 
 def cache_problem(folder: Path, gguf: Path | None = None, full: bool = False) -> str | None:
@@ -184,13 +220,17 @@ def cache_problem(folder: Path, gguf: Path | None = None, full: bool = False) ->
         path = folder / name
         try:
             identity = _identity(path)
-        except FileNotFoundError:
+        except FileNotFoundError:  # removed since _read_manifest looked
             return f"{name} is missing"
         if identity[2] != entry["size"]:
             return f"{name} has {identity[2]} bytes, expected {entry['size']}"
         if not full and identity in (manifest["verified"].get(name), _VERIFIED.get(str(path))):
             continue
-        if _sha256(path) != entry["sha256"]:
+        try:
+            digest = _sha256(path)
+        except (OSError, ValueError) as err:  # replaced by a link, a FIFO or a device since _read_manifest looked
+            return f"{name} cannot be read as a regular file ({err})"
+        if digest != entry["sha256"]:
             return f"{name} does not match its SHA-256 digest (damaged since the conversion)"
         if _identity(path) == identity and identity != manifest["verified"].get(name):  # new, and unchanged since
             checked[name] = identity
@@ -206,7 +246,8 @@ def _remember_verified(folder: Path, manifest: dict[str, Any], checked: dict[str
     with contextlib.suppress(OSError, ValueError), _conversion_lock(folder, wait=False) as held:
         if not held:
             return
-        current = json.loads((folder / MANIFEST).read_text())
+        with _open_regular(folder / MANIFEST) as f:
+            current = json.loads(f.read())
         if current.get("files") != manifest["files"]:  # the manifest of a newer conversion
             return
         current.setdefault("verified", {}).update(
