@@ -15,6 +15,11 @@ so the first load writes a safetensors copy under the user cache folder and late
   drops the lock of a killed process, so a crash never blocks the next start.
 - Tidy: what killed conversions leave (temporary folders of ~540 MB) is removed at the next load, unless a
   conversion holds the lock (the folder is then its own, in use).
+- Its own: the cache folder, the folders it lies in, its lock and its files must belong to the user or root, and
+  the cache folder and the one holding it must be writable by nobody else (the folders above only when sticky,
+  as /tmp is), or another local account could plant altered weights with a matching manifest, or a lock link
+  that makes the user create a file of its choosing. Such a cache raises ``CacheError``; locks and files are
+  opened without following links.
 - Clear when it cannot write: a read-only or missing cache folder or HOME, or a full disk, raise ``CacheError``
   before any conversion work, naming the folder, ``SMOLKIT_CACHE_DIR`` and the remedy.
 """
@@ -65,7 +70,8 @@ SPACE_NEEDED = 600 * 2**20
 """Free disk space a conversion needs: 538 MB of float32 weights, 3.5 MB of tokenizer, a margin."""
 LOCK_WAIT_SECONDS = 600
 """How long a process waits for another one's conversion (which takes 15-30 s) before giving up."""
-REMEDY = "set SMOLKIT_CACHE_DIR to a folder you can write (e.g. export SMOLKIT_CACHE_DIR=/tmp/smolkit-cache)"
+REMEDY = ("set SMOLKIT_CACHE_DIR to a folder of your own that no other account can write: one under your home "
+          "(export SMOLKIT_CACHE_DIR=~/.cache/smolkit) or a new private one (export SMOLKIT_CACHE_DIR=$(mktemp -d))")
 SPACE_REMEDY = "free some disk space, or set SMOLKIT_CACHE_DIR to a folder on a disk with room"
 NO_SPACE = "not enough disk space"
 
@@ -166,17 +172,57 @@ def _file_problem(folder: Path, name: str) -> str | None:
     """Why ``name`` in ``folder`` is not a file the conversion could have written: missing, a link, a FIFO, a
     device or a folder. Looked at without following links and without opening it."""
     try:
-        mode = (folder / name).lstat().st_mode
+        st = (folder / name).lstat()
     except FileNotFoundError:
         return f"{name} is missing"
-    if stat.S_ISLNK(mode):
+    if stat.S_ISLNK(st.st_mode):
         return f"{name} is a symbolic link, not a file the conversion wrote"
-    return None if stat.S_ISREG(mode) else f"{name} is not a regular file"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{name} is not a regular file"
+    if (owner := _foreign(st)) is not None:
+        return f"{name} belongs to {owner}, not to you or root"
+    return f"{name} can be written by other accounts" if st.st_mode & 0o022 else None
 
 
 _VERIFIED: dict[str, list[int]] = {}
 """Files whose digest this process checked, with their identity then: an explicit cache that spares a second
 load in the same process the digest when the manifest could not record it (a read-only cache); ``.clear()`` it."""
+
+
+def _owner(uid: int) -> str:
+    with contextlib.suppress(KeyError):
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    return f"uid {uid}"
+
+
+def _foreign(st: os.stat_result) -> str | None:
+    """Who, other than this user and root, owns what ``st`` describes; None when it is theirs."""
+    return None if st.st_uid in (os.geteuid(), 0) else _owner(st.st_uid)
+
+
+def _trust_problem(folder: Path) -> str | None:
+    """Why the cache ``folder`` cannot be trusted, or None: it, or a folder above it, belongs to another account,
+    or it or the folder holding it (where the lock lies) can be written by other accounts; folders further up
+    may be writable by all only when sticky (/tmp: nobody may rename or delete what another owns there)."""
+    real = folder.resolve()
+    own = {real, folder.parent.resolve()}
+    for path in [real, *real.parents]:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue  # not made yet
+        if (owner := _foreign(st)) is not None:
+            return f"{path} belongs to {owner}, not to you or root"
+        if st.st_mode & 0o022 and (path in own or not st.st_mode & stat.S_ISVTX):
+            return f"{path} can be written by other accounts (mode {stat.filemode(st.st_mode)})"
+    return None
+
+
+def _check_trust(folder: Path) -> None:
+    """Raise CacheError when the cache ``folder`` cannot be trusted (``_trust_problem``), saying why and what to do."""
+    if (reason := _trust_problem(folder)) is not None:
+        raise CacheError(f"the embedded model's cache {folder} is refused: {reason}, so another account could have "
+                         f"put altered weights or links there. To fix it, {REMEDY}")  # fmt: skip
 
 
 def _read_manifest(folder: Path, gguf: Path | None) -> tuple[dict[str, Any] | None, str | None]:
@@ -208,8 +254,10 @@ def cache_problem(folder: Path, gguf: Path | None = None, full: bool = False) ->
     """Why the converted cache in ``folder`` cannot be used (missing, half-written, damaged), or None if it can.
 
     Each file's size is checked, and its SHA-256 digest whenever the file changed since its digest was last
-    checked (``full=True``: always, as ``doctor`` does).
+    checked (``full=True``: always, as ``doctor`` does). Raises CacheError for a cache another account could have
+    written (``_check_trust``): that is no problem a rebuild there should fix.
     """
+    _check_trust(folder)
     if not folder.is_dir():
         return "not converted yet"
     manifest, problem = _read_manifest(folder, gguf)
@@ -287,8 +335,20 @@ def _try_lock(fd: int) -> bool:
 def _conversion_lock(folder: Path, wait: bool = True) -> Iterator[bool]:
     """Hold the lock that conversions into ``folder`` take; yields False when ``wait`` is False and another process
     holds it. The kernel releases a ``flock`` when its holder exits or is killed, so no stale lock ever blocks."""
-    fd = os.open(_lock_path(folder), os.O_RDWR | os.O_CREAT, 0o644)
+    lock = _lock_path(folder)
+    try:  # never through a link: a planted one would make this process create or truncate a file of its choosing
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        raise CacheError(f"the lock {lock} is a symbolic link, which smolkit never makes (another account may have "
+                         f"planted it); it was not followed. To fix it, {REMEDY}") from None  # fmt: skip
     try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CacheError(f"the lock {lock} is not a regular file. To fix it, {REMEDY}")
+        if (owner := _foreign(st)) is not None:
+            raise CacheError(f"the lock {lock} belongs to {owner}, not to you or root. To fix it, {REMEDY}")
         held = _try_lock(fd)
         if not held and wait:
             print(f"smolkit: another process is converting the embedded model into {folder}; waiting for it")

@@ -8,7 +8,12 @@ import contextlib
 import hashlib
 import json
 import os
+import pwd
+import secrets
+import shutil
 import signal
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -130,3 +135,106 @@ def test_a_bad_entry_in_a_cache_that_cannot_be_written_is_a_cache_error_naming_t
     with within(10, "ensure_converted"), pytest.raises(CacheError) as err:
         embedded.ensure_converted()
     assert "lists '/dev/zero'" in str(err.value) and "python -m smolkit convert" in str(err.value)
+
+
+# -- item 1: a cache no other account can poison ------------------------------------------------------------------
+
+
+@pytest.fixture
+def other_account():
+    """A second local account (the neighbour on a shared machine), always removed afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("creating a second local account (useradd) needs root; CI runs as root")
+    name = f"smk-other-{secrets.token_hex(3)}"
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", name], check=False)
+        with pytest.raises(KeyError):
+            pwd.getpwnam(name)
+
+
+@pytest.fixture
+def shared_tmp():
+    """A folder every account may write in, sticky, as /tmp is."""
+    folder = Path(tempfile.mkdtemp(prefix="smolkit-shared-"))
+    folder.chmod(0o1777)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def as_account(name: str, *command: str) -> None:
+    subprocess.run(["runuser", "-u", name, "--", *command], check=True, capture_output=True)
+
+
+def test_a_cache_planted_by_another_account_is_refused(other_account, shared_tmp, monkeypatch):
+    """Issue 23, item 1: a sound-looking cache (manifest digests matching the planted weights) in a folder another
+    account made loaded silently. Now it is refused, with a private place to use instead."""
+    staging = sound_cache(shared_tmp / "staging")
+    for path in [staging, *staging.iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    cache = shared_tmp / "smolkit-cache"
+    monkeypatch.setenv("SMOLKIT_CACHE_DIR", str(cache))
+    as_account(other_account, "mkdir", str(cache))
+    as_account(other_account, "cp", "-r", str(staging), str(embedded.embedded_cache_path()))
+    with pytest.raises(CacheError) as err:
+        embedded.ensure_converted()
+    message = str(err.value)
+    assert f"belongs to {other_account}" in message and "SMOLKIT_CACHE_DIR" in message, message
+    remedy = message.split("To fix it, ")[1]
+    assert "mktemp -d" in remedy and "/tmp" not in remedy
+
+
+def test_a_dangling_lock_link_planted_by_another_account_creates_nothing(other_account, shared_tmp, monkeypatch):
+    """Issue 23, item 1: a dangling `.lock` link made the victim create the file it points to."""
+    cache, target = shared_tmp / "smolkit-cache", shared_tmp / "made-by-the-victim"
+    monkeypatch.setenv("SMOLKIT_CACHE_DIR", str(cache))
+    lock = cache / f".{embedded.embedded_cache_path().name}.lock"
+    as_account(other_account, "mkdir", str(cache))
+    as_account(other_account, "ln", "-s", str(target), str(lock))
+    monkeypatch.setattr(embedded, "_write_conversion", lambda tmp, gguf: pytest.fail("converted into their folder"))
+    with pytest.raises(CacheError, match="belongs to"):
+        embedded.ensure_converted()
+    assert not target.exists() and lock.is_symlink()
+
+
+def test_a_lock_link_in_ones_own_cache_is_not_followed(tmp_path, monkeypatch):
+    """Whoever made it (a race, a restore from a backup): the lock is opened with O_NOFOLLOW."""
+    monkeypatch.setenv("SMOLKIT_CACHE_DIR", str(tmp_path / "cache"))
+    folder = embedded.embedded_cache_path()
+    folder.parent.mkdir()
+    target = tmp_path / "elsewhere"
+    (folder.parent / f".{folder.name}.lock").symlink_to(target)
+    monkeypatch.setattr(embedded, "_write_conversion", lambda tmp, gguf: pytest.fail("converted"))
+    with pytest.raises(CacheError, match="is a symbolic link, which smolkit never makes"):
+        embedded.ensure_converted()
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o1777], ids=oct)
+def test_a_cache_folder_others_can_write_is_refused(tmp_path, monkeypatch, mode):
+    cache = tmp_path / "cache"
+    sound_cache(cache / "model")
+    cache.chmod(mode)
+    with pytest.raises(CacheError, match=r"can be written by other accounts \(mode d"):
+        cache_problem(cache / "model")
+
+
+def test_a_file_another_account_owns_is_a_problem_to_rebuild(other_account, tmp_path):
+    folder = sound_cache(tmp_path / "model")
+    os.chown(folder / "config.json", pwd.getpwnam(other_account).pw_uid, -1)
+    assert cache_problem(folder) == f"config.json belongs to {other_account} (uid " + (
+        f"{pwd.getpwnam(other_account).pw_uid}), not to you or root"
+    )
+
+
+def test_a_folder_of_ones_own_under_a_sticky_shared_folder_is_trusted(shared_tmp):
+    folder = sound_cache(shared_tmp / "mine" / "model")
+    assert cache_problem(folder, full=True) is None
+
+
+def test_no_remedy_sends_anyone_to_a_shared_folder():
+    assert "/tmp" not in embedded.REMEDY and "mktemp -d" in embedded.REMEDY
