@@ -209,8 +209,8 @@ def _trust_problem(folder: Path) -> str | None:
     for path in [real, *real.parents]:
         try:
             st = path.stat()
-        except FileNotFoundError:
-            continue  # not made yet
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # not made yet (or a file where a folder belongs: write_problem says so)
         if (owner := _foreign(st)) is not None:
             return f"{path} belongs to {owner}, not to you or root"
         if st.st_mode & 0o022 and (path in own or not st.st_mode & stat.S_ISVTX):
