@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import grp
 import hashlib
 import importlib.util
 import json
@@ -181,7 +182,7 @@ def _file_problem(folder: Path, name: str) -> str | None:
         return f"{name} is not a regular file"
     if (owner := _foreign(st)) is not None:
         return f"{name} belongs to {owner}, not to you or root"
-    return f"{name} can be written by other accounts" if st.st_mode & 0o022 else None
+    return f"{name} can be written by other accounts" if _shared_writable(st) else None
 
 
 _VERIFIED: dict[str, list[int]] = {}
@@ -200,6 +201,22 @@ def _foreign(st: os.stat_result) -> str | None:
     return None if st.st_uid in (os.geteuid(), 0) else _owner(st.st_uid)
 
 
+def _private_group(gid: int) -> bool:
+    """Whether group ``gid`` is this user's own (a user private group, as Debian and Ubuntu make for each account,
+    where a umask of 002 leaves folders group-writable): the user's primary group, named as the user, no member
+    listed."""
+    with contextlib.suppress(KeyError):
+        me = pwd.getpwuid(os.geteuid())
+        group = grp.getgrgid(gid)
+        return gid == me.pw_gid and group.gr_name == me.pw_name and set(group.gr_mem) <= {me.pw_name}
+    return False
+
+
+def _shared_writable(st: os.stat_result) -> bool:
+    """Whether accounts other than the owner may write what ``st`` describes."""
+    return bool(st.st_mode & 0o002 or (st.st_mode & 0o020 and not _private_group(st.st_gid)))
+
+
 def _trust_problem(folder: Path) -> str | None:
     """Why the cache ``folder`` cannot be trusted, or None: it, or a folder above it, belongs to another account,
     or it or the folder holding it (where the lock lies) can be written by other accounts; folders further up
@@ -213,7 +230,7 @@ def _trust_problem(folder: Path) -> str | None:
             continue  # not made yet (or a file where a folder belongs: write_problem says so)
         if (owner := _foreign(st)) is not None:
             return f"{path} belongs to {owner}, not to you or root"
-        if st.st_mode & 0o022 and (path in own or not st.st_mode & stat.S_ISVTX):
+        if _shared_writable(st) and (path in own or not st.st_mode & stat.S_ISVTX):
             return f"{path} can be written by other accounts (mode {stat.filemode(st.st_mode)})"
     return None
 
@@ -527,7 +544,7 @@ def convert_embedded(folder: Path | None = None, gguf: Path | None = None, force
     with _cache_errors(folder, problem):
         if (reason := write_problem(folder)) is not None:
             raise _cannot_write(folder, problem, reason)
-        folder.parent.mkdir(parents=True, exist_ok=True)
+        folder.parent.mkdir(mode=0o755, parents=True, exist_ok=True)  # 0755 whatever the umask (002 gives 0775)
         with _conversion_lock(folder):
             problem = cache_problem(folder, gguf)
             _remove(leftovers(folder))  # the lock is ours: no conversion is running

@@ -5,6 +5,7 @@ could have written (issue 23, item 1, tried as a second local account would)."""
 from __future__ import annotations
 
 import contextlib
+import grp
 import hashlib
 import json
 import os
@@ -214,13 +215,34 @@ def test_a_lock_link_in_ones_own_cache_is_not_followed(tmp_path, monkeypatch):
     assert not target.exists()
 
 
-@pytest.mark.parametrize("mode", [0o777, 0o775, 0o1777], ids=oct)
-def test_a_cache_folder_others_can_write_is_refused(tmp_path, monkeypatch, mode):
+@pytest.mark.parametrize("mode", [0o777, 0o1777, 0o757], ids=oct)
+def test_a_cache_folder_others_can_write_is_refused(tmp_path, mode):
     cache = tmp_path / "cache"
     sound_cache(cache / "model")
     cache.chmod(mode)
     with pytest.raises(CacheError, match=r"can be written by other accounts \(mode d"):
         cache_problem(cache / "model")
+
+
+def test_a_cache_folder_a_shared_group_can_write_is_refused(other_account, tmp_path):
+    cache = tmp_path / "cache"
+    sound_cache(cache / "model")
+    os.chown(cache, -1, pwd.getpwnam(other_account).pw_gid)  # the other account's group
+    cache.chmod(0o775)
+    with pytest.raises(CacheError, match=r"can be written by other accounts \(mode drwxrwxr-x\)"):
+        cache_problem(cache / "model")
+
+
+def test_group_writable_by_ones_own_private_group_is_trusted(tmp_path):
+    """Debian and Ubuntu give each account a group of its own and a umask of 002: folders come out 0775."""
+    me = pwd.getpwuid(os.geteuid())
+    if grp.getgrgid(me.pw_gid).gr_name != me.pw_name:
+        pytest.skip(f"{me.pw_name}'s primary group is not a private group of its own")
+    cache = tmp_path / "cache"
+    sound_cache(cache / "model")
+    cache.chmod(0o775)
+    (cache / "model").chmod(0o775)
+    assert cache_problem(cache / "model", full=True) is None
 
 
 def test_a_file_another_account_owns_is_a_problem_to_rebuild(other_account, tmp_path):
