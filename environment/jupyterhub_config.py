@@ -44,23 +44,28 @@ BIN = Path(sys.executable).parent  # the venv the hub runs from: its jupyterhub-
 env = os.environ.get
 
 
-def number(name: str, default: str, kind=int):
+def number(name: str, default: str, kind=int, least=None):
+    """The setting ``name`` as a ``kind`` (``default`` when unset or empty); SystemExit naming it when it is not a
+    number, or below ``least``."""
     value = env(name) or default
     try:
-        return kind(value)
+        result = kind(value)
     except ValueError:
         raise SystemExit(f"{name} must be a number, got {value!r}") from None
+    if least is not None and result < least:
+        raise SystemExit(f"{name} must be at least {least}, got {value!r}")
+    return result
 
 
 WORKSHOP = Path(env("SMOLKIT_WORKSHOP_DIR") or "/srv/smolkit-workshop").expanduser().resolve()
 STATE = WORKSHOP / "hub"
 CACHE = Path(env("SMOLKIT_WORKSHOP_CACHE") or WORKSHOP / "cache").expanduser().resolve()
 GROUP, ADMIN_GROUP = env("SMOLKIT_HUB_GROUP") or "smolkit", env("SMOLKIT_HUB_ADMIN_GROUP") or "smolkit-admin"
-MAX_USERS = number("SMOLKIT_HUB_MAX_USERS", "8")
-GPU_FRACTION = number("SMOLKIT_GPU_MEMORY_FRACTION", f"{0.85 / max(MAX_USERS, 1):.4f}", float)
-CULL_IDLE_S = number("SMOLKIT_HUB_CULL_IDLE_S", "1800")
-CULL_SERVERS_S = number("SMOLKIT_HUB_CULL_SERVERS_S", "3600")
-NPROC = number("SMOLKIT_HUB_NPROC", "1024")
+MAX_USERS = number("SMOLKIT_HUB_MAX_USERS", "8", least=1)  # 0 would mean unlimited servers
+GPU_FRACTION = number("SMOLKIT_GPU_MEMORY_FRACTION", f"{0.85 / MAX_USERS:.4f}", float)
+CULL_IDLE_S = number("SMOLKIT_HUB_CULL_IDLE_S", "1800", least=0)
+CULL_SERVERS_S = number("SMOLKIT_HUB_CULL_SERVERS_S", "3600", least=0)
+NPROC = number("SMOLKIT_HUB_NPROC", "1024", least=1)  # -1 would mean no cap (RLIM_INFINITY)
 PROXY = Path(env("SMOLKIT_HUB_PROXY") or REPO / "environment/proxy/node_modules/.bin/configurable-http-proxy")
 
 if os.geteuid() != 0:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Start JupyterLab on notebooks/, listening on 127.0.0.1 only, with a random token; prints the URL it serves.
+# Start JupyterLab on notebooks/, listening on 127.0.0.1 only, with a random token; prints the URL it serves
+# once JupyterLab answers there.
 #   PORT (default 8888)   the first port tried: when it is taken, the next free one (the URL printed says which)
 #   JUPYTER_TOKEN         the token (default: a fresh random one)
 # The token reaches JupyterLab through its environment (JUPYTER_TOKEN), never its command line: every account of
@@ -29,6 +30,9 @@ PY
 )
 extra=()
 [ "$(id -u)" = 0 ] && extra+=(--allow-root)
-echo "JupyterLab: http://127.0.0.1:$PORT/lab?token=$JUPYTER_TOKEN"
+# The URL is printed once JupyterLab answers there (environment/wait_for_lab.py, in the background); this shell
+# becomes JupyterLab (exec keeps the process id the waiter watches), so Ctrl-C reaches it as before. The waiter
+# starts from a subshell that ends at once, so that it is not JupyterLab's child (which would leave it a zombie).
+( "$VENV/bin/python" environment/wait_for_lab.py "$PORT" "$$" & )
 exec "$VENV/bin/jupyter" lab --no-browser --ip=127.0.0.1 --port="$PORT" --ServerApp.port_retries=0 \
     --ServerApp.root_dir=notebooks "${extra[@]}"

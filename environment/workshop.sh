@@ -15,6 +15,11 @@
 #                                              it holds within the budgets, the SMOLKIT_HUB_MAX_USERS to set
 #                                              (bench/capacity.py; ARGS e.g. --n 8,16,32 --seconds 30)
 #
+# It touches only what it made: the accounts and the two groups it created are recorded in
+# $SMOLKIT_WORKSHOP_DIR/hub/accounts.txt and groups.txt (root only). A group that already exists and is not
+# recorded there is refused (never adopted), and an account that is not recorded is never changed or removed,
+# even when someone added it to a workshop group.
+#
 #   SMOLKIT_WORKSHOP_VENV    the workshop's own venv, which the hub and every participant's server run (default
 #                            $SMOLKIT_WORKSHOP_DIR/venv); prepare builds it with `make kernel` from
 #   SMOLKIT_WORKSHOP_PYTHON  an interpreter every account can run (default /usr/bin/python3; not one under /root)
@@ -36,6 +41,8 @@ CACHE=${SMOLKIT_WORKSHOP_CACHE:-$WORKSHOP/cache}
 STATE="$WORKSHOP/hub"
 HOMES="$WORKSHOP/homes"
 PASSWORDS="$STATE/passwords.txt"
+ACCOUNTS="$STATE/accounts.txt"     # the accounts this script created, one a line
+GROUPS_MADE="$STATE/groups.txt"    # the groups this script created
 GROUP=${SMOLKIT_HUB_GROUP:-smolkit}
 ADMIN_GROUP=${SMOLKIT_HUB_ADMIN_GROUP:-smolkit-admin}
 
@@ -77,28 +84,57 @@ prepare() {
     echo "== ready: $(du -sh "$CACHE" | cut -f1) of models in $CACHE (read-only)"
 }
 
-is_workshop_account() { id -nG "$1" 2>/dev/null | tr ' ' '\n' | grep -qxF -e "$GROUP" -e "$ADMIN_GROUP"; }
+recorded() { [ -f "$1" ] && grep -qxF -- "$2" "$1"; }
+record() { ( umask 077; echo "$2" >> "$1" ); }
+unrecord() {
+    [ -f "$1" ] || return 0
+    { grep -vxF -- "$2" "$1" || true; } > "$1.new"
+    chmod 0600 "$1.new" && mv "$1.new" "$1"
+}
+
+# A workshop account: one this script created (recorded) that is still in one of its groups.
+is_workshop_account() {
+    recorded "$ACCOUNTS" "$1" && id -nG "$1" 2>/dev/null | tr ' ' '\n' | grep -qxF -e "$GROUP" -e "$ADMIN_GROUP"
+}
+
+# Refuse a group that exists but was not made here: its members are the box's accounts, not the workshop's.
+check_group() {
+    if getent group "$1" >/dev/null && ! recorded "$GROUPS_MADE" "$1"; then
+        die "group '$1' already exists and was not created by $0: its members would be taken for workshop" \
+            "accounts. Set $2 to a name no group has (the script creates it)"
+    fi
+}
+
+make_group() { getent group "$1" >/dev/null || { groupadd --system "$1" && record "$GROUPS_MADE" "$1"; }; }
 
 users() {
     local group=$GROUP name password
     if [ "${1:-}" = --admin ]; then group=$ADMIN_GROUP; shift; fi
     [ $# -gt 0 ] || die "usage: $0 users [--admin] NAME..."
+    check_group "$GROUP" SMOLKIT_HUB_GROUP
+    check_group "$ADMIN_GROUP" SMOLKIT_HUB_ADMIN_GROUP
+    local -A seen=()
     for name in "$@"; do
         [[ $name =~ ^[a-z][a-z0-9_-]{0,30}$ ]] \
             || die "user name '$name': use 1-31 lower-case letters, digits, - or _, starting with a letter"
+        [ -z "${seen[$name]:-}" ] || die "'$name' is named twice: each participant once (each gets one password)"
+        seen[$name]=1
         if id "$name" >/dev/null 2>&1 && ! is_workshop_account "$name"; then
             die "'$name' is an account of this box, not a workshop account: choose another name"
         fi
     done
     install -d -m 0755 -o root -g root "$WORKSHOP" "$HOMES"
     install -d -m 0700 -o root -g root "$STATE"
-    getent group "$GROUP" >/dev/null || groupadd --system "$GROUP"
-    getent group "$ADMIN_GROUP" >/dev/null || groupadd --system "$ADMIN_GROUP"
+    make_group "$GROUP"
+    make_group "$ADMIN_GROUP"
     ( umask 077; touch "$PASSWORDS" )
     for name in "$@"; do
         if ! id "$name" >/dev/null 2>&1; then
             useradd --create-home --home-dir "$HOMES/$name" --shell /usr/sbin/nologin --user-group \
                 --groups "$group" --comment "smolkit workshop" -K HOME_MODE=0700 "$name"
+            recorded "$ACCOUNTS" "$name" || record "$ACCOUNTS" "$name"
+        else
+            usermod --append --groups "$group" "$name"  # --admin makes an existing participant a facilitator
         fi
         chmod 0700 "$(getent passwd "$name" | cut -d: -f6)"
         password=$(python3 -c 'import secrets; print(secrets.token_urlsafe(12))')
@@ -111,9 +147,10 @@ users() {
 }
 
 remove() {
-    local names=("$@") name
-    if [ "${1:-}" = --all ]; then
-        mapfile -t names < <(getent group "$GROUP" "$ADMIN_GROUP" | cut -d: -f4 | tr ',' '\n' | grep . | sort -u)
+    local names=("$@") name group
+    if [ "${1:-}" = --all ]; then  # the recorded accounts only: others someone added to the groups stay
+        mapfile -t names < <(getent group "$GROUP" "$ADMIN_GROUP" | cut -d: -f4 | tr ',' '\n' | grep . | sort -u \
+            | while read -r name; do if recorded "$ACCOUNTS" "$name"; then echo "$name"; fi; done)
     fi
     [ "${1:-}" = --all ] || [ $# -gt 0 ] || die "usage: $0 remove NAME... | --all"
     for name in "${names[@]}"; do
@@ -122,6 +159,7 @@ remove() {
     done
     for name in "${names[@]}"; do
         userdel --remove "$name" 2>/dev/null || ! id "$name" >/dev/null 2>&1 || die "could not remove '$name'"
+        unrecord "$ACCOUNTS" "$name"
         if [ -f "$PASSWORDS" ]; then
             { grep -v "^$name " "$PASSWORDS" || true; } > "$PASSWORDS.new"
             chmod 0600 "$PASSWORDS.new" && mv "$PASSWORDS.new" "$PASSWORDS"
@@ -129,8 +167,16 @@ remove() {
         echo "removed $name"
     done
     if [ "${1:-}" = --all ]; then
-        getent group "$GROUP" >/dev/null && groupdel "$GROUP"
-        getent group "$ADMIN_GROUP" >/dev/null && groupdel "$ADMIN_GROUP"
+        for group in "$GROUP" "$ADMIN_GROUP"; do  # only a group this script made, and only once empty
+            getent group "$group" >/dev/null || continue
+            recorded "$GROUPS_MADE" "$group" || { echo "group '$group' was not made here: left as it is" >&2; continue; }
+            if [ -n "$(getent group "$group" | cut -d: -f4)" ]; then
+                echo "group '$group' still has members that are no workshop accounts: left" >&2
+                continue
+            fi
+            groupdel "$group" 2>/dev/null || ! getent group "$group" >/dev/null || die "could not remove '$group'"
+            unrecord "$GROUPS_MADE" "$group"
+        done
     fi
     return 0
 }

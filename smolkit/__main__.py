@@ -23,19 +23,24 @@ def _params_parser(parser: argparse.ArgumentParser) -> None:
 def _convert(force: bool) -> int:
     """Convert the embedded model when its cache is unusable (every digest checked) or ``force``; remove what
     interrupted conversions left. A cache that cannot be written is one line on stderr and exit status 2."""
-    from smolkit.embedded import CacheError, cache_problem, convert_embedded, embedded_cache_path, remove_leftovers
+    from smolkit import embedded
 
     try:
-        folder = embedded_cache_path()
-        if force or cache_problem(folder, full=True) is not None:
-            convert_embedded(folder)
-        removed = remove_leftovers(folder)
-    except (CacheError, FileNotFoundError) as err:
+        folder = embedded.embedded_cache_path()
+        if force or embedded.cache_problem(folder, full=True) is not None:
+            embedded.convert_embedded(folder)
+        removed = embedded.remove_leftovers(folder)
+    except (embedded.CacheError, FileNotFoundError) as err:
         print(f"smolkit: {err}", file=sys.stderr)
         return 2
     if removed:
         print(f"removed {len(removed)} leftover(s) of interrupted conversions")
     print(f"embedded model cache: {folder}")
+    if left := embedded.leftovers(folder):  # a read-only cache folder, or a conversion running now (its own)
+        unwritable = embedded.write_problem(folder)
+        why = unwritable or "a conversion is running now and they are its own"
+        print(f"smolkit: {len(left)} leftover(s) of interrupted conversions not removed: {why}", file=sys.stderr)
+        return 2 if unwritable else 0
     return 0
 
 
@@ -65,7 +70,6 @@ def main(argv: list[str] | None = None) -> int:
         from smolkit.advice import main as advice_main
 
         return advice_main([] if args.out is None else ["--out", args.out])
-    from smolkit.embedded import CacheError
     from smolkit.generation import generate
     from smolkit.models import load_model
 
@@ -75,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         params = SamplingParams(**values)
         lm = load_model(args.model, device=args.device)
         result = generate(lm, args.prompt, params, image=args.image, progress=sys.stderr.isatty())
-    except (ValueError, TypeError, FileNotFoundError, CacheError) as err:
+    except (ValueError, TypeError, OSError) as err:  # OSError: a missing file, a CacheError, a damaged download
         print(f"smolkit: {err}", file=sys.stderr)
         return 2
     for i, sample in enumerate(result.samples):

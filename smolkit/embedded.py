@@ -15,6 +15,11 @@ so the first load writes a safetensors copy under the user cache folder and late
   drops the lock of a killed process, so a crash never blocks the next start.
 - Tidy: what killed conversions leave (temporary folders of ~540 MB) is removed at the next load, unless a
   conversion holds the lock (the folder is then its own, in use).
+- Its own: the cache folder, the folders it lies in, its lock and its files must belong to the user or root, and
+  the cache folder and the one holding it must be writable by nobody else (the folders above only when sticky,
+  as /tmp is), or another local account could plant altered weights with a matching manifest, or a lock link
+  that makes the user create a file of its choosing. Such a cache raises ``CacheError``; locks and files are
+  opened without following links.
 - Clear when it cannot write: a read-only or missing cache folder or HOME, or a full disk, raise ``CacheError``
   before any conversion work, naming the folder, ``SMOLKIT_CACHE_DIR`` and the remedy.
 """
@@ -24,12 +29,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import grp
 import hashlib
 import importlib.util
 import json
 import os
 import pwd
 import shutil
+import stat
 import tempfile
 import time
 import warnings
@@ -64,7 +71,8 @@ SPACE_NEEDED = 600 * 2**20
 """Free disk space a conversion needs: 538 MB of float32 weights, 3.5 MB of tokenizer, a margin."""
 LOCK_WAIT_SECONDS = 600
 """How long a process waits for another one's conversion (which takes 15-30 s) before giving up."""
-REMEDY = "set SMOLKIT_CACHE_DIR to a folder you can write (e.g. export SMOLKIT_CACHE_DIR=/tmp/smolkit-cache)"
+REMEDY = ("set SMOLKIT_CACHE_DIR to a folder of your own that no other account can write: one under your home "
+          "(export SMOLKIT_CACHE_DIR=~/.cache/smolkit) or a new private one (export SMOLKIT_CACHE_DIR=$(mktemp -d))")
 SPACE_REMEDY = "free some disk space, or set SMOLKIT_CACHE_DIR to a folder on a disk with room"
 NO_SPACE = "not enough disk space"
 
@@ -131,14 +139,50 @@ def _missing_gguf() -> FileNotFoundError:
 
 def _identity(path: Path) -> list[int]:
     """What changes when a file is written or replaced: device, inode, size, modification time (not the ctime,
-    which ``chmod`` changes: the workshop makes its shared cache read-only after converting it)."""
-    st = path.stat()
+    which ``chmod`` changes: the workshop makes its shared cache read-only after converting it). A link is not
+    followed: it is not what the conversion wrote."""
+    st = path.lstat()
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
 
 
+@contextlib.contextmanager
+def _open_regular(path: Path) -> Iterator[Any]:
+    """``path`` opened for reading, if it is a regular file: never through a link, and never blocking on a FIFO or
+    a device (``/dev/zero`` would be read forever); ValueError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path.name} is not a regular file")
+        yield f
+
+
 def _sha256(path: Path) -> str:
-    with path.open("rb") as f:
+    with _open_regular(path) as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _name_problem(name: object) -> str | None:
+    """Why a manifest's ``files`` entry is not the plain name of a file in the cache folder (the conversion writes
+    only such names): an empty name, a path, '.', '..'."""
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\0" in name:
+        return f"{MANIFEST} lists {name!r}, which is not the name of a file in the cache folder"
+    return None
+
+
+def _file_problem(folder: Path, name: str) -> str | None:
+    """Why ``name`` in ``folder`` is not a file the conversion could have written: missing, a link, a FIFO, a
+    device or a folder. Looked at without following links and without opening it."""
+    try:
+        st = (folder / name).lstat()
+    except FileNotFoundError:
+        return f"{name} is missing"
+    if stat.S_ISLNK(st.st_mode):
+        return f"{name} is a symbolic link, not a file the conversion wrote"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{name} is not a regular file"
+    if (owner := _foreign(st)) is not None:
+        return f"{name} belongs to {owner}, not to you or root"
+    return f"{name} can be written by other accounts" if _shared_writable(st) else None
 
 
 _VERIFIED: dict[str, list[int]] = {}
@@ -146,9 +190,62 @@ _VERIFIED: dict[str, list[int]] = {}
 load in the same process the digest when the manifest could not record it (a read-only cache); ``.clear()`` it."""
 
 
+def _owner(uid: int) -> str:
+    with contextlib.suppress(KeyError):
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    return f"uid {uid}"
+
+
+def _foreign(st: os.stat_result) -> str | None:
+    """Who, other than this user and root, owns what ``st`` describes; None when it is theirs."""
+    return None if st.st_uid in (os.geteuid(), 0) else _owner(st.st_uid)
+
+
+def _private_group(gid: int) -> bool:
+    """Whether group ``gid`` is this user's own (a user private group, as Debian and Ubuntu make for each account,
+    where a umask of 002 leaves folders group-writable): the user's primary group, named as the user, no member
+    listed."""
+    with contextlib.suppress(KeyError):
+        me = pwd.getpwuid(os.geteuid())
+        group = grp.getgrgid(gid)
+        return gid == me.pw_gid and group.gr_name == me.pw_name and set(group.gr_mem) <= {me.pw_name}
+    return False
+
+
+def _shared_writable(st: os.stat_result) -> bool:
+    """Whether accounts other than the owner may write what ``st`` describes."""
+    return bool(st.st_mode & 0o002 or (st.st_mode & 0o020 and not _private_group(st.st_gid)))
+
+
+def _trust_problem(folder: Path) -> str | None:
+    """Why the cache ``folder`` cannot be trusted, or None: it, or a folder above it, belongs to another account,
+    or it or the folder holding it (where the lock lies) can be written by other accounts; folders further up
+    may be writable by all only when sticky (/tmp: nobody may rename or delete what another owns there)."""
+    real = folder.resolve()
+    own = {real, folder.parent.resolve()}
+    for path in [real, *real.parents]:
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # not made yet (or a file where a folder belongs: write_problem says so)
+        if (owner := _foreign(st)) is not None:
+            return f"{path} belongs to {owner}, not to you or root"
+        if _shared_writable(st) and (path in own or not st.st_mode & stat.S_ISVTX):
+            return f"{path} can be written by other accounts (mode {stat.filemode(st.st_mode)})"
+    return None
+
+
+def _check_trust(folder: Path) -> None:
+    """Raise CacheError when the cache ``folder`` cannot be trusted (``_trust_problem``), saying why and what to do."""
+    if (reason := _trust_problem(folder)) is not None:
+        raise CacheError(f"the embedded model's cache {folder} is refused: {reason}, so another account could have "
+                         f"put altered weights or links there. To fix it, {REMEDY}")  # fmt: skip
+
+
 def _read_manifest(folder: Path, gguf: Path | None) -> tuple[dict[str, Any] | None, str | None]:
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
+        with _open_regular(folder / MANIFEST) as f:
+            manifest = json.loads(f.read())
     except FileNotFoundError:
         return None, f"{MANIFEST} is missing (an interrupted conversion?)"
     except (OSError, ValueError) as err:
@@ -165,15 +262,19 @@ def _read_manifest(folder: Path, gguf: Path | None) -> tuple[dict[str, Any] | No
     )
     if not entries_ok or "model.safetensors" not in files or not isinstance(verified, dict):
         return None, f"{MANIFEST} is malformed or lists no model.safetensors"
-    return manifest, None
+    # every entry checked before any is read: a name like /dev/zero would hang the digest
+    problems = [p for name in files if (p := _name_problem(name) or _file_problem(folder, name)) is not None]
+    return (None, problems[0]) if problems else (manifest, None)
 
 
 def cache_problem(folder: Path, gguf: Path | None = None, full: bool = False) -> str | None:
     """Why the converted cache in ``folder`` cannot be used (missing, half-written, damaged), or None if it can.
 
     Each file's size is checked, and its SHA-256 digest whenever the file changed since its digest was last
-    checked (``full=True``: always, as ``doctor`` does).
+    checked (``full=True``: always, as ``doctor`` does). Raises CacheError for a cache another account could have
+    written (``_check_trust``): that is no problem a rebuild there should fix.
     """
+    _check_trust(folder)
     if not folder.is_dir():
         return "not converted yet"
     manifest, problem = _read_manifest(folder, gguf)
@@ -184,13 +285,17 @@ def cache_problem(folder: Path, gguf: Path | None = None, full: bool = False) ->
         path = folder / name
         try:
             identity = _identity(path)
-        except FileNotFoundError:
+        except FileNotFoundError:  # removed since _read_manifest looked
             return f"{name} is missing"
         if identity[2] != entry["size"]:
             return f"{name} has {identity[2]} bytes, expected {entry['size']}"
         if not full and identity in (manifest["verified"].get(name), _VERIFIED.get(str(path))):
             continue
-        if _sha256(path) != entry["sha256"]:
+        try:
+            digest = _sha256(path)
+        except (OSError, ValueError) as err:  # replaced by a link, a FIFO or a device since _read_manifest looked
+            return f"{name} cannot be read as a regular file ({err})"
+        if digest != entry["sha256"]:
             return f"{name} does not match its SHA-256 digest (damaged since the conversion)"
         if _identity(path) == identity and identity != manifest["verified"].get(name):  # new, and unchanged since
             checked[name] = identity
@@ -206,7 +311,8 @@ def _remember_verified(folder: Path, manifest: dict[str, Any], checked: dict[str
     with contextlib.suppress(OSError, ValueError), _conversion_lock(folder, wait=False) as held:
         if not held:
             return
-        current = json.loads((folder / MANIFEST).read_text())
+        with _open_regular(folder / MANIFEST) as f:
+            current = json.loads(f.read())
         if current.get("files") != manifest["files"]:  # the manifest of a newer conversion
             return
         current.setdefault("verified", {}).update(
@@ -246,8 +352,20 @@ def _try_lock(fd: int) -> bool:
 def _conversion_lock(folder: Path, wait: bool = True) -> Iterator[bool]:
     """Hold the lock that conversions into ``folder`` take; yields False when ``wait`` is False and another process
     holds it. The kernel releases a ``flock`` when its holder exits or is killed, so no stale lock ever blocks."""
-    fd = os.open(_lock_path(folder), os.O_RDWR | os.O_CREAT, 0o644)
+    lock = _lock_path(folder)
+    try:  # never through a link: a planted one would make this process create or truncate a file of its choosing
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        raise CacheError(f"the lock {lock} is a symbolic link, which smolkit never makes (another account may have "
+                         f"planted it); it was not followed. To fix it, {REMEDY}") from None  # fmt: skip
     try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CacheError(f"the lock {lock} is not a regular file. To fix it, {REMEDY}")
+        if (owner := _foreign(st)) is not None:
+            raise CacheError(f"the lock {lock} belongs to {owner}, not to you or root. To fix it, {REMEDY}")
         held = _try_lock(fd)
         if not held and wait:
             print(f"smolkit: another process is converting the embedded model into {folder}; waiting for it")
@@ -426,7 +544,7 @@ def convert_embedded(folder: Path | None = None, gguf: Path | None = None, force
     with _cache_errors(folder, problem):
         if (reason := write_problem(folder)) is not None:
             raise _cannot_write(folder, problem, reason)
-        folder.parent.mkdir(parents=True, exist_ok=True)
+        folder.parent.mkdir(mode=0o755, parents=True, exist_ok=True)  # 0755 whatever the umask (002 gives 0775)
         with _conversion_lock(folder):
             problem = cache_problem(folder, gguf)
             _remove(leftovers(folder))  # the lock is ours: no conversion is running

@@ -13,14 +13,13 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from tqdm.auto import tqdm
 from transformers.generation.streamers import BaseStreamer
 
-from smolkit import _checks, fastpath, gpu_share
+from smolkit import _checks, cgroups, fastpath, gpu_share
 from smolkit.distribution import TokenProb, prepare_inputs
 from smolkit.hf import for_model
 from smolkit.models import LoadedModel
@@ -256,14 +255,8 @@ def available_bytes(device: torch.device) -> int:
         return torch.cuda.mem_get_info(device)[0]
     with open("/proc/meminfo") as f:
         free = int(dict(line.split(":", 1) for line in f)["MemAvailable"].split()[0]) * 1024
-    cgroup = Path("/sys/fs/cgroup")
-    try:
-        limit = (cgroup / "memory.max").read_text().strip()
-        if limit != "max":
-            free = min(free, int(limit) - int((cgroup / "memory.current").read_text()))
-    except (OSError, ValueError):
-        pass  # no cgroup v2 limit visible here
-    return free
+    left = cgroups.memory_left()  # v2 or v1, the smallest limit on the process's cgroup path
+    return free if left is None else min(free, left)
 
 
 def check_memory(lm: LoadedModel, params: SamplingParams, prompt_length: int, fast: bool) -> None:

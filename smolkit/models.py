@@ -21,6 +21,7 @@ import torch
 from smolkit import _checks, gpu_share
 from smolkit.compat import require_supported_transformers, vision_problem
 from smolkit.embedded import EMBEDDED_DESCRIPTION, ensure_converted
+from smolkit.hub_download import download_problem
 from smolkit.images import load_image
 
 __all__ = [
@@ -302,6 +303,10 @@ def _load_hub(name: str, device: torch.device, dtype: torch.dtype, image_splitti
         local_only = False
     if is_folder:
         _check_weights(local_folder)
+    elif local_only and (problem := download_problem(name)) is not None:  # an interrupted `hf download`
+        if offline:
+            raise _not_available(name, f"its download in the Hugging Face cache is incomplete: {problem}")
+        local_only = False  # online: from_pretrained fetches what is missing
 
     kwargs = dict(**_model_kwargs(device, dtype), local_files_only=local_only, trust_remote_code=False)
     is_vision = hasattr(config, "vision_config")

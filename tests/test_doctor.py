@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +119,67 @@ def test_the_fast_path_line_says_whether_it_runs_and_its_cache_is_warm(monkeypat
     monkeypatch.setattr(support, "has_triton", lambda: False)
     (bare,) = check_fast_path(cuda=True)
     assert bare.status == "warn" and "Triton is missing" in bare.found
+
+
+# -- issue 23, item 12 ----------------------------------------------------------------------------------------------
+
+
+def test_a_gpu_share_that_is_not_a_number_is_not_ready(monkeypatch):
+    monkeypatch.setenv("SMOLKIT_GPU_MEMORY_FRACTION", "lots")
+    report = run_checks()
+    check = report["gpu memory share"]
+    assert not report.ok and check.status == "fail" and "SMOLKIT_GPU_MEMORY_FRACTION" in check.found
+    assert "'lots'" in check.found and "(0, 1]" in check.remedy
+
+
+def test_a_sound_gpu_share_is_reported(monkeypatch):
+    monkeypatch.setenv("SMOLKIT_GPU_MEMORY_FRACTION", "0.25")
+    assert run_checks()["gpu memory share"].status == "ok"
+
+
+def _miniature_cache(tmp_path, monkeypatch):
+    """SMOLKIT_CACHE_DIR in tmp_path, holding a small cache whose manifest matches its files."""
+    from test_embedded import sound_cache
+
+    from smolkit import embedded
+
+    monkeypatch.setenv("SMOLKIT_CACHE_DIR", str(tmp_path / "cache"))
+    return sound_cache(embedded.embedded_cache_path())
+
+
+def test_damaged_weights_make_the_doctor_exit_non_zero(tmp_path, monkeypatch, capsys):
+    from smolkit.__main__ import main
+
+    folder = _miniature_cache(tmp_path, monkeypatch)
+    assert run_checks()["embedded model"].status == "ok"
+    weights = folder / "model.safetensors"
+    weights.write_bytes(b"X" + weights.read_bytes()[1:])  # same size, other bytes
+    check = run_checks()["embedded model"]
+    assert check.status == "fail" and "does not match its SHA-256 digest" in check.found
+    assert "python -m smolkit convert" in check.remedy
+    assert main(["doctor"]) == 1 and "NOT ready" in capsys.readouterr().out
+
+
+def test_a_leftover_link_to_usr_is_sized_as_a_link(tmp_path, monkeypatch):
+    from smolkit import embedded
+
+    folder = _miniature_cache(tmp_path, monkeypatch)
+    (folder.parent / f".{folder.name}.tmp-abc123").symlink_to("/usr")
+    check = run_checks()["conversion leftovers"]
+    assert check.found.startswith("1 left by interrupted conversions") and check.found.endswith(", 0 MB"), check
+    assert embedded.remove_leftovers(folder) and Path("/usr/bin").is_dir()  # the link removed, not /usr
+
+
+def test_leftovers_in_a_read_only_cache_get_no_convert_that_does_nothing(tmp_path, monkeypatch, capsys):
+    from smolkit import embedded
+    from smolkit.__main__ import main
+
+    folder = _miniature_cache(tmp_path, monkeypatch)
+    (folder.parent / f".{folder.name}.tmp-abc123").mkdir()
+    reason = f"{folder.parent} is not writable"
+    monkeypatch.setattr(embedded, "write_problem", lambda folder: reason)
+    monkeypatch.setattr(embedded, "remove_leftovers", lambda folder: [])  # what a read-only folder allows
+    check = run_checks()["conversion leftovers"]
+    assert "convert" not in check.remedy and "cannot be removed from this account" in check.remedy
+    assert main(["convert"]) == 2
+    assert f"1 leftover(s) of interrupted conversions not removed: {reason}" in capsys.readouterr().err

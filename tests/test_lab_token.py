@@ -5,12 +5,16 @@ also when the first port is taken."""
 from __future__ import annotations
 
 import contextlib
+import http.server
+import importlib.util
 import os
 import re
 import secrets
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -22,13 +26,31 @@ LAB = str(REPO / "environment" / "lab.sh")
 URL = re.compile(r"JupyterLab: http://127\.0\.0\.1:(\d+)/lab\?token=(\S+)")
 
 
+FAKE_JUPYTER = """#!/bin/sh
+printf "%s\\n" "$@" > "$ARGS_OUT"
+printf "%s" "$JUPYTER_TOKEN" > "$TOKEN_OUT"
+for arg in "$@"; do case "$arg" in --port=*) port=${arg#--port=} ;; esac; done
+exec "$(dirname "$0")/python" -c '
+import http.server, sys
+class Status(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Status).handle_request()
+' "$port"
+"""
+
+
 def _fake_venv(tmp_path: Path) -> Path:
-    """A venv whose `jupyter` writes its arguments and its JUPYTER_TOKEN to files instead of starting a server."""
+    """A venv whose `jupyter` writes its arguments and its JUPYTER_TOKEN to files, then answers one request on
+    its port (what lab.sh waits for before it prints the URL) instead of starting a server."""
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "python").symlink_to(sys.executable)
     jupyter = venv / "bin" / "jupyter"
-    jupyter.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$ARGS_OUT"\nprintf "%s" "$JUPYTER_TOKEN" > "$TOKEN_OUT"\n')
+    jupyter.write_text(FAKE_JUPYTER)
     jupyter.chmod(0o755)
     return venv
 
@@ -91,14 +113,11 @@ def test_the_real_lab_serves_the_url_it_printed_and_ps_never_shows_the_token(tmp
         env["PORT"] = str(port)
         server = start(["bash", LAB], log, env)
         try:
-            printed = wait_for("the URL", lambda: URL.search(log.read_text()), 60, server, log)
+            printed = wait_for("the URL", lambda: URL.search(log.read_text()), 180, server, log)
             url, printed_token = f"http://127.0.0.1:{printed.group(1)}", printed.group(2)
             assert printed_token == token and int(printed.group(1)) != port
-            wait_for(
-                "JupyterLab to answer at the printed URL",
-                lambda: requests.get(f"{url}/api/status", params={"token": token}, timeout=5).ok,
-                120, server, log,
-            )  # fmt: skip
+            # issue 23, item 15: printed once JupyterLab answers, not seconds before
+            assert requests.get(f"{url}/api/status", params={"token": token}, timeout=5).ok
             assert requests.get(f"{url}/api/status", timeout=5).status_code == 403
             assert requests.get(f"{url}/api/contents", params={"token": "wrong"}, timeout=5).status_code == 403
             assert requests.get(f"{url}/lab", params={"token": token}, timeout=5).status_code == 200
@@ -109,3 +128,67 @@ def test_the_real_lab_serves_the_url_it_printed_and_ps_never_shows_the_token(tmp
             assert all(os.stat(f"/proc/{p.pid}/environ").st_mode & 0o077 == 0 for p in lab)  # owner only
         finally:
             assert stop(server) == []
+
+
+# -- issue 23, item 15: the URL is printed once JupyterLab answers --------------------------------------------------
+
+
+def _waiter():
+    spec = importlib.util.spec_from_file_location("wait_for_lab", REPO / "environment" / "wait_for_lab.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _Status(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.headers.get("Authorization") == "token t0k" else 403)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_waiter_returns_once_a_server_that_starts_late_answers():
+    port = free_port()
+    server = http.server.HTTPServer(("127.0.0.1", port), _Status, bind_and_activate=False)
+    starter = threading.Timer(1.0, lambda: (server.server_bind(), server.server_activate(), server.serve_forever()))
+    starter.start()
+    started, outcome = time.monotonic(), None
+    try:
+        outcome = _waiter().wait_until_answers(f"http://127.0.0.1:{port}/api/status", os.getpid(),
+                                               {"Authorization": "token t0k"}, timeout_s=30)  # fmt: skip
+        assert outcome == "answered" and time.monotonic() - started >= 1.0
+    finally:
+        starter.cancel()  # when it has not fired yet
+        if outcome == "answered":  # serve_forever runs: shutdown stops it (before it runs, shutdown would hang)
+            server.shutdown()
+        starter.join(timeout=30)
+        server.server_close()
+
+
+def test_the_waiter_gives_up_when_the_server_process_ends_or_the_time_is_up():
+    waiter = _waiter()
+    url = f"http://127.0.0.1:{free_port()}/api/status"  # nothing listens
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    while Path(f"/proc/{ended.pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z":
+        time.sleep(0.05)  # ended, not reaped yet: a zombie, as JupyterLab is until make reaps it
+    assert waiter.wait_until_answers(url, ended.pid, timeout_s=30) == "exited"
+    ended.wait()
+    started = time.monotonic()
+    assert waiter.wait_until_answers(url, os.getpid(), timeout_s=0.5) == "timeout"
+    assert time.monotonic() - started < 10
+
+
+def test_a_wrong_token_is_no_answer():
+    port = free_port()
+    server = http.server.HTTPServer(("127.0.0.1", port), _Status)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{port}/api/status"
+        assert _waiter().wait_until_answers(url, os.getpid(), {"Authorization": "token no"}, timeout_s=0.5) == "timeout"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -210,7 +210,7 @@ def test_damage_that_keeps_the_mtime_is_found_by_doctor(private_cache):
     assert cache_problem(private_cache) is None  # the identity is unchanged: trusted, by design
     assert "does not match its SHA-256 digest" in cache_problem(private_cache, full=True)
     check = run_checks()["embedded model"]
-    assert check.status == "warn" and "damaged" in check.found and "python -m smolkit convert" in check.remedy
+    assert check.status == "fail" and "damaged" in check.found and "python -m smolkit convert" in check.remedy
 
 
 def test_unknown_model_name():

@@ -507,7 +507,8 @@ def test_a_small_disk_is_one_clear_line_before_any_work(tmp_path):
     cache = tmp_path / "small-disk"
     cache.mkdir()
     env = _clean_env(tmp_path, SMOLKIT_CACHE_DIR=str(cache), HOME=str(tmp_path))
-    proc = _run_with_folder([sys.executable, "-m", "smolkit", "convert"], cache, env, options="size=64m")
+    # mode 0755: a tmpfs is world-writable by default, and such a cache folder is refused (issue 23, item 1)
+    proc = _run_with_folder([sys.executable, "-m", "smolkit", "convert"], cache, env, options="size=64m,mode=0755")
     err = _one_line_error(proc)
     assert "not enough disk space: 64 MB free" in err and "SMOLKIT_CACHE_DIR" in err, err
 
