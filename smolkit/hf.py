@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -130,6 +130,8 @@ def stage_name(processor: Any) -> str:
     >>> stage_name(TopPLogitsWarper(0.9)), stage_name(NoRepeatNGramLogitsProcessor(3))
     ('top_p', 'no_repeat_n_gram')
     """
+    if isinstance(getattr(processor, "stage", None), str):
+        return processor.stage  # a composite stage names itself (smolkit.engines.JointFilter)
     cls = type(processor).__name__
     if cls in STAGE_NAMES:
         return STAGE_NAMES[cls]
@@ -261,13 +263,15 @@ def apply_stages(
     processors: Sequence[Any],
     greedy: bool,
     order: Sequence[str] | None = None,
+    stage_ids: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The next-token distribution after each stage: softmax of ``logits`` (vocab,) as "raw", then of the scores
     after each processor (named by ``stage_name``), a one-hot "greedy" stage at the argmax when ``greedy``, and
     "final", what is sampled from.
 
     ``order`` lists stage names to apply in that order instead of the list's (names it does not know keep their
-    place at the front), for replaying the same processors in another stack's order.
+    place at the front), for replaying the same processors in another stack's order. ``stage_ids`` gives some
+    stages other token ids than ``input_ids`` (an engine whose penalties count only a window of the text).
     """
     if order is not None:
         rank = {name: i for i, name in enumerate(order)}
@@ -275,8 +279,9 @@ def apply_stages(
     scores = logits.unsqueeze(0)
     stages = {"raw": torch.softmax(scores, dim=-1)[0]}
     for processor in processors:
-        scores = processor(input_ids, scores)
-        stages[stage_name(processor)] = torch.softmax(scores, dim=-1)[0]
+        name = stage_name(processor)
+        scores = processor((stage_ids or {}).get(name, input_ids), scores)
+        stages[name] = torch.softmax(scores, dim=-1)[0]
     if greedy:
         one_hot = torch.zeros_like(logits)
         one_hot[int(scores[0].argmax())] = 1.0

@@ -1,0 +1,290 @@
+"""The engine lens: the distribution each serving engine samples from, for the same parameters and the same logits.
+
+The engines implement the same stages (penalties, temperature, top_k, top_p, min_p) and differ in three ways the
+kit can show on one set of raw logits: the **order** of the stages, **which tokens the penalties count**, and the
+**defaults** a request that leaves a field unset receives. Each stage here is the one implementation the kit already
+has (transformers' processors and ``smolkit.processors``, applied by ``smolkit.hf.apply_stages``); an engine is only
+an order, a penalty history and a table of defaults, each read from the engine's source at the version named:
+
+=================  =====================================================================  ======================
+engine             order (stages not set are skipped)                                     penalties count
+=================  =====================================================================  ======================
+transformers       penalties, temperature, top_k, top_p, min_p                             repetition: prompt +
+                   (transformers 5.23 ``generation/utils.py`` ``_get_logits_processor``)   generated
+vllm               penalties, temperature (at least 0.01), min_p, top_k, top_p             as transformers
+                   (vLLM 0.24 ``v1/sample/sampler.py``)
+sglang             penalties, temperature, then top_k and top_p **jointly** (both read     generated only
+                   the same probabilities) or, with min_p, top_k, top_p, min_p in turn     (``penaltylib/
+                   (``python/sglang/srt/layers/sampler.py``, flashinfer "joint" order)     repetition_penalty.py``)
+llama.cpp          penalties, top_k, top_p, min_p, temperature **last** (llama-server's    the last 64 tokens,
+                   ``common_params_sampling::samplers``: penalties; dry; top_n_sigma;      prompt included
+                   top_k; typ_p; top_p; min_p; xtc; temperature, at llama.cpp 0c1e570,     (``penalty_last_n``)
+                   the commit llama-cpp-python 0.3.36 vendors)
+llama-cpp-python   penalties, top_k, typical_p, top_p, min_p, temperature                  the last 64
+                   (0.3.36 ``llama_cpp/llama.py`` ``Llama._init_sampler``)                 generated tokens only
+=================  =====================================================================  ======================
+
+In the llama.cpp chains top_p and min_p therefore read the probabilities at temperature 1: a high temperature
+flattens only what they already kept. llama-cpp-python builds a fresh sampler chain per request and never feeds it
+the prompt (``Llama.generate``), so its penalties count generated tokens only, at most the last
+``last_n_tokens_size`` (64); llama-server feeds the prompt in (``server-context.cpp``, ``common_sampler_accept``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from transformers import RepetitionPenaltyLogitsProcessor
+
+from smolkit.distribution import Distribution
+from smolkit.hf import apply_stages, processors_for, stage_name, to_transformers
+from smolkit.params import SamplingParams
+from smolkit.vllm_rules import VERSION as VLLM_VERSION
+
+__all__ = [
+    "ENGINES",
+    "PENALTY_STAGES",
+    "Engine",
+    "JointFilter",
+    "engine",
+    "in_engine",
+    "received_params",
+    "total_variation",
+]
+
+PENALTY_STAGES = ("repetition_penalty", "frequency_penalty", "presence_penalty")
+SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "presence_penalty",
+                   "frequency_penalty", "max_new_tokens")  # fmt: skip
+"""The SamplingParams fields whose defaults differ between engines (what ``explain(..., engine=)`` lists)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Engine:
+    """One engine's sampling semantics: stage order, penalty history, request names, defaults, logprob flags.
+
+    ``order``: kit stage names in the order the engine applies them. ``joint``: stages that all read the same
+    input and keep a token only where each keeps it (SGLang's top_k and top_p without min_p). ``penalty_window``:
+    only the last n tokens count for the penalties (None: all); ``prompt_in_window``: whether prompt tokens enter
+    that history (for repetition_penalty; presence/frequency follow it too in llama.cpp). ``request_names``: the
+    request field the engine's server reads for each kit field (a field absent here is not read: the default
+    applies). ``defaults``: what a request that leaves a field unset gets, in the kit's vocabulary (None: up to the
+    context). ``config_sources``: where else defaults come from (the model's generation_config.json, the GGUF).
+    ``logprobs``: for "raw", "after temperature" and "processed", the flag that returns it ("" when none does).
+    """
+
+    name: str
+    version: str
+    source: str
+    order: tuple[str, ...]
+    defaults: Mapping[str, Any]
+    request_names: Mapping[str, str]
+    logprobs: Mapping[str, str]
+    joint: tuple[str, ...] = ()
+    penalty_window: int | None = None
+    prompt_in_window: bool = True
+    config_sources: tuple[str, ...] = ()
+    min_temperature: float = 0.0
+
+    def is_joint(self, params: SamplingParams) -> bool:
+        """Whether the ``joint`` stages act jointly for ``params`` (SGLang: only while min_p is off)."""
+        return bool(self.joint) and params.min_p == 0
+
+
+_PENALTIES = ("min_tokens", *PENALTY_STAGES)
+_OPENAI = {"max_new_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p",
+           "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty"}  # fmt: skip
+
+ENGINES: dict[str, Engine] = {
+    e.name: e
+    for e in (
+        Engine(
+            "transformers",
+            "5.23",
+            "transformers generation/utils.py (_get_logits_processor), generation/configuration_utils.py",
+            (*_PENALTIES, "temperature", "top_k", "top_p", "min_p"),
+            {"max_new_tokens": 20, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "min_p": 0.0,
+             "repetition_penalty": 1.0, "presence_penalty": None, "frequency_penalty": None},
+            {"max_new_tokens": "max_new_tokens", "temperature": "temperature", "top_k": "top_k", "top_p": "top_p",
+             "min_p": "min_p", "repetition_penalty": "repetition_penalty"},
+            {"raw": "output_logits=True", "after temperature": "",
+             "processed": "output_scores=True (every processor applied)"},
+            config_sources=("generation_config.json",),
+        ),
+        Engine(
+            "vllm",
+            VLLM_VERSION,
+            "vllm/v1/sample/sampler.py (Sampler), vllm/sampling_params.py, the OpenAI server's protocol.py",
+            (*_PENALTIES, "temperature", "min_p", "top_k", "top_p"),
+            {"max_new_tokens": 16, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0,
+             "repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0},
+            {**_OPENAI, "max_new_tokens": "max_completion_tokens", "top_k": "top_k", "min_p": "min_p",
+             "repetition_penalty": "repetition_penalty"},
+            {"raw": "logprobs=N (the default --logprobs-mode raw_logprobs)", "after temperature": "",
+             "processed": "--logprobs-mode processed_logprobs (server flag)"},
+            config_sources=("generation_config.json",),
+            min_temperature=0.01,
+        ),
+        Engine(
+            "sglang",
+            "main (2025)",
+            "python/sglang/srt/layers/sampler.py (Sampler.forward), srt/sampling/penaltylib/repetition_penalty.py",
+            (*_PENALTIES, "temperature", "top_k", "top_p", "min_p"),
+            {"max_new_tokens": 128, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0,
+             "repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0},
+            {**_OPENAI, "top_k": "top_k", "min_p": "min_p", "repetition_penalty": "repetition_penalty"},
+            {"raw": "SGLANG_RETURN_ORIGINAL_LOGPROB=1 (environment)", "after temperature":
+             "return_logprob / logprobs=N (the default: log of the probabilities after temperature)",
+             "processed": ""},
+            joint=("top_k", "top_p"),
+            prompt_in_window=False,
+        ),
+        Engine(
+            "llama.cpp",
+            "llama.cpp 0c1e570 (vendored by llama-cpp-python 0.3.36)",
+            "common/common.h (common_params_sampling), src/llama-sampler.cpp, tools/server/server-context.cpp",
+            (*_PENALTIES, "top_k", "top_p", "min_p", "temperature"),
+            {"max_new_tokens": None, "temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05,
+             "repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0},
+            {**_OPENAI, "top_k": "top_k", "min_p": "min_p", "repetition_penalty": "repeat_penalty"},
+            {"raw": "", "after temperature": "",
+             "processed": "n_probs=N (probabilities after the whole chain; post_sampling_probs)"},
+            penalty_window=64,
+            config_sources=("GGUF general.sampling.*",),
+        ),
+        Engine(
+            "llama-cpp-python",
+            "0.3.36",
+            "llama_cpp/llama.py (Llama._init_sampler, Llama.generate, logits_to_logprobs), llama_cpp/server/types.py",
+            (*_PENALTIES, "top_k", "typical_p", "top_p", "min_p", "temperature"),
+            {"max_new_tokens": None, "temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05,
+             "repetition_penalty": 1.1, "presence_penalty": 0.0, "frequency_penalty": 0.0},
+            {**_OPENAI, "top_k": "top_k", "min_p": "min_p", "repetition_penalty": "repeat_penalty"},
+            {"raw": "logprobs=True, top_logprobs=N (log-softmax of the model's logits; needs logits_all)",
+             "after temperature": "", "processed": ""},
+            penalty_window=64,
+            prompt_in_window=False,
+        ),
+    )
+}
+"""The engines the lens knows, by name. llama-cpp-python's defaults are its OpenAI-compatible server's
+(``llama_cpp/server/types.py``: repeat_penalty 1.1; its Python ``create_completion`` has 1.0 and max_tokens 16,
+``create_chat_completion`` temperature 0.2)."""
+
+
+def engine(name: str) -> Engine:
+    """The Engine called ``name``; a ValueError listing the engines otherwise."""
+    if name not in ENGINES:
+        raise ValueError(f"engine must be one of {list(ENGINES)}, got {name!r}")
+    return ENGINES[name]
+
+
+class JointFilter:
+    r"""Cut-offs that all read the same scores: a token stays only where every filter keeps it.
+
+    SGLang samples with flashinfer's ``top_k_top_p_sampling_from_probs(..., filter_apply_order="joint")`` when
+    min_p is off: top_p's cumulative sum runs over the whole (post-temperature) distribution, not over the top_k
+    survivors renormalised, so it keeps at least as many tokens as top_k then top_p. Written here because no
+    library offers the combination; the filters themselves are transformers' processors.
+
+    >>> from transformers import TopKLogitsWarper, TopPLogitsWarper
+    >>> scores = torch.tensor([[0.4, 0.3, 0.2, 0.1]]).log()
+    >>> joint = JointFilter([TopKLogitsWarper(2), TopPLogitsWarper(0.5)])
+    >>> joint(None, scores).softmax(-1).round(decimals=3).tolist()
+    [[0.571, 0.429, 0.0, 0.0]]
+    >>> TopPLogitsWarper(0.5)(None, TopKLogitsWarper(2)(None, scores)).softmax(-1).round(decimals=3).tolist()
+    [[1.0, 0.0, 0.0, 0.0]]
+    """
+
+    def __init__(self, filters: Sequence[Any]):
+        self.filters = list(filters)
+        self.stage = "+".join(stage_name(f) for f in self.filters)
+
+    def __call__(self, input_ids: Any, scores: torch.Tensor) -> torch.Tensor:
+        keep = torch.ones_like(scores, dtype=torch.bool)
+        for f in self.filters:
+            keep &= f(input_ids, scores.clone()) > float("-inf")
+        return scores.masked_fill(~keep, float("-inf"))
+
+
+def penalty_history(dist: Distribution, eng: Engine) -> torch.Tensor:
+    """The token ids ``eng``'s penalties count for the next token of ``dist`` (1, n)."""
+    ids = dist.input_ids if eng.prompt_in_window else dist.input_ids[:, dist.prompt_length :]
+    return ids if eng.penalty_window is None else ids[:, -eng.penalty_window :]
+
+
+def _penalties(params: SamplingParams) -> list[Any]:
+    """The penalty processors for ``params`` that count every id they are given (prompt_length 0)."""
+    procs: list[Any] = []
+    if params.repetition_penalty != 1:
+        procs.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
+    return procs + list(to_transformers(params, prompt_length=0)[1])
+
+
+def in_engine(dist: Distribution, name: str) -> Distribution:
+    """The same next token as ``dist`` (same logits, same parameters) as engine ``name`` would sample it.
+
+    ``stages`` come in that engine's order (SGLang's joint cut-off as one stage, "top_k+top_p"); the penalties
+    count what that engine counts (see the module's table). transformers is ``dist`` itself; vLLM is
+    ``dist.in_vllm_order()``. A parameter only one engine has (typical_p) is left at its neutral value.
+
+    >>> ENGINES["llama.cpp"].order[-1], ENGINES["vllm"].order[-3:]
+    ('temperature', ('min_p', 'top_k', 'top_p'))
+    """
+    eng = engine(name)
+    if name == "transformers":
+        return dist
+    if name == "vllm":
+        return dist.in_vllm_order()
+    params = dist.params
+    procs = [p for p in processors_for(dist.lm, params, dist.input_ids, dist.prompt_length)
+             if stage_name(p) not in PENALTY_STAGES]  # fmt: skip
+    history = penalty_history(dist, eng)
+    if history.shape[1] > 0:
+        procs += _penalties(params)
+    order = list(eng.order)
+    cut = [p for p in procs if stage_name(p) in eng.joint] if eng.is_joint(params) else []
+    if len(cut) > 1:
+        joint = JointFilter(cut)
+        procs = [p for p in procs if stage_name(p) not in eng.joint] + [joint]
+        order[order.index(eng.joint[0])] = joint.stage
+    stage_ids = dict.fromkeys(PENALTY_STAGES, history)
+    stages = apply_stages(dist.logits, dist.input_ids, procs, params.greedy, order=order, stage_ids=stage_ids)
+    return Distribution(dist.lm, params, dist.logits, dist.input_ids, dist.prompt_length, stages)
+
+
+def received_params(body: Mapping[str, Any], name: str, base: SamplingParams | None = None) -> SamplingParams:
+    """The parameters engine ``name``'s server samples with for a request ``body`` (a flat JSON dict, e.g.
+    ``to_openai(params, http=True)``): every field it reads under its own name, its defaults for the rest.
+
+    A field sent under a name the engine does not read is silently dropped: ``repetition_penalty`` (vLLM's name)
+    reaches llama-cpp-python's server, which reads ``repeat_penalty``, as its default 1.1.
+
+    >>> received_params({"temperature": 0.7, "repetition_penalty": 1.0}, "llama-cpp-python").repetition_penalty
+    1.1
+    """
+    eng = engine(name)
+    values = {}
+    for field in SAMPLING_FIELDS:
+        key = eng.request_names.get(field)
+        value = body.get(key) if key else None
+        if value is None:
+            value = eng.defaults.get(field)
+        if value is not None:
+            values[field] = value
+    if body.get("temperature") == 0:
+        values["temperature"] = 0.0
+    base = base or SamplingParams()
+    return base.replace(**values)
+
+
+def total_variation(p: torch.Tensor, q: torch.Tensor) -> float:
+    """Total variation distance between two probability vectors: half their L1 distance, in [0, 1]; the largest
+    difference in probability the two give to any set of tokens.
+
+    >>> total_variation(torch.tensor([0.5, 0.5, 0.0]), torch.tensor([0.25, 0.5, 0.25]))
+    0.25
+    """
+    return float((p.double() - q.double()).abs().sum() / 2)
