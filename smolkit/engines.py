@@ -48,9 +48,13 @@ __all__ = [
     "ENGINES",
     "PENALTY_STAGES",
     "Engine",
+    "EngineExplanation",
     "JointFilter",
     "engine",
+    "explain_engine",
     "in_engine",
+    "logprob_flags",
+    "logprob_lens",
     "received_params",
     "total_variation",
 ]
@@ -149,8 +153,8 @@ ENGINES: dict[str, Engine] = {
             {"max_new_tokens": None, "temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05,
              "repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0},
             {**_OPENAI, "top_k": "top_k", "min_p": "min_p", "repetition_penalty": "repeat_penalty"},
-            {"raw": "", "after temperature": "",
-             "processed": "n_probs=N (probabilities after the whole chain; post_sampling_probs)"},
+            {"raw": "logprobs / n_probs=N (the default: softmax of the raw logits, server-context.cpp)",
+             "after temperature": "", "processed": "post_sampling_probs=true (after the whole chain)"},
             penalty_window=64,
             config_sources=("GGUF general.sampling.*",),
         ),
@@ -288,3 +292,115 @@ def total_variation(p: torch.Tensor, q: torch.Tensor) -> float:
     0.25
     """
     return float((p.double() - q.double()).abs().sum() / 2)
+
+
+GGUF_KEYS = {"temperature": "general.sampling.temp", "top_k": "general.sampling.top_k",
+             "top_p": "general.sampling.top_p", "min_p": "general.sampling.min_p",
+             "repetition_penalty": "general.sampling.penalty_repeat"}  # fmt: skip
+"""The GGUF keys llama-server reads as defaults (``common/common.cpp``, ``llama_model_meta_key_str``)."""
+YOU = "you"
+ENGINE_DEFAULT = "engine default"
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineExplanation:
+    """What engine ``engine`` applies for a preset, value by value, and where each value came from.
+
+    ``settings``: (field, value, source) with source one of "you" (the preset sets it: differs from the kit's
+    defaults, so a request would carry it), "generation_config.json", "GGUF general.sampling.*" or "engine
+    default". ``stages``: the active stages in the engine's order. ``gguf_keys``: the embedded GGUF's
+    ``general.sampling.*`` keys (for the llama.cpp engines; empty: it carries none).
+    """
+
+    engine: Engine
+    params: SamplingParams
+    settings: tuple[tuple[str, Any, str], ...]
+    stages: tuple[str, ...]
+    gguf_keys: Mapping[str, Any] | None
+
+    @property
+    def received(self) -> SamplingParams:
+        """The parameters the engine samples with: your values, then the model's or the engine's defaults."""
+        values = {f: v for f, v, _ in self.settings if v is not None}
+        return self.params.replace(**values)
+
+    def __str__(self) -> str:
+        e = self.engine
+        lines = [f"What {e.name} ({e.version}) applies for {self.params!r}", f"  read from: {e.source}"]
+        lines += [f"  {f}: {'no limit (until EOS or the context)' if v is None else v}  ({s})"
+                  for f, v, s in self.settings]  # fmt: skip
+        lines.append(f"stages, in {e.name}'s order: {', '.join(self.stages) or 'none'}")
+        window = "all tokens" if e.penalty_window is None else f"the last {e.penalty_window} tokens"
+        counted = "prompt and generated" if e.prompt_in_window else "generated only"
+        lines.append(f"penalties count: {window}, {counted} (presence/frequency: generated only outside llama.cpp)")
+        if self.gguf_keys is not None:
+            keys = ", ".join(f"{k}={v}" for k, v in self.gguf_keys.items()) or "none"
+            lines.append(f"the GGUF's general.sampling.* keys: {keys}")
+        lines += [f"logprobs {kind}: {flag or 'not returned'}" for kind, flag in e.logprobs.items()]
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))
+
+
+def _source(field: str, params: SamplingParams, eng: Engine, config: Any, gguf: Mapping[str, Any]) -> tuple:
+    """(value, source) of ``field`` for ``eng``: yours when the preset sets it, else the model's file, else the
+    engine's default."""
+    value = getattr(params, field)
+    if value != getattr(SamplingParams, field):
+        return value, YOU
+    if "generation_config.json" in eng.config_sources and getattr(config, field, None) is not None:
+        return getattr(config, field), "generation_config.json"
+    if GGUF_KEYS.get(field) in gguf:
+        return gguf[GGUF_KEYS[field]], "GGUF general.sampling.*"
+    return eng.defaults.get(field), ENGINE_DEFAULT
+
+
+def explain_engine(params: SamplingParams, lm: Any, name: str) -> EngineExplanation:
+    """What engine ``name`` applies for ``params`` on ``lm`` when a request carries only the fields the preset
+    sets (see ``EngineExplanation``). ``explain(params, lm, engine=name)`` returns this."""
+    from smolkit import llamacpp
+
+    eng = engine(name)
+    gguf = llamacpp.gguf_sampling_keys() if eng.name.startswith("llama") and lm.name == "embedded" else None
+    config = lm.model.generation_config
+    settings = tuple((f, *_source(f, params, eng, config, gguf or {})) for f in SAMPLING_FIELDS)
+    shown = EngineExplanation(eng, params, settings, (), gguf)
+    received = shown.received
+    active = {"temperature": not received.greedy and received.temperature != 1, "top_k": received.top_k > 0,
+              "top_p": received.top_p < 1, "min_p": received.min_p > 0}  # fmt: skip
+    active |= {f: getattr(received, f) != getattr(SamplingParams, f) for f in PENALTY_STAGES}
+    stages = [s for s in eng.order if active.get(s)]
+    if eng.is_joint(received) and {"top_k", "top_p"} <= set(stages):
+        stages = [("top_k+top_p" if s == "top_k" else s) for s in stages if s != "top_p"]
+    return dataclasses.replace(shown, stages=tuple(stages))
+
+
+def _log(probs: torch.Tensor) -> torch.Tensor:
+    return probs.double().log()
+
+
+def logprob_lens(dist: Distribution, name: str = "vllm", n: int = 8) -> list[dict[str, Any]]:
+    """One step's log-probabilities three ways, for the ``n`` most likely tokens of the model: "raw" (log-softmax
+    of the logits), "after temperature" (after the penalties and the temperature, before any cut-off) and
+    "processed" (of engine ``name``'s final distribution: -inf for a token it can no longer draw). Which of them an
+    engine returns, and under which flag, is ``ENGINES[name].logprobs`` (``logprob_flags``).
+
+    The three differ exactly as the stages do: temperature shifts every value, the cut-offs send the removed tokens
+    to -inf and raise the kept ones (renormalised over fewer tokens).
+    """
+    final = in_engine(dist, name).probs
+    shaping = [s for s in dist.stages if s in (*PENALTY_STAGES, "temperature")]
+    raw, warm = dist.stage("raw"), dist.stage(shaping[-1] if shaping else "raw")
+    top = torch.topk(raw, n).indices.tolist()
+    texts = dist.lm.token_texts(top)
+    return [
+        {"token": t, "raw": float(_log(raw)[i]), "after temperature": float(_log(warm)[i]),
+         f"processed ({name})": float(_log(final)[i])}
+        for t, i in zip(texts, top, strict=True)
+    ]  # fmt: skip
+
+
+def logprob_flags() -> list[dict[str, str]]:
+    """For each engine, the flag (or setting) that returns raw, after-temperature and processed logprobs."""
+    return [{"engine": e.name, **{k: v or "-" for k, v in e.logprobs.items()}} for e in ENGINES.values()]

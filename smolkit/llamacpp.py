@@ -1,0 +1,196 @@
+"""A real llama.cpp, through llama-cpp-python, running the kit's own GGUF: its logits, its draws, its server.
+
+The embedded model is a Q4_1 GGUF (``smolkit.embedded``); transformers de-quantises it to float32, llama.cpp runs
+it as it is (4-bit weights, activations quantised to 8 bits for the products). The same token ids go into both
+(the kit's tokenisation, chat template included), so what differs is the arithmetic alone.
+
+llama-cpp-python is optional (``make test-engines`` builds it, ``environment/llama_cpp.sh``): ``available()`` says
+whether it imports. Its sampler chain is the one ``Llama.generate`` builds (``Llama._init_sampler``, 0.3.36):
+penalties over the tokens the chain has accepted, top_k, typical_p, top_p, min_p, temperature, then a draw.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from smolkit.distribution import Distribution, prepare_inputs
+from smolkit.embedded import embedded_gguf_path
+from smolkit.models import LoadedModel
+from smolkit.params import SamplingParams
+
+__all__ = [
+    "LlamaServer",
+    "available",
+    "gguf_sampling_keys",
+    "llama_distribution",
+    "llama_draws",
+    "load_llama",
+    "sampler_kwargs",
+]
+
+N_THREADS = 2
+N_CTX = 1024
+
+
+def available() -> bool:
+    """Whether llama-cpp-python is installed (``make test-engines`` builds and installs it)."""
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def gguf_sampling_keys(path: str | Path | None = None) -> dict[str, Any]:
+    """The ``general.sampling.*`` keys of a GGUF (the embedded one by default): the defaults newer llama.cpp
+    (llama-server, ``common/common.cpp``) takes from the file itself. Empty when the file carries none."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path or embedded_gguf_path()))
+    return {k: f.contents() for k, f in reader.fields.items() if k.startswith("general.sampling.")}
+
+
+_LOADED: dict[tuple[str, int, bool], Any] = {}
+
+
+def load_llama(n_threads: int = N_THREADS, logits_all: bool = False) -> Any:
+    """llama-cpp-python's ``Llama`` on the embedded GGUF, loaded once per setting (an explicit cache: ``_LOADED``)."""
+    from llama_cpp import Llama
+
+    key = (str(embedded_gguf_path()), n_threads, logits_all)
+    if key not in _LOADED:
+        _LOADED[key] = Llama(
+            model_path=key[0], n_ctx=N_CTX, n_threads=n_threads, n_threads_batch=n_threads, logits_all=logits_all,
+            verbose=False,
+        )  # fmt: skip
+    return _LOADED[key]
+
+
+def _eval(llm: Any, ids: Sequence[int]) -> torch.Tensor:
+    """Evaluate ``ids`` from an empty context and return the next token's raw logits (float32)."""
+    import llama_cpp
+    import numpy as np
+
+    llm.reset()
+    llm.eval(list(ids))
+    ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+    return torch.from_numpy(np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)).copy())
+
+
+def llama_distribution(
+    lm: LoadedModel, prompt: str, params: SamplingParams, generated: str | Sequence[int] = "", llm: Any = None
+) -> Distribution:
+    """The kit's Distribution for ``prompt`` (+ ``generated``) built on **llama.cpp's** raw logits instead of
+    transformers': the same token ids, evaluated by llama.cpp on the Q4_1 GGUF. ``smolkit.engines.in_engine``
+    then gives any engine's distribution on them."""
+    inputs, prompt_length = prepare_inputs(lm, prompt, params, generated)
+    ids = inputs["input_ids"].cpu()
+    logits = _eval(llm or load_llama(), ids[0].tolist())
+    return Distribution.from_logits(lm, params, logits, ids, prompt_length)
+
+
+def sampler_kwargs(params: SamplingParams) -> dict[str, Any]:
+    """``params`` in ``Llama._init_sampler``'s (and ``Llama.generate``'s) names; temperature 0 is its greedy."""
+    return {
+        "top_k": params.top_k, "top_p": params.top_p, "min_p": params.min_p, "typical_p": 1.0,
+        "temp": 0.0 if params.greedy else params.temperature, "repeat_penalty": params.repetition_penalty,
+        "frequency_penalty": params.frequency_penalty, "presence_penalty": params.presence_penalty,
+    }  # fmt: skip
+
+
+def llama_draws(dist: Distribution, n: int, seed: int = 0, llm: Any = None) -> torch.Tensor:
+    """How often llama.cpp draws each token, over ``n`` independent draws of the next token of ``dist`` (its
+    prompt, generated ids and parameters): counts (vocab,).
+
+    The context is evaluated once; each draw is a fresh sampler chain (the one ``Llama.generate`` builds, seeded
+    ``seed + i``) that is first given the generated tokens, as ``llama_sampler_sample`` gives it each token it
+    draws (``llama_sampler_accept``), then samples from the context's last logits: no new forward pass per draw.
+    """
+    llm = llm or load_llama()
+    ids = dist.input_ids[0].tolist()
+    _eval(llm, ids)
+    kwargs = sampler_kwargs(dist.params)
+    counts = collections.Counter()
+    for i in range(n):
+        llm.set_seed(seed + i)
+        chain = llm._init_sampler(**kwargs)
+        for token in ids[dist.prompt_length :]:
+            chain.accept(token)
+        counts[chain.sample(llm._ctx, -1)] += 1
+        chain.close()
+    out = torch.zeros(dist.logits.numel())
+    for token, c in counts.items():
+        out[token] = c
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclasses.dataclass
+class LlamaServer:
+    """llama-cpp-python's OpenAI-compatible server on 127.0.0.1 with the embedded GGUF, as a context manager:
+    ``with LlamaServer() as server: server.chat(body)``. Started in its own process group, stopped on exit."""
+
+    n_threads: int = N_THREADS
+    n_ctx: int = 512
+    timeout: float = 120.0
+    port: int = 0
+    log: Path | None = None
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LlamaServer:
+        self.port = self.port or _free_port()
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf_path()), "--host", "127.0.0.1",
+               "--port", str(self.port), "--n_ctx", str(self.n_ctx), "--n_threads", str(self.n_threads),
+               "--n_threads_batch", str(self.n_threads), "--model_alias", "smollm2"]  # fmt: skip
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL
+        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"llama-cpp-python's server exited with {self.proc.returncode} (log: {self.log})")
+            with contextlib.suppress(OSError), urllib.request.urlopen(self.url + "/v1/models", timeout=2) as r:
+                if r.status == 200:
+                    return self
+            time.sleep(0.5)
+        self.__exit__()
+        raise RuntimeError(f"llama-cpp-python's server did not answer within {self.timeout:g} s (log: {self.log})")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait(10)
+
+    def chat(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST ``body`` (a flat JSON dict, e.g. ``to_openai(params, messages=..., http=True)``) to
+        /v1/chat/completions and return the answer."""
+        data = json.dumps(dict(body)).encode()
+        request = urllib.request.Request(
+            self.url + "/v1/chat/completions", data, {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=self.timeout) as r:
+            return json.loads(r.read())
+
