@@ -196,10 +196,10 @@ class JointFilter:
     >>> from transformers import TopKLogitsWarper, TopPLogitsWarper
     >>> scores = torch.tensor([[0.4, 0.3, 0.2, 0.1]]).log()
     >>> joint = JointFilter([TopKLogitsWarper(2), TopPLogitsWarper(0.5)])
-    >>> joint(None, scores).softmax(-1).round(decimals=3).tolist()
-    [[0.571, 0.429, 0.0, 0.0]]
-    >>> TopPLogitsWarper(0.5)(None, TopKLogitsWarper(2)(None, scores)).softmax(-1).round(decimals=3).tolist()
-    [[1.0, 0.0, 0.0, 0.0]]
+    >>> [round(p, 3) for p in joint(None, scores).softmax(-1)[0].tolist()]
+    [0.571, 0.429, 0.0, 0.0]
+    >>> [round(p, 3) for p in TopPLogitsWarper(0.5)(None, TopKLogitsWarper(2)(None, scores)).softmax(-1)[0].tolist()]
+    [1.0, 0.0, 0.0, 0.0]
     """
 
     def __init__(self, filters: Sequence[Any]):
