@@ -17,7 +17,7 @@ CHROMIUM ?= /usr/bin/chromium
 PROXY := environment/proxy/node_modules/.bin/configurable-http-proxy
 
 .PHONY: help setup kernel doctor lab test lint test-unit test-notebooks test-compat test-compat-ends test-gpu notebooks
-.PHONY: bench bench-gpu clean
+.PHONY: bench bench-gpu clean test-engines
 .PHONY: chromium proxy test-browser test-hub workshop
 
 help:
@@ -25,6 +25,7 @@ help:
 	@echo "make test       set up if needed, then lint and run the whole test suite (CPU)"
 	@echo "make test-compat  the transformers-dependent tests on every tested transformers version (smolkit/compat.py)"
 	@echo "make test-gpu   GPU tests and the notebooks under nbval-lax (on a machine with CUDA)"
+	@echo "make test-engines  build llama-cpp-python once (cached wheel), then the llama.cpp tests and notebook 13"
 	@echo "make bench      CPU benchmarks; make bench-gpu the GPU ones (bench/RESULTS.md)"
 	@echo "make test-browser  JupyterLab in headless Chromium: run notebook 03, move its slider (screenshots in artifacts/)"
 	@echo "make test-hub   the workshop JupyterHub on loopback: two participants run a notebook each"
@@ -60,7 +61,7 @@ $(DEV_STAMP): requirements-dev.txt $(STAMP)
 	touch $@
 
 test-unit: kernel $(DEV_STAMP)
-	$(PY) -m pytest -q -m "not gpu and not browser and not hub" tests smolkit
+	$(PY) -m pytest -q -m "not gpu and not browser and not hub and not engines" tests smolkit
 
 # nbval compares each notebook's text outputs with the committed ones, on the CPU: text exactly, printed decimals to
 # one unit in their last digit (tests/nbval_numbers.py). The committed outputs must hold on any x86-64 CPU, so they
@@ -73,7 +74,9 @@ NOTEBOOK_RUNS ?= default avx2-1thread mkl-auto
 NOTEBOOK_ENV_default := OMP_NUM_THREADS=2
 NOTEBOOK_ENV_avx2-1thread := ATEN_CPU_CAPABILITY=avx2 OMP_NUM_THREADS=1
 NOTEBOOK_ENV_mkl-auto := MKL_CBWR=AUTO OMP_NUM_THREADS=2
-NOTEBOOKS ?= notebooks
+# notebooks/13_engines.ipynb needs llama-cpp-python: make test-engines runs it, after building it.
+ENGINE_NOTEBOOKS := notebooks/13_engines.ipynb
+NOTEBOOKS ?= $(filter-out $(ENGINE_NOTEBOOKS),$(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)))
 NBVAL := -p tests.nbval_numbers --nbval --nbval-kernel-name smolkit --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 900
 test-notebooks: $(addprefix test-notebooks-,$(NOTEBOOK_RUNS))
 
@@ -129,6 +132,20 @@ test-gpu: kernel
 	$(PY) -m pytest -q -m gpu tests
 	$(PY) -m pytest -q -p no:cacheprovider -o addopts= --nbval-lax --nbval-kernel-name smolkit \
 	  --nbval-cell-timeout 900 notebooks
+
+# A real llama.cpp (issue 26): llama-cpp-python (requirements-engines.txt) built once from its source distribution
+# with portable CPU flags into a wheel cached under ~/.cache/smolkit/wheels (environment/llama_cpp.sh; a fresh clone
+# reuses it), installed into the venv; then the tests marked engines (chi-square against llama.cpp's own draws, its
+# OpenAI-compatible server on loopback) and notebook 13 under nbval.
+ENGINES_STAMP := $(VENV)/.smolkit-engines
+$(ENGINES_STAMP): requirements-engines.txt environment/llama_cpp.sh $(STAMP)
+	VENV=$(VENV) bash environment/llama_cpp.sh
+	touch $@
+
+test-engines: kernel $(ENGINES_STAMP)
+	$(PY) -m pytest -q -m engines tests
+	CUDA_VISIBLE_DEVICES= OMP_NUM_THREADS=2 $(PY) -m pytest -q -p no:cacheprovider -o addopts= $(NBVAL) \
+	  $(ENGINE_NOTEBOOKS)
 
 # Benchmarks (bench/RESULTS.md): speed goals live here, not in tests.
 bench: kernel
