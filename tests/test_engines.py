@@ -147,3 +147,18 @@ def test_engines_agree_when_nothing_cuts(lm):
     dist = smolkit.next_token_distribution(lm, "Name a colour.", smolkit.SamplingParams(temperature=0.7))
     for name in ENGINES:
         assert total_variation(in_engine(dist, name).probs, dist.probs) < 1e-6
+
+
+def test_the_explorer_switches_engines(lm):
+    params = smolkit.SamplingParams(temperature=1.5, top_p=0.9)
+    explorer = smolkit.DistributionExplorer(lm, "Write a poem about the sea.", params)
+    base = explorer.dist
+    explorer.engine_menu.value = "llama.cpp"  # what picking it in the menu does
+    assert explorer.engine == "llama.cpp"
+    assert torch.equal(explorer.dist.probs, in_engine(base, "llama.cpp").probs)
+    assert explorer.dist.surviving() < base.surviving()  # top_p at temperature 1 keeps fewer tokens
+    explorer.update(top_k=5)
+    assert list(explorer.dist.stages) == ["raw", "top_k", "top_p", "temperature", "final"]
+    assert "llama.cpp" in explorer.readout.value
+    with pytest.raises(ValueError, match="engine must be one of"):
+        explorer.set_engine("tgi")
