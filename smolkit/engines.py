@@ -34,12 +34,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import RepetitionPenaltyLogitsProcessor
 
 from smolkit.distribution import Distribution
+from smolkit.embedded import embedded_gguf_path
 from smolkit.hf import apply_stages, processors_for, stage_name, to_transformers
 from smolkit.params import SamplingParams
 from smolkit.vllm_rules import VERSION as VLLM_VERSION
@@ -50,8 +52,11 @@ __all__ = [
     "Engine",
     "EngineExplanation",
     "JointFilter",
+    "defaults_rows",
     "engine",
+    "engine_rows",
     "explain_engine",
+    "gguf_sampling_keys",
     "in_engine",
     "logprob_flags",
     "logprob_lens",
@@ -356,13 +361,20 @@ def _source(field: str, params: SamplingParams, eng: Engine, config: Any, gguf: 
     return eng.defaults.get(field), ENGINE_DEFAULT
 
 
+def gguf_sampling_keys(path: str | Path | None = None) -> dict[str, Any]:
+    """The ``general.sampling.*`` keys of a GGUF (the embedded one by default): the defaults newer llama.cpp
+    (llama-server, ``common/common.cpp``) takes from the file itself. Empty when the file carries none."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path or embedded_gguf_path()))
+    return {k: f.contents() for k, f in reader.fields.items() if k.startswith("general.sampling.")}
+
+
 def explain_engine(params: SamplingParams, lm: Any, name: str) -> EngineExplanation:
     """What engine ``name`` applies for ``params`` on ``lm`` when a request carries only the fields the preset
     sets (see ``EngineExplanation``). ``explain(params, lm, engine=name)`` returns this."""
-    from smolkit import llamacpp
-
     eng = engine(name)
-    gguf = llamacpp.gguf_sampling_keys() if eng.name.startswith("llama") and lm.name == "embedded" else None
+    gguf = gguf_sampling_keys() if eng.name.startswith("llama") and lm.name == "embedded" else None
     config = lm.model.generation_config
     settings = tuple((f, *_source(f, params, eng, config, gguf or {})) for f in SAMPLING_FIELDS)
     shown = EngineExplanation(eng, params, settings, (), gguf)
@@ -404,3 +416,28 @@ def logprob_lens(dist: Distribution, name: str = "vllm", n: int = 8) -> list[dic
 def logprob_flags() -> list[dict[str, str]]:
     """For each engine, the flag (or setting) that returns raw, after-temperature and processed logprobs."""
     return [{"engine": e.name, **{k: v or "-" for k, v in e.logprobs.items()}} for e in ENGINES.values()]
+
+
+def engine_rows(dist: Distribution, n: int = 3) -> list[dict[str, Any]]:
+    """For each engine, what it makes of ``dist``'s logits and parameters: its stage order, how many tokens it can
+    draw, the entropy (bits), the distance from transformers' distribution and its ``n`` likeliest tokens."""
+    rows = []
+    for name in ENGINES:
+        ours = in_engine(dist, name)
+        stages = [s for s in ours.stages if s not in ("raw", "final")]
+        rows.append({"engine": name, "order": ", ".join(stages) or "-", "tokens": ours.surviving(),
+                     "entropy": round(ours.entropy, 2), "TV vs transformers": round(total_variation(ours.probs,
+                     dist.probs), 3), "top": " ".join(f"{t.token!r}" for t in ours.top(n))})  # fmt: skip
+    return rows
+
+
+def defaults_rows(params: SamplingParams, lm: Any) -> list[dict[str, Any]]:
+    """For each engine, the value it applies for each field the preset leaves at the kit's default, where a
+    request carrying only the preset's own fields leaves the engine to choose (``explain_engine``)."""
+    rows = []
+    for name in ENGINES:
+        shown = explain_engine(params, lm, name)
+        row: dict[str, Any] = {"engine": name}
+        row |= {f: ("-" if v is None else v) for f, v, s in shown.settings if s != YOU}
+        rows.append(row)
+    return rows

@@ -28,15 +28,16 @@ from typing import Any
 
 import torch
 
-from smolkit.distribution import Distribution, prepare_inputs
+from smolkit.distribution import Distribution, next_token_distribution, prepare_inputs
 from smolkit.embedded import embedded_gguf_path
+from smolkit.engines import in_engine, total_variation
 from smolkit.models import LoadedModel
 from smolkit.params import SamplingParams
 
 __all__ = [
     "LlamaServer",
     "available",
-    "gguf_sampling_keys",
+    "engine_distances",
     "llama_distribution",
     "llama_draws",
     "load_llama",
@@ -50,15 +51,6 @@ N_CTX = 1024
 def available() -> bool:
     """Whether llama-cpp-python is installed (``make test-engines`` builds and installs it)."""
     return importlib.util.find_spec("llama_cpp") is not None
-
-
-def gguf_sampling_keys(path: str | Path | None = None) -> dict[str, Any]:
-    """The ``general.sampling.*`` keys of a GGUF (the embedded one by default): the defaults newer llama.cpp
-    (llama-server, ``common/common.cpp``) takes from the file itself. Empty when the file carries none."""
-    import gguf
-
-    reader = gguf.GGUFReader(str(path or embedded_gguf_path()))
-    return {k: f.contents() for k, f in reader.fields.items() if k.startswith("general.sampling.")}
 
 
 _LOADED: dict[tuple[str, int, bool], Any] = {}
@@ -194,3 +186,24 @@ class LlamaServer:
         with urllib.request.urlopen(request, timeout=self.timeout) as r:
             return json.loads(r.read())
 
+
+
+def engine_distances(
+    lm: LoadedModel, prompt: str, params: SamplingParams, name: str = "llama-cpp-python", llm: Any = None
+) -> dict[str, float]:
+    """How far llama.cpp's next-token distribution is from the kit's for the same preset (total variation), and
+    why. "total": the kit (transformers' order, float32 logits) against engine ``name`` on llama.cpp's own logits.
+    "order": the kit's logits in transformers' order against the same logits in the engine's order (the rules
+    alone). "numerics": the engine's order on the kit's logits against on llama.cpp's (the arithmetic alone: Q4_1
+    weights, 8-bit activations vs de-quantised float32). "raw": the two models' raw distributions. total <= order +
+    numerics (the triangle inequality); ``in_engine`` says which stage makes the order part.
+    """
+    kit = next_token_distribution(lm, prompt, params)
+    llama = llama_distribution(lm, prompt, params, llm=llm)
+    kit_engine, llama_engine = in_engine(kit, name), in_engine(llama, name)
+    return {
+        "total": total_variation(kit.probs, llama_engine.probs),
+        "order": total_variation(kit.probs, kit_engine.probs),
+        "numerics": total_variation(kit_engine.probs, llama_engine.probs),
+        "raw": total_variation(kit.stage("raw"), llama.stage("raw")),
+    }
