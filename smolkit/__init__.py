@@ -23,7 +23,6 @@ from smolkit.engines import (
     logprob_flags,
     logprob_lens,
     received_params,
-    total_variation,
 )
 from smolkit.exercises import check_exercise
 from smolkit.explain import explain
@@ -153,7 +152,6 @@ __all__ = [  # noqa: RUF022 (grouped by purpose, as the README lists them)
     "logprob_lens",
     "logprob_flags",
     "received_params",
-    "total_variation",
     "llama_cpp_available",
     "llama_distribution",
     "engine_distances",
