@@ -427,7 +427,7 @@ def engine_rows(dist: Distribution, n: int = 3) -> list[dict[str, Any]]:
         stages = [s for s in ours.stages if s not in ("raw", "final")]
         rows.append({"engine": name, "order": ", ".join(stages) or "-", "tokens": ours.surviving(),
                      "entropy": round(ours.entropy, 2), "TV vs transformers": round(total_variation(ours.probs,
-                     dist.probs), 3), "top": " ".join(f"{t.token!r}" for t in ours.top(n))})  # fmt: skip
+                     dist.probs), 3), "top": ", ".join(t.token for t in ours.top(n))})  # fmt: skip
     return rows
 
 

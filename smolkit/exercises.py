@@ -135,7 +135,7 @@ EXERCISES: dict[str, Exercise] = {
                     "the note marked [top_k_default]"),
     "12c": Exercise(("exercise",), lambda exercise: _vllm_count(exercise),
                     "exercise.in_vllm_order() replays vLLM's order: count the tokens that can still be drawn"),
-    "13a": Exercise(("exercise",), _keeps_more,
+    "13a": Exercise(("exercise",), lambda exercise: _keeps_more(exercise),
                     "does top_p read the probabilities before the temperature (llama.cpp) or after (transformers)? "
                     "A temperature above 1 flattens them, so more tokens are needed to reach top_p"),
 }
