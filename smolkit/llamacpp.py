@@ -11,6 +11,7 @@ penalties over the tokens the chain has accepted, top_k, typical_p, top_p, min_p
 
 from __future__ import annotations
 
+import atexit
 import collections
 import contextlib
 import dataclasses
@@ -54,6 +55,13 @@ def available() -> bool:
 
 
 _LOADED: dict[tuple[str, int, bool], Any] = {}
+
+
+@atexit.register
+def _close_loaded() -> None:
+    """Free the cached models before the interpreter tears llama_cpp down (its own finaliser fails that late)."""
+    while _LOADED:
+        _LOADED.popitem()[1].close()
 
 
 def load_llama(n_threads: int = N_THREADS, logits_all: bool = False) -> Any:
