@@ -148,7 +148,7 @@ class LlamaServer:
 
     n_threads: int = N_THREADS
     n_ctx: int = 512
-    timeout: float = 120.0
+    timeout: float = 300.0
     port: int = 0
     log: Path | None = None
     proc: subprocess.Popen | None = None
