@@ -17,7 +17,7 @@ CHROMIUM ?= /usr/bin/chromium
 PROXY := environment/proxy/node_modules/.bin/configurable-http-proxy
 
 .PHONY: help setup kernel doctor lab test lint test-unit test-notebooks test-compat test-compat-ends test-gpu notebooks
-.PHONY: bench bench-gpu clean test-noise regress cheatsheet time-notebooks
+.PHONY: bench bench-gpu clean test-noise regress cheatsheet time-notebooks test-engines
 .PHONY: chromium proxy test-browser test-hub workshop test-lane-package test-lane-notebooks
 
 help: ## list the targets, one line each (the notes after each target in this Makefile)
@@ -52,7 +52,7 @@ $(TEST_STAMP): requirements-test.txt $(STAMP)
 	touch $@
 
 test-unit: kernel $(TEST_STAMP) ## the package's pytest suite (no GPU, browser or hub)
-	$(PY) -m pytest -q -m "not gpu and not browser and not hub" tests smolkit
+	$(PY) -m pytest -q -m "not gpu and not browser and not hub and not engines" tests smolkit
 
 # nbval compares each notebook's text outputs with the committed ones, on the CPU: text exactly, printed decimals to
 # one unit in their last digit (tests/nbval_numbers.py). The committed outputs must hold on any x86-64 CPU, whose
@@ -65,7 +65,9 @@ test-unit: kernel $(TEST_STAMP) ## the package's pytest suite (no GPU, browser o
 #                 before the noise: each moves probabilities less than the noise does, bench/RESULTS.md)
 # One notebook, three seeds: make test-notebooks NOTEBOOK_RUNS="noise-1 noise-2 noise-3" NOTEBOOKS=notebooks/03_temperature.ipynb
 NOTEBOOK_RUNS ?= noise-1
-NOTEBOOKS ?= notebooks
+# notebooks/13_engines.ipynb needs llama-cpp-python: make test-engines runs it, after building it.
+ENGINE_NOTEBOOKS := notebooks/13_engines.ipynb
+NOTEBOOKS ?= $(filter-out $(ENGINE_NOTEBOOKS),$(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)))
 NOTEBOOK_ENV_plain := OMP_NUM_THREADS=2
 NOTEBOOK_ENV_avx2-1thread := ATEN_CPU_CAPABILITY=avx2 OMP_NUM_THREADS=1
 NOTEBOOK_ENV_mkl-auto := MKL_CBWR=AUTO OMP_NUM_THREADS=2
@@ -173,6 +175,20 @@ test-gpu: kernel $(TEST_STAMP) ## GPU tests and the notebooks under nbval-lax (o
 	$(PY) -m pytest -q -m gpu tests
 	$(PY) -m pytest -q -p no:cacheprovider -o addopts= --nbval-lax --nbval-kernel-name smolkit \
 	  --nbval-cell-timeout 900 notebooks
+
+# A real llama.cpp (issue 26): llama-cpp-python (requirements-engines.txt) built once from its source distribution
+# with portable CPU flags into a wheel cached under ~/.cache/smolkit/wheels (environment/llama_cpp.sh; a fresh clone
+# reuses it), installed into the venv; then the tests marked engines (chi-square against llama.cpp's own draws, its
+# OpenAI-compatible server on loopback) and notebook 13 under nbval.
+ENGINES_STAMP := $(VENV)/.smolkit-engines
+$(ENGINES_STAMP): requirements-engines.txt environment/llama_cpp.sh $(STAMP)
+	VENV=$(VENV) bash environment/llama_cpp.sh
+	touch $@
+
+test-engines: kernel $(TEST_STAMP) $(ENGINES_STAMP) ## build llama-cpp-python once (cached), then the llama.cpp tests and notebook 13
+	$(PY) -m pytest -q -m engines tests
+	CUDA_VISIBLE_DEVICES= OMP_NUM_THREADS=2 $(PY) -m pytest -q -p no:cacheprovider -o addopts= $(NBVAL) \
+	  --float-noise 1 $(ENGINE_NOTEBOOKS)
 
 # Benchmarks (bench/RESULTS.md): speed goals live here, not in tests.
 bench: kernel ## CPU benchmarks (bench/RESULTS.md)

@@ -15,6 +15,15 @@ from smolkit.advice import FACTUAL_QUESTIONS, README_ADVICE, advice_rows, load_a
 from smolkit.beams import beam_search, beam_snippet, beam_tree
 from smolkit.distribution import Distribution, next_token_distribution
 from smolkit.doctor import doctor
+from smolkit.engines import (
+    ENGINES,
+    defaults_rows,
+    engine_rows,
+    in_engine,
+    logprob_flags,
+    logprob_lens,
+    received_params,
+)
 from smolkit.exercises import check_exercise
 from smolkit.explain import explain
 from smolkit.export import ExportWarning, to_openai, to_vllm
@@ -23,6 +32,8 @@ from smolkit.hf import to_transformers
 from smolkit.hub_cache import cached_smolvlm
 from smolkit.image_tokens import SMOLVLM_256M, image_prompt, image_token_rows, prefill_seconds
 from smolkit.importers import from_generation_config, from_model_defaults, from_openai
+from smolkit.llamacpp import LlamaServer, engine_distances, llama_distribution
+from smolkit.llamacpp import available as llama_cpp_available
 from smolkit.models import LoadedModel, load_model
 from smolkit.params import SamplingParams
 from smolkit.presets import PRESETS, preset
@@ -47,7 +58,7 @@ __version__ = "0.1.0"
 _LAZY = {
     **dict.fromkeys(
         ("plot_beam_tree", "plot_cumulative", "plot_distribution", "plot_entropy_vs_temperature", "plot_heatmap",
-         "plot_stages", "plot_steps", "plot_tail", "plot_token_logprobs"), "smolkit.viz"),
+         "plot_engines", "plot_stages", "plot_steps", "plot_tail", "plot_token_logprobs"), "smolkit.viz"),
     **dict.fromkeys(("BeamExplorer", "DistributionExplorer", "LiveSamples", "StepExplorer"), "smolkit.widgets"),
 }  # fmt: skip
 """Figures and explorers, imported on first use: matplotlib and ipywidgets stay out of the command line and of
@@ -132,6 +143,19 @@ __all__ = [  # noqa: RUF022 (grouped by purpose, as the README lists them)
     "to_openai",
     "to_transformers",
     "to_vllm",
+    # one preset, several engines (notebook 13)
+    "ENGINES",
+    "in_engine",
+    "engine_rows",
+    "defaults_rows",
+    "plot_engines",
+    "logprob_lens",
+    "logprob_flags",
+    "received_params",
+    "llama_cpp_available",
+    "llama_distribution",
+    "engine_distances",
+    "LlamaServer",
     # images, set-up, exercises
     "SAMPLE_IMAGES",
     "cached_smolvlm",

@@ -15,6 +15,7 @@ from typing import Any
 
 from smolkit import _checks
 from smolkit.distribution import next_token_distribution
+from smolkit.engines import in_engine
 from smolkit.explain import explain
 from smolkit.generation import generate
 from smolkit.params import SamplingParams
@@ -55,6 +56,12 @@ def _row_for(rows: Sequence[dict[str, Any]], edge: int) -> dict[str, Any]:
 
 def _vllm_count(dist: Any) -> int:
     return dist.in_vllm_order().surviving()
+
+
+def _keeps_more(dist: Any, first: str = "transformers", second: str = "llama.cpp") -> str:
+    """Which of two engines can draw more tokens for ``dist`` ("same" when they keep as many)."""
+    a, b = in_engine(dist, first).surviving(), in_engine(dist, second).surviving()
+    return "same" if a == b else first if a > b else second
 
 
 EXERCISES: dict[str, Exercise] = {
@@ -128,6 +135,9 @@ EXERCISES: dict[str, Exercise] = {
                     "the note marked [top_k_default]"),
     "12c": Exercise(("exercise",), lambda exercise: _vllm_count(exercise),
                     "exercise.in_vllm_order() replays vLLM's order: count the tokens that can still be drawn"),
+    "13a": Exercise(("exercise",), lambda exercise: _keeps_more(exercise),
+                    "does top_p read the probabilities before the temperature (llama.cpp) or after (transformers)? "
+                    "A temperature above 1 flattens them, so more tokens are needed to reach top_p"),
 }
 """Every exercise of the notebooks, by notebook number and letter."""
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, LogitsProcessorList
 
+from smolkit.engines import explain_engine
 from smolkit.export import check_params
 from smolkit.hf import NEUTRAL, generate_processors, stage_name, to_transformers
 from smolkit.importers import as_generation_config, ids
@@ -188,15 +189,24 @@ def plain_kwargs(params: SamplingParams) -> dict[str, Any]:
     return kwargs
 
 
-def explain(params: SamplingParams, lm: Any, generation_config: GenerationConfig | Mapping[str, Any] | None = None):
+def explain(
+    params: SamplingParams,
+    lm: Any,
+    generation_config: GenerationConfig | Mapping[str, Any] | None = None,
+    engine: str | None = None,
+):
     """What generate will really run for ``params`` on ``lm`` (an ``Explanation``; print it).
 
     ``generation_config`` replaces the model's own for this explanation (e.g. another model's
-    generation_config.json: the stages depend on it, not on the weights).
+    generation_config.json: the stages depend on it, not on the weights). ``engine`` ("transformers", "vllm",
+    "sglang", "llama.cpp", "llama-cpp-python"): what that engine applies instead, value by value and where each
+    value comes from (yours, the model's files, the engine's defaults): an ``EngineExplanation``.
     """
     check_params(params)
     if not hasattr(lm, "model") or not hasattr(lm, "eos_token_ids"):
         raise TypeError(f"lm must be a model from smolkit.load_model(), got {type(lm).__name__}")
+    if engine is not None:
+        return explain_engine(params, lm, engine)
     model = lm.model
     base = model.generation_config
     if generation_config is not None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -131,6 +131,8 @@ def stage_name(processor: Any) -> str:
     >>> stage_name(TopPLogitsWarper(0.9)), stage_name(NoRepeatNGramLogitsProcessor(3))
     ('top_p', 'no_repeat_n_gram')
     """
+    if isinstance(getattr(processor, "stage", None), str):
+        return processor.stage  # a composite stage names itself (smolkit.engines.JointFilter)
     cls = type(processor).__name__
     if cls in STAGE_NAMES:
         return STAGE_NAMES[cls]
@@ -271,13 +273,15 @@ def apply_stages(
     processors: Sequence[Any],
     greedy: bool,
     order: Sequence[str] | None = None,
+    stage_ids: Mapping[str, torch.Tensor] | None = None,
 ) -> Stages:
     """The next-token distribution after each stage: softmax of ``logits`` (vocab,) as "raw", then of the scores
     after each processor (named by ``stage_name``), a one-hot "greedy" stage at the argmax when ``greedy``, and
     "final", what is sampled from; with the tokens each stage keeps.
 
     ``order`` lists stage names to apply in that order instead of the list's (names it does not know keep their
-    place at the front), for replaying the same processors in another stack's order.
+    place at the front), for replaying the same processors in another stack's order. ``stage_ids`` gives some
+    stages other token ids than ``input_ids`` (an engine whose penalties count only a window of the text).
     """
     if order is not None:
         rank = {name: i for i, name in enumerate(order)}
@@ -285,9 +289,10 @@ def apply_stages(
     scores = logits.unsqueeze(0)
     probs, kept = {"raw": torch.softmax(scores, dim=-1)[0]}, {"raw": torch.isfinite(logits)}
     for processor in processors:
-        scores = processor(input_ids, scores)
-        probs[stage_name(processor)] = torch.softmax(scores, dim=-1)[0]
-        kept[stage_name(processor)] = torch.isfinite(scores[0])
+        name = stage_name(processor)
+        scores = processor((stage_ids or {}).get(name, input_ids), scores)
+        probs[name] = torch.softmax(scores, dim=-1)[0]
+        kept[name] = torch.isfinite(scores[0])
     if greedy:
         one_hot = torch.zeros_like(logits)
         one_hot[int(scores[0].argmax())] = 1.0

@@ -20,6 +20,7 @@ from matplotlib.patches import Patch
 
 from smolkit.beams import BeamNode, BeamSearchResult
 from smolkit.distribution import Distribution
+from smolkit.engines import ENGINES, in_engine
 from smolkit.generation import GenerationResult
 from smolkit.sequences import ContinuationScore
 from smolkit.tables import grid
@@ -33,6 +34,7 @@ __all__ = [
     "plot_beam_tree",
     "plot_cumulative",
     "plot_distribution",
+    "plot_engines",
     "plot_entropy_vs_temperature",
     "plot_heatmap",
     "plot_stages",
@@ -474,3 +476,28 @@ def show(fig: Figure) -> Figure:
 
 
 _register_notebook_display()
+
+
+def plot_engines(dist: Distribution, n: int = 10, names: Sequence[str] | None = None) -> Figure:
+    """The same next token as each engine samples it: for the ``n`` likeliest tokens under "raw", one bar per
+    engine (``smolkit.engines.in_engine``); a red x where an engine can no longer draw the token. The legend gives
+    each engine's surviving tokens."""
+    names = list(names or ENGINES)
+    fig, ax = _new_axes(None, (9, 3.4))
+    ids = torch.topk(dist.stages["raw"], n).indices
+    labels = [token_label(text, 10) for text in dist.lm.token_texts(ids.tolist())]
+    width = 0.8 / len(names)
+    colours = ["#2b6cb0", "#dd6b20", "#38a169", "#805ad5", "#d53f8c"]
+    for k, name in enumerate(names):
+        ours = in_engine(dist, name)
+        probs = ours.probs[ids].numpy()
+        x = np.arange(n) + (k - (len(names) - 1) / 2) * width
+        ax.bar(x, probs, width, color=colours[k % len(colours)], label=f"{name} ({ours.surviving():,} tokens)")
+        cut = x[probs == 0]
+        ax.plot(cut, [0.0] * len(cut), "x", color=CUT, markersize=5, mew=1.5)
+    ax.set_xticks(range(n), labels, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("probability")
+    ax.set_title(f"one preset, {len(names)} engines: {dist.params!r}", fontsize=9)
+    ax.legend(fontsize=8, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig

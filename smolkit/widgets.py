@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from smolkit import _checks
+from smolkit import _checks, engines
 from smolkit.beams import MAX_BEAMS, BeamSearchResult, beam_search, beam_tree
 from smolkit.distribution import Distribution, next_token_distribution
 from smolkit.export import ExportWarning
@@ -232,6 +232,8 @@ class DistributionExplorer(_Explorer):
     (top-p's view) or "both". ``update(**changes)`` does what moving sliders does, for code and tests; ``dist``
     is the current Distribution and ``summary()`` its numbers as text. While a slider moves the scale stays (or
     grows, when a bar needs it); SETTLE_SECONDS after the last move it fits the distribution again (``settle()``).
+    ``engine`` (a menu too, ``set_engine``): whose order and penalty rules reshape the logits
+    (``smolkit.engines``: "transformers", "vllm", "sglang", "llama.cpp", "llama-cpp-python").
     """
 
     def __init__(
@@ -244,10 +246,15 @@ class DistributionExplorer(_Explorer):
         view: str = "bars",
         n: int = 12,
         image: Any = None,
+        engine: str = "transformers",
     ):
         super().__init__(lm, prompt, params, controls)
         _checks.choice("view", view, VIEWS)
-        self.dist = next_token_distribution(lm, prompt, self.params, generated=generated, image=image)
+        self.engine = engines.engine(engine).name
+        self._base = next_token_distribution(lm, prompt, self.params, generated=generated, image=image)
+        self.dist = engines.in_engine(self._base, self.engine)
+        self.engine_menu = W.Dropdown(options=list(engines.ENGINES), value=self.engine, description="engine")
+        self.engine_menu.observe(lambda change: self.set_engine(change["new"]), names="value")
         self.live = _LiveFigure(self.dist, view, n)
         self._make_sliders()
         self.readout = W.HTML(self._readout_html())
@@ -255,7 +262,16 @@ class DistributionExplorer(_Explorer):
         self._syncing = False
         self._settle_handle: Any = None
         self.export = PresetExport(lambda: self.params, lm, prompt)
-        self.widget = W.VBox([*self.sliders.values(), self.readout, self.error, self.live.image, self.export.widget])
+        self.widget = W.VBox(
+            [self.engine_menu, *self.sliders.values(), self.readout, self.error, self.live.image, self.export.widget]
+        )
+
+    def set_engine(self, name: str) -> Distribution:
+        """Show the same logits and parameters as engine ``name`` samples them (what the menu does)."""
+        self.engine = engines.engine(name).name
+        if self.engine_menu.value != self.engine:
+            self.engine_menu.value = self.engine  # calls back here once, with the same engine
+        return self.update()
 
     def _on_slider(self, change: dict) -> None:
         if not self._syncing:
@@ -274,7 +290,8 @@ class DistributionExplorer(_Explorer):
                 widget.value = getattr(params, name)
         finally:
             self._syncing = False
-        self.dist = self.dist.with_params(params)
+        self._base = self._base.with_params(params)
+        self.dist = engines.in_engine(self._base, self.engine)
         self.live.update(self.dist)
         self.readout.value = self._readout_html()
         self.export.mark_stale()
@@ -303,7 +320,8 @@ class DistributionExplorer(_Explorer):
     def _readout_html(self) -> str:
         d = self.dist
         return (
-            f"<code>{html.escape(repr(d.params))}</code><br>entropy {d.stage_entropy('raw'):.2f} → "
+            f"<code>{html.escape(repr(d.params))}</code> in {html.escape(self.engine)}'s order<br>"
+            f"entropy {d.stage_entropy('raw'):.2f} → "
             f"<b>{d.entropy:.2f}</b> bits &nbsp; <b>{d.surviving():,}</b> tokens kept &nbsp; top: "
             + ", ".join(f"{html.escape(token_label(t.token))} {t.prob:.3f}" for t in d.top(3))
         )

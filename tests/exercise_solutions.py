@@ -30,6 +30,7 @@ SOLUTIONS = {
     "12a": ("extra_body", "repetition_penalty"),
     "12b": (50, 0),
     "12c": (4, 5),
+    "13a": ("llama.cpp", "transformers"),
 }
 """exercise -> (right answer, wrong answer). Values the notebooks' committed outputs show (or, for predictions,
 what the kit computes): a change that moves one of them is a change the exercise's text must follow."""
