@@ -85,6 +85,46 @@ def test_seeded_fast_samples_repeat(lm):
     assert generate(lm, STORY, FULL.replace(seed=4), fast=True).texts != first.texts
 
 
+def test_seeded_fast_calls_leave_the_callers_random_stream_alone(lm):
+    torch.manual_seed(99)
+    expected = torch.rand(3)
+    torch.manual_seed(99)
+    generate(lm, STORY, FULL, fast=True)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_seeded_call_draws_the_same_whatever_runs_before_its_first_draw(lm, monkeypatch):
+    """The decoder seeds its own generator right before the first draw (issue 24): warm-up steps drawing from that
+    very generator (what a CUDA-graph capture runs first, on the call that switches tiers) and draws from the
+    global stream (compiling) before it change no token. Seeding around the call, as before, failed this."""
+    decoder = fastpath.FastDecoder(lm)
+    monkeypatch.setattr(lm, "fast_decoder", decoder)
+    params = FULL.replace(max_new_tokens=8)
+    first = generate(lm, STORY, params, fast=True)
+    prepare = decoder.prepare
+
+    def prepare_and_warm_up(*args, **kwargs):
+        buf = prepare(*args, **kwargs)
+        decoder._warm_up(buf)
+        torch.rand(1000)
+        return buf
+
+    monkeypatch.setattr(decoder, "prepare", prepare_and_warm_up)
+    again = generate(lm, STORY, params, fast=True)
+    assert [s.token_ids for s in again.samples] == [s.token_ids for s in first.samples]
+
+
+def test_unseeded_fast_calls_follow_torch_manual_seed(lm):
+    """Without a seed the decoder seeds itself from torch's global generator, as transformers' generate draws from
+    it: torch.manual_seed makes a session repeat, and two unseeded calls differ."""
+    params = FULL.replace(seed=None, max_new_tokens=8)
+    torch.manual_seed(5)
+    a, b = generate(lm, STORY, params, fast=True), generate(lm, STORY, params, fast=True)
+    torch.manual_seed(5)
+    assert generate(lm, STORY, params, fast=True).texts == a.texts
+    assert b.texts != a.texts
+
+
 def test_finished_rows_stop_changing(lm):
     params = SamplingParams(temperature=0, max_new_tokens=40, n=2)
     result = generate(lm, "Say only: yes", params, fast=True)
@@ -205,6 +245,56 @@ def test_gpu_steps_sample_from_the_kits_distribution(gpu_tier):
                 torch.testing.assert_close(out.full_probs[row, t], dist.probs, rtol=0, atol=1e-4)
 
 
+SEED_PARAMS = SamplingParams(temperature=1.0, max_new_tokens=48, seed=7)
+"""The measurement of issue 24 (embedded model, float32): the call that switched tiers drew other tokens."""
+
+
+def _token_ids(result) -> list[tuple[int, ...]]:
+    return [s.token_ids for s in result.samples]
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("n", [1, 4])
+def test_gpu_same_seed_same_tokens_across_the_tier_switch(gpu_lm, monkeypatch, n):
+    """A tiered decoder (compile=None) with COMPILE_AFTER_S tiny: its first call decodes plain, the second compiles
+    and captures its graphs again, the third replays them. The same seed gives the same tokens on all three, for
+    one sample and for a row of four (float32: the tiers' roundings differ far below what moves a draw)."""
+    from smolkit.fastpath import decoder as decoder_module
+
+    monkeypatch.setattr(decoder_module, "COMPILE_AFTER_S", 1e-9)
+    decoder = fastpath.FastDecoder(gpu_lm)
+    assert decoder.tiered and decoder.tier == "plain"
+    monkeypatch.setattr(gpu_lm, "fast_decoder", decoder)
+    params = SEED_PARAMS.replace(n=n)
+    before = generate(gpu_lm, STORY, params)
+    assert "CUDA graphs" in before.backend and decoder.tier == "plain"
+    switching = generate(gpu_lm, STORY, params)
+    assert decoder.tier == "compiled"
+    after = generate(gpu_lm, STORY, params)
+    assert _token_ids(switching) == _token_ids(before)
+    assert _token_ids(after) == _token_ids(before)
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_same_seed_same_tokens_across_load_model_calls(monkeypatch):
+    """Two load_model calls in one process, each with its own decoder (its own compile, captures and generator):
+    the same seed gives the same tokens, at n = 1 on the plain tier and on the switching call, then at n = 4."""
+    from smolkit.fastpath import decoder as decoder_module
+
+    monkeypatch.setattr(decoder_module, "COMPILE_AFTER_S", 1e-9)
+    runs = []
+    for _ in range(2):
+        lm = smolkit.load_model("embedded", device="cuda")
+        runs.append([_token_ids(generate(lm, STORY, SEED_PARAMS.replace(n=n))) for n in (1, 1, 4)])
+        assert lm.fast_decoder.tier == "compiled"
+        del lm
+        torch.cuda.empty_cache()
+    assert runs[0][0] == runs[0][1]
+    assert runs[1] == runs[0]
+
+
 def test_chi_square_tells_a_wrong_distribution():
     """The statistic used on the GPU: small for draws from the distribution, large for draws from another one."""
     gen = torch.Generator().manual_seed(0)
@@ -313,13 +403,12 @@ def test_a_decoder_compiles_once_plain_decoding_took_compile_after_s(lm, monkeyp
     threshold = 3600.0  # far above what the first call takes, however slow the machine
     monkeypatch.setattr(decoder_module, "COMPILE_AFTER_S", threshold)
     params, inputs = FULL.replace(max_new_tokens=6), lm.inputs(STORY)
-    torch.manual_seed(0)  # the same noise for both calls: the same draws
     plain = decoder.generate(inputs, params, lm.eos_token_ids, lm.pad_token_id, keep_probs=True)
     assert decoder.tier == "plain" and 0 < decoder.plain_decode_seconds < threshold
     assert decoder.layer.compiled is None
     decoder.plain_decode_seconds = threshold
     torch._dynamo.reset()
-    torch.manual_seed(0)
+    torch.rand(1000)  # the caller's stream moved: the draws come from params.seed alone
     again = decoder.generate(inputs, params, lm.eos_token_ids, lm.pad_token_id, keep_probs=True)
     assert decoder.tier == "compiled" and decoder.layer.first_call_seconds is not None
     assert decoder.compile_problems == {}

@@ -75,6 +75,7 @@ class _Buffers:
     cos: torch.Tensor  # (L, head_dim)
     sin: torch.Tensor
     noise: torch.Tensor  # (B, V) Exp(1) draws, refilled every step (the PyTorch sampler)
+    generator: torch.Generator  # the only random stream the steps draw from, seeded by each call (_seed)
     seed: torch.Tensor  # (1,) int64: the fused sampler's random stream, drawn anew every call
     caches: list[tuple[torch.Tensor, torch.Tensor]]
     settings: Settings
@@ -211,7 +212,8 @@ class FastDecoder:
     def _sample(self, logits: torch.Tensor, buf: _Buffers) -> torch.Tensor:
         if self.fused is not None:
             return self.fused(logits, buf.seed, buf.settings, buf.progress, buf.records)
-        return self.sampler(logits, buf.noise.exponential_(), buf.settings, buf.progress, buf.records)
+        noise = buf.noise.exponential_(generator=buf.generator)
+        return self.sampler(logits, noise, buf.settings, buf.progress, buf.records)
 
     @property
     def sampler_name(self) -> str:
@@ -237,6 +239,7 @@ class FastDecoder:
             cos=cos,
             sin=sin,
             noise=torch.ones(batch, self.vocab, device=self.device),
+            generator=torch.Generator(device=self.device),
             seed=torch.zeros(1, dtype=torch.int64, device=self.device),
             caches=caches,
             settings=Settings.allocate(self.vocab, self.device),
@@ -247,10 +250,7 @@ class FastDecoder:
 
     @torch.inference_mode()
     def prepare(self, batch: int, positions: int, keep_probs: bool = False) -> _Buffers:
-        """Buffers (and, on CUDA, the captured graph) for ``batch`` rows and ``positions`` (prompt + new tokens).
-
-        Call it outside any seeded block: capturing runs warm-up steps that draw random numbers.
-        """
+        """Buffers (and, on CUDA, the captured graph) for ``batch`` rows and ``positions`` (prompt + new tokens)."""
         key = (batch, _bucket(positions), keep_probs)
         if key not in self._buffers:
             self._buffers[key] = self._allocate(batch, key[1], keep_probs)
@@ -262,14 +262,16 @@ class FastDecoder:
     def _capture_decode(self, buf: _Buffers) -> None:
         """Capture CHUNK decode steps in a CUDA graph (after warm-up runs that also compile the kernels).
 
-        The warm-up and capture run on neutral settings; every real call loads its own afterwards.
+        The warm-up and capture run on neutral settings and draw from the buffers' generator; every real call loads
+        its own settings and seeds the generator afterwards. The graph reads the generator's seed and offset at each
+        replay (``register_generator_state``: torch's graph-safe RNG), so a replay draws what the same steps run
+        eagerly would draw after the same seeding.
         """
         start = time.perf_counter()
-        buf.settings.load(SamplingParams(max_new_tokens=1), self.lm.eos_token_ids, 0)
-        buf.progress.reset(torch.zeros(1, 1, dtype=torch.int64))
-        _on_side_stream(self.device, lambda: [self._decode_chunk(buf, 1) for _ in range(2)])  # compiles, warms up
+        _on_side_stream(self.device, lambda: self._warm_up(buf))
         warm = time.perf_counter()
         graph = torch.cuda.CUDAGraph()
+        graph.register_generator_state(buf.generator)
         with torch.cuda.graph(graph):
             self._decode_chunk(buf, CHUNK)
         torch.cuda.synchronize(self.device)
@@ -277,6 +279,13 @@ class FastDecoder:
         key = f"b={buf.rows} L={buf.arange.numel()}"
         self.setup_seconds[f"compile+warm-up {key}"] = warm - start
         self.setup_seconds[f"capture {key}"] = time.perf_counter() - warm
+
+    def _warm_up(self, buf: _Buffers) -> None:
+        """Two decode steps on neutral settings: they compile the pieces (compiled tier) before a capture."""
+        buf.settings.load(SamplingParams(max_new_tokens=1), self.lm.eos_token_ids, 0)
+        buf.progress.reset(torch.zeros(1, 1, dtype=torch.int64))
+        for _ in range(2):
+            self._decode_chunk(buf, 1)
 
     def _prompt_graph(self, buf: _Buffers, length: int) -> _PrefillGraph:
         """The captured prompt pass for prompts of ``length`` tokens: one graph per power-of-two bucket."""
@@ -327,19 +336,21 @@ class FastDecoder:
         keep_probs: bool = False,
         on_chunk: Callable[[int], Any] | None = None,
     ) -> FastResult:
-        """Generate ``params.n`` continuations of the single prompt in ``inputs``. ``on_chunk(steps)`` is told of
-        each chunk done (a progress bar), between chunks only: nothing waits on the host inside one."""
+        """Generate ``params.n`` continuations of the single prompt in ``inputs``, drawing from ``params.seed``
+        (see ``_seed``). ``on_chunk(steps)`` is told of each chunk done (a progress bar), between chunks only:
+        nothing waits on the host inside one."""
         prompt_len = int(inputs["input_ids"].shape[1])
         self._compile_when_it_pays()
         buf = self.prepare(params.n, prompt_len + params.max_new_tokens, keep_probs)
         start = time.perf_counter()
         buf.settings.load(params, stop_ids, pad_id)
-        if self.fused is not None:
-            buf.seed.random_()  # from the caller's (seeded) generator: a replayed graph draws new numbers every call
         buf.progress.reset(inputs["input_ids"])
         buf.records.tokens.fill_(pad_id)
         buf.prompt_len.fill_(prompt_len)
         logits = self._prefill(inputs, buf).expand(params.n, -1).contiguous()
+        _seed(buf, params.seed)  # after every compile and capture this call may have caused: next, the first draw
+        if self.fused is not None:
+            buf.seed.random_(generator=buf.generator)  # the fused sampler's stream, from the seeded one
         buf.token.copy_(self._sample(logits, buf))
         if on_chunk is not None:
             on_chunk(1)
@@ -358,6 +369,23 @@ class FastDecoder:
         if not self.compile:
             self.plain_decode_seconds += seconds
         return FastResult.of(buf.records, params.n, params.max_new_tokens, seconds)
+
+
+def _seed(buf: _Buffers, seed: int | None) -> None:
+    """Seed the buffers' generator, the one random stream the steps draw from, for one call: with ``seed``, or,
+    unseeded, with a number drawn from torch's global generator (so ``torch.manual_seed`` still makes a session's
+    unseeded calls repeat, as it does for transformers' generate). The decoder owns this stream: compiling,
+    capturing and the caller's own draws use other streams, so they cannot shift it, and the caller's stream is
+    left as it was by a seeded call. On the CPU the draws equal those of ``torch.manual_seed(seed)`` and the same
+    steps run on the global generator (the same Mersenne Twister, seeded alike); on CUDA, torch's Philox.
+
+    vLLM's v1 sampler does the same per request (a ``torch.Generator`` seeded from SamplingParams.seed, its
+    exponential race drawn from it); its Model Runner V2 keys counter-based noise by (seed, position) in a Triton
+    kernel instead, which would change every CPU sample the notebooks show.
+    """
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+    buf.generator.manual_seed(seed)
 
 
 def _on_side_stream(device: torch.device, work: Callable[[], Any]) -> None:
