@@ -52,14 +52,7 @@ lab: doctor
 lint: setup
 	$(VENV)/bin/ruff check smolkit tests bench environment
 
-# Triton for the tests only (691 MB; a learner's venv goes without): tests/test_fused_sampler.py runs the fast path's
-# fused sampler in Triton's CPU interpreter against the PyTorch sampler.
-DEV_STAMP := $(VENV)/.smolkit-dev
-$(DEV_STAMP): requirements-dev.txt $(STAMP)
-	$(PY) -m pip install -q -r requirements-dev.txt
-	touch $@
-
-test-unit: kernel $(DEV_STAMP)
+test-unit: kernel
 	$(PY) -m pytest -q -m "not gpu and not browser and not hub" tests smolkit
 
 # nbval compares each notebook's text outputs with the committed ones, on the CPU: text exactly, printed decimals to
