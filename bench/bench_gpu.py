@@ -5,10 +5,9 @@ Peers, all on the same model, prompt and machine:
   - transformers' fastest path, ``generate(..., cache_implementation="static")`` (compiles the forward; --static),
   - smolkit's ``generate()`` (decode + sampling captured in CUDA graphs, ``smolkit.fastpath``) in both tiers (the
     plain PyTorch pieces a decoder starts with, the compiled ones it moves to after COMPILE_AFTER_S of decoding)
-    beside its own variants: the fused Triton sampler, and static shapes (a compile per batch size and cache
-    length).
-Also the sampler alone per step (a CUDA graph of 32 steps, fused beside PyTorch). A fresh process's start, stage
-by stage, is bench/profile_startup.py's.
+    beside its own variant with static shapes (a compile per batch size and cache length).
+Also the sampler alone per step (a CUDA graph of 32 steps; the fused Triton sampler once timed beside it lives in
+bench/fused_sampler/). A fresh process's start, stage by stage, is bench/profile_startup.py's.
 
 Prints a table and writes JSON (--out). Random weights of the same architecture give the same speed as real ones
 (--weights random). ``--device cpu`` runs the same code paths eagerly on the CPU with a tiny model and few tokens
@@ -151,7 +150,7 @@ def smolkit_generate(lm: LoadedModel, params: SamplingParams, prompt: str = PROM
 
 @contextlib.contextmanager
 def decoder_variant(lm: LoadedModel, **options: Any):
-    """``lm``'s generate served by a FastDecoder built with ``options`` (fused=False, dynamic=False) meanwhile."""
+    """``lm``'s generate served by a FastDecoder built with ``options`` (compile=True, dynamic=False) meanwhile."""
     kept = fastpath.get_fast_decoder(lm)
     lm.fast_decoder = fastpath.FastDecoder(lm, **options)
     try:
@@ -169,7 +168,7 @@ def sampler_step_us(decoder: fastpath.FastDecoder, batch: int, params: SamplingP
     params = params.replace(min_tokens=0, max_new_tokens=10_000, stop_token_ids=[])
     buf.settings.load(params, lm.eos_token_ids, lm.pad_token_id or 0)
     buf.progress.reset(lm.encode(PROMPT))
-    logits = torch.randn(batch, decoder.vocab, device=decoder.device) * 3
+    logits = torch.randn(batch, decoder.model.vocab, device=decoder.device) * 3
 
     def run() -> None:
         for _ in range(steps):
@@ -193,7 +192,7 @@ def sampler_step_us(decoder: fastpath.FastDecoder, batch: int, params: SamplingP
 
 TYPICAL = SamplingParams(temperature=0.8, top_p=0.9, top_k=50, min_p=0.02, repetition_penalty=1.1,
                          presence_penalty=0.3, frequency_penalty=0.2)  # fmt: skip
-WIDE = SamplingParams(temperature=1.5, top_p=0.99)  # top_p keeps thousands of tokens: the fused window moves
+WIDE = SamplingParams(temperature=1.5, top_p=0.99)  # top_p keeps thousands of tokens
 SAMPLER_CASES = {
     "full parameter set": TYPICAL,
     "temperature 1.5 top_p 0.99": WIDE,
@@ -215,15 +214,12 @@ class Table:
 
 
 def bench_samplers(lm: LoadedModel, table: Table) -> None:
-    """The sampler alone per step: the fused kernel beside the PyTorch sampler (shipped), at the notebooks' batch
-    sizes."""
-    with decoder_variant(lm, compile=True) as shipped, decoder_variant(lm, compile=True, fused=True) as fused:
+    """The sampler alone per step (compiled), at the notebooks' batch sizes."""
+    with decoder_variant(lm, compile=True) as shipped:
         for batch in (1, SIZES.many):
             for case, params in SAMPLER_CASES.items():
-                for name, decoder in (("fused" if fused.fused else "fused failed its check", fused),
-                                      ("PyTorch", shipped)):  # fmt: skip
-                    us = sampler_step_us(decoder, batch, params)
-                    table.add(f"sampler alone ({name}), batch {batch}, {case}", us / 1e6, 0, f"{us:.1f} us/step")
+                us = sampler_step_us(shipped, batch, params)
+                table.add(f"sampler alone (PyTorch), batch {batch}, {case}", us / 1e6, 0, f"{us:.1f} us/step")
 
 
 def first_call(table: Table, lm: LoadedModel, name: str, params: SamplingParams, prompt: str = PROMPT) -> None:
@@ -252,8 +248,7 @@ def bench_tier(lm: LoadedModel, table: Table, tier: str) -> None:
     start = time.perf_counter()
     decoder = fastpath.get_fast_decoder(lm)
     decoder.prepare(1, lm.encode(PROMPT).shape[1] + SIZES.tokens)
-    table.add(f"{name}: set-up + capture, batch 1", time.perf_counter() - start, 0,
-              f"sampler: {decoder.sampler_name} ({decoder.fused_problem or 'check passed'})")  # fmt: skip
+    table.add(f"{name}: set-up + capture, batch 1", time.perf_counter() - start, 0)
     print(f"  first calls (compile or cache load): {decoder.compile_seconds}; problems: {decoder.compile_problems}")
     smolkit_generate(lm, long)
     table.add(f"{name} generate, batch 1, full parameter set", *timed(lambda: smolkit_generate(lm, long), SIZES.repeat))
@@ -270,18 +265,17 @@ def bench_tier(lm: LoadedModel, table: Table, tier: str) -> None:
 
 
 def bench_variants(lm: LoadedModel, table: Table) -> None:
-    """smolkit's own peers: the fused sampler, and static shapes (compiled per batch size and cache length)."""
+    """smolkit's own peer: static shapes (compiled per batch size and cache length)."""
     long = full_params().replace(min_tokens=SIZES.tokens)
     many = full_params().replace(n=SIZES.many, max_new_tokens=SIZES.many, min_tokens=SIZES.many)
-    for label, options in (("fused sampler", {"fused": True}), ("static shapes", {"dynamic": False})):
-        options = {"compile": True, **options}
-        with decoder_variant(lm, **options):
-            first_call(table, lm, f"smolkit ({label}): first call, batch 1 (compile + capture)", long)
-            table.add(f"smolkit ({label}) generate, batch 1, full parameter set",
-                      *timed(lambda: smolkit_generate(lm, long), SIZES.repeat))  # fmt: skip
-            first_call(table, lm, f"smolkit ({label}): first call at batch {SIZES.many}", many)
-            table.add(f"smolkit ({label}) generate, {SIZES.many} x {SIZES.many}",
-                      *timed(lambda: smolkit_generate(lm, many), SIZES.repeat))  # fmt: skip
+    label = "static shapes"
+    with decoder_variant(lm, compile=True, dynamic=False):
+        first_call(table, lm, f"smolkit ({label}): first call, batch 1 (compile + capture)", long)
+        table.add(f"smolkit ({label}) generate, batch 1, full parameter set",
+                  *timed(lambda: smolkit_generate(lm, long), SIZES.repeat))  # fmt: skip
+        first_call(table, lm, f"smolkit ({label}): first call at batch {SIZES.many}", many)
+        table.add(f"smolkit ({label}) generate, {SIZES.many} x {SIZES.many}",
+                  *timed(lambda: smolkit_generate(lm, many), SIZES.repeat))  # fmt: skip
 
 
 def bench_transformers(lm: LoadedModel, table: Table, static: bool, plain: bool) -> None:

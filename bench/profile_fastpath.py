@@ -1,6 +1,5 @@
-"""Where a fast-path decode step spends its time on a GPU: one CUDA-graph chunk, the sampler alone (the fused
-kernel beside the PyTorch sampler), one decoder layer, the prompt pass, the host's post-processing, and the
-profiler's kernel table for one chunk.
+"""Where a fast-path decode step spends its time on a GPU: one CUDA-graph chunk, the sampler alone, one decoder
+layer, the prompt pass, the host's post-processing, and the profiler's kernel table for one chunk.
 
     python bench/profile_fastpath.py [--batch 1] [--dtype auto] [--random] [--quick] [--device cpu]
 
@@ -51,35 +50,10 @@ def graphed(fn):
     return graph.replay
 
 
-def report_samplers(dec: FastDecoder, lm, batch: int, with_fused: bool) -> None:
-    """The sampler alone per step, the shipped one (PyTorch) beside the fused kernel (where it passed its check)
-    and the fused kernel's other sizes."""
-    if not with_fused:
-        for case, params in bench_gpu.SAMPLER_CASES.items():
-            print(f"sampler alone, batch {batch}, {case}: {dec.sampler_name} "
-                  f"{bench_gpu.sampler_step_us(dec, batch, params):.1f} us/step")  # fmt: skip
-        return
-    fused = FastDecoder(lm, compile=dec.compile, fused=True)
+def report_samplers(dec: FastDecoder, batch: int) -> None:
+    """The sampler alone per step (the fused Triton kernel once timed beside it lives in bench/fused_sampler/)."""
     for case, params in bench_gpu.SAMPLER_CASES.items():
-        shipped = bench_gpu.sampler_step_us(dec, batch, params)
-        candidate = bench_gpu.sampler_step_us(fused, batch, params)
-        print(f"sampler alone, batch {batch}, {case}: {dec.sampler_name} {shipped:.1f} us/step, "
-              f"{fused.sampler_name} {candidate:.1f} us/step")  # fmt: skip
-    if fused.fused is None:
-        return
-    from smolkit.fastpath.fused import FusedSampler
-
-    dec, shipped = fused, fused.fused
-    for block, cand, warps in FUSED_VARIANTS:  # the kernel's sizes: which is fastest on this GPU
-        dec.fused = FusedSampler(block=block, cand=cand, num_warps=warps)
-        times = {case: round(bench_gpu.sampler_step_us(dec, batch, params), 1)
-                 for case, params in bench_gpu.SAMPLER_CASES.items()}  # fmt: skip
-        print(f"fused sampler block={block} cand={cand} num_warps={warps}, batch {batch}: {times} us/step")
-    dec.fused = shipped
-
-
-FUSED_VARIANTS = [(4096, 1024, 16), (2048, 1024, 8), (8192, 1024, 16), (4096, 512, 16), (4096, 2048, 16)]
-"""(tokens per pass chunk, window, warps) tried for the fused sampler; the first is FusedSampler's default."""
+        print(f"sampler alone, batch {batch}, {case}: {bench_gpu.sampler_step_us(dec, batch, params):.1f} us/step")
 
 
 def main() -> None:
@@ -90,7 +64,6 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="only the step timings")
     parser.add_argument("--random", action="store_true", help="random weights (speed only)")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    parser.add_argument("--no-fused", action="store_true", help="leave the fused sampler's timings out")
     args = parser.parse_args()
     bench_gpu.DEVICE = device = torch.device(args.device)
     on_gpu = device.type == "cuda"
@@ -103,8 +76,7 @@ def main() -> None:
                             max_new_tokens=tokens, min_tokens=tokens, n=args.batch)  # fmt: skip
     inputs = lm.inputs(PROMPT)
     buf = dec.prepare(args.batch, inputs["input_ids"].shape[1] + tokens)
-    print("variant:", vars(args), lm.dtype, "| sampler:", dec.sampler_name, dec.fused_problem or "",
-          "| compile problems:", str(dec.compile_problems)[:300])  # fmt: skip
+    print("variant:", vars(args), lm.dtype, "| compile problems:", str(dec.compile_problems)[:300])
     print("set-up seconds:", {k: round(v, 2) for k, v in dec.setup_seconds.items()}, "first calls:",
           dec.compile_seconds)  # fmt: skip
     with torch.inference_mode():
@@ -120,13 +92,15 @@ def main() -> None:
         print(f"one chunk ({CHUNK} steps): {chunk:.3f} ms = {chunk / CHUNK:.3f} ms/step")
         print(f"prompt pass: {device_ms(lambda: dec._prefill(inputs, buf), 5):.2f} ms")
         x = torch.randn(args.batch, 1, lm.model.config.hidden_size, device=device, dtype=lm.dtype)
-        rope, mask = (buf.cos[:1], buf.sin[:1]), torch.zeros(1, buf.arange.numel(), device=device)
+        rope, mask = (buf.positions.cos[:1], buf.positions.sin[:1]), torch.zeros(1, buf.length, device=device)
         pos, small = torch.zeros(1, dtype=torch.int64, device=device), dec.compile and args.batch <= SMALL_BATCH
-        layer = graphed(lambda: dec.layer(x, torch.zeros_like(x), rope, mask, pos, buf.caches[0], dec.layers[0],
-                                          dec.dims, small))  # fmt: skip
+        model = dec.model
+        layer = graphed(lambda: dec.layer(x, torch.zeros_like(x), rope, mask, pos, buf.cache[0], model.layers[0],
+                                          model.dims, small))  # fmt: skip
         layer_ms = device_ms(layer)
-        print(f"one decoder layer: {layer_ms * 1000:.1f} us; x{len(dec.layers)} = {layer_ms * len(dec.layers):.3f} ms")
-    report_samplers(dec, lm, args.batch, not args.no_fused)
+        print(f"one decoder layer: {layer_ms * 1000:.1f} us; x{len(model.layers)} = "
+              f"{layer_ms * len(model.layers):.3f} ms")  # fmt: skip
+    report_samplers(dec, args.batch)
     if args.quick:
         return
     start = time.perf_counter()

@@ -341,10 +341,9 @@ class _ProgressStreamer(BaseStreamer):
 def _generate_fast(lm: LoadedModel, request: _Request, bar: tqdm) -> GenerationResult:
     params = request.params
     decoder = fastpath.get_fast_decoder(lm)
-    decoder.prepare(params.n, request.prompt_length + params.max_new_tokens)  # before seeding: it draws numbers
     stop_ids = list(dict.fromkeys([*lm.eos_token_ids, *params.stop_token_ids]))
-    with seeded(params.seed, lm.device):
-        out = decoder.generate(request.inputs, params, stop_ids, lm.pad_token_id or 0, on_chunk=bar.update)
+    # the decoder seeds its own generator with params.seed, after any compile or capture the call needs
+    out = decoder.generate(request.inputs, params, stop_ids, lm.pad_token_id or 0, on_chunk=bar.update)
     samples = tuple(_fast_sample(lm, out, row, set(stop_ids)) for row in range(params.n))
     backend = "smolkit fast path (CUDA graphs)" if decoder.use_graphs else "smolkit fast path (eager)"
     return GenerationResult(request.prompt, params, samples, request.prompt_length, out.seconds, backend)

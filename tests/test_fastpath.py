@@ -85,6 +85,46 @@ def test_seeded_fast_samples_repeat(lm):
     assert generate(lm, STORY, FULL.replace(seed=4), fast=True).texts != first.texts
 
 
+def test_seeded_fast_calls_leave_the_callers_random_stream_alone(lm):
+    torch.manual_seed(99)
+    expected = torch.rand(3)
+    torch.manual_seed(99)
+    generate(lm, STORY, FULL, fast=True)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_seeded_call_draws_the_same_whatever_runs_before_its_first_draw(lm, monkeypatch):
+    """The decoder seeds its own generator right before the first draw (issue 24): warm-up steps drawing from that
+    very generator (what a CUDA-graph capture runs first, on the call that switches tiers) and draws from the
+    global stream (compiling) before it change no token. Seeding around the call, as before, failed this."""
+    decoder = fastpath.FastDecoder(lm)
+    monkeypatch.setattr(lm, "fast_decoder", decoder)
+    params = FULL.replace(max_new_tokens=8)
+    first = generate(lm, STORY, params, fast=True)
+    prepare = decoder.prepare
+
+    def prepare_and_warm_up(*args, **kwargs):
+        buf = prepare(*args, **kwargs)
+        decoder._warm_up(buf)
+        torch.rand(1000)
+        return buf
+
+    monkeypatch.setattr(decoder, "prepare", prepare_and_warm_up)
+    again = generate(lm, STORY, params, fast=True)
+    assert [s.token_ids for s in again.samples] == [s.token_ids for s in first.samples]
+
+
+def test_unseeded_fast_calls_follow_torch_manual_seed(lm):
+    """Without a seed the decoder seeds itself from torch's global generator, as transformers' generate draws from
+    it: torch.manual_seed makes a session repeat, and two unseeded calls differ."""
+    params = FULL.replace(seed=None, max_new_tokens=8)
+    torch.manual_seed(5)
+    a, b = generate(lm, STORY, params, fast=True), generate(lm, STORY, params, fast=True)
+    torch.manual_seed(5)
+    assert generate(lm, STORY, params, fast=True).texts == a.texts
+    assert b.texts != a.texts
+
+
 def test_finished_rows_stop_changing(lm):
     params = SamplingParams(temperature=0, max_new_tokens=40, n=2)
     result = generate(lm, "Say only: yes", params, fast=True)
@@ -195,7 +235,6 @@ def test_gpu_steps_sample_from_the_kits_distribution(gpu_tier):
     within 1e-4 (float32 arithmetic in two orders; measured differences are ~1e-6)."""
     gpu_lm = gpu_tier
     decoder = fastpath.get_fast_decoder(gpu_lm)
-    assert decoder.sampler_name == "PyTorch", decoder.fused_problem  # the sampler the decoder ships with
     for n in (1, 8):
         params = FULL.replace(max_new_tokens=24, n=n)
         out = decoder.generate(gpu_lm.inputs(STORY), params, gpu_lm.eos_token_ids, gpu_lm.pad_token_id, True)
@@ -203,6 +242,56 @@ def test_gpu_steps_sample_from_the_kits_distribution(gpu_tier):
             for t in range(24):
                 dist = next_token_distribution(gpu_lm, STORY, params, generated=out.tokens[row][:t])
                 torch.testing.assert_close(out.full_probs[row, t], dist.probs, rtol=0, atol=1e-4)
+
+
+SEED_PARAMS = SamplingParams(temperature=1.0, max_new_tokens=48, seed=7)
+"""The measurement of issue 24 (embedded model, float32): the call that switched tiers drew other tokens."""
+
+
+def _token_ids(result) -> list[tuple[int, ...]]:
+    return [s.token_ids for s in result.samples]
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("n", [1, 4])
+def test_gpu_same_seed_same_tokens_across_the_tier_switch(gpu_lm, monkeypatch, n):
+    """A tiered decoder (compile=None) with COMPILE_AFTER_S tiny: its first call decodes plain, the second compiles
+    and captures its graphs again, the third replays them. The same seed gives the same tokens on all three, for
+    one sample and for a row of four (float32: the tiers' roundings differ far below what moves a draw)."""
+    from smolkit.fastpath import decoder as decoder_module
+
+    monkeypatch.setattr(decoder_module, "COMPILE_AFTER_S", 1e-9)
+    decoder = fastpath.FastDecoder(gpu_lm)
+    assert decoder.tiered and decoder.tier == "plain"
+    monkeypatch.setattr(gpu_lm, "fast_decoder", decoder)
+    params = SEED_PARAMS.replace(n=n)
+    before = generate(gpu_lm, STORY, params)
+    assert "CUDA graphs" in before.backend and decoder.tier == "plain"
+    switching = generate(gpu_lm, STORY, params)
+    assert decoder.tier == "compiled"
+    after = generate(gpu_lm, STORY, params)
+    assert _token_ids(switching) == _token_ids(after), "the switching call drew other numbers (the defect)"
+    assert _token_ids(switching) == _token_ids(before), "the tiers' roundings moved a draw"
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_same_seed_same_tokens_across_load_model_calls(monkeypatch):
+    """Two load_model calls in one process, each with its own decoder (its own compile, captures and generator):
+    the same seed gives the same tokens, at n = 1 on the plain tier and on the switching call, then at n = 4."""
+    from smolkit.fastpath import decoder as decoder_module
+
+    monkeypatch.setattr(decoder_module, "COMPILE_AFTER_S", 1e-9)
+    runs = []
+    for _ in range(2):
+        lm = smolkit.load_model("embedded", device="cuda")
+        runs.append([_token_ids(generate(lm, STORY, SEED_PARAMS.replace(n=n))) for n in (1, 1, 4)])
+        assert lm.fast_decoder.tier == "compiled"
+        del lm
+        torch.cuda.empty_cache()
+    assert runs[0][0] == runs[0][1]
+    assert runs[1] == runs[0]
 
 
 def test_chi_square_tells_a_wrong_distribution():
@@ -224,8 +313,6 @@ def test_gpu_draws_follow_the_plotted_distribution(gpu_tier, params):
     probs for the same prompt: chi-square below the p = 0.001 critical value, and no draw outside the support."""
     gpu_lm = gpu_tier
     prompt = "Write a short story about a robot who learns to paint."
-    decoder = fastpath.get_fast_decoder(gpu_lm)
-    assert decoder.sampler_name == "PyTorch", decoder.fused_problem  # its draws are the ones tested
     shown = next_token_distribution(gpu_lm, prompt, params).probs
     counts = torch.zeros_like(shown)
     per_call = params.replace(max_new_tokens=1, n=DRAWS // CALLS)
@@ -313,13 +400,12 @@ def test_a_decoder_compiles_once_plain_decoding_took_compile_after_s(lm, monkeyp
     threshold = 3600.0  # far above what the first call takes, however slow the machine
     monkeypatch.setattr(decoder_module, "COMPILE_AFTER_S", threshold)
     params, inputs = FULL.replace(max_new_tokens=6), lm.inputs(STORY)
-    torch.manual_seed(0)  # the same noise for both calls: the same draws
     plain = decoder.generate(inputs, params, lm.eos_token_ids, lm.pad_token_id, keep_probs=True)
     assert decoder.tier == "plain" and 0 < decoder.plain_decode_seconds < threshold
     assert decoder.layer.compiled is None
     decoder.plain_decode_seconds = threshold
     torch._dynamo.reset()
-    torch.manual_seed(0)
+    torch.rand(1000)  # the caller's stream moved: the draws come from params.seed alone
     again = decoder.generate(inputs, params, lm.eos_token_ids, lm.pad_token_id, keep_probs=True)
     assert decoder.tier == "compiled" and decoder.layer.first_call_seconds is not None
     assert decoder.compile_problems == {}
@@ -344,12 +430,35 @@ def test_smolkit_compile_after_s_never_keeps_a_tiered_decoder_plain(lm, monkeypa
     assert decoder.tier == "compiled"
 
 
-def test_the_fused_sampler_is_only_used_on_cuda(lm):
-    """On the CPU the decoder keeps the PyTorch sampler (the reference); the fused kernel needs CUDA and Triton."""
-    decoder = fastpath.FastDecoder(lm, fused=True)
-    assert decoder.fused is None and decoder.fused_problem == "needs CUDA and Triton"
-    assert decoder.sampler_name == "PyTorch"
-    assert fastpath.FastDecoder(lm, fused=False).fused_problem == "not asked for"
+def test_the_models_steps_are_transformers_forward(lm):
+    """model.TextModel, from plain tensors: the prompt pass's logits and one decode step's (two rows) equal the
+    transformers model's forward over the same tokens (float32, 1e-4)."""
+    from smolkit.fastpath.model import TextModel
+
+    model = TextModel.of(lm.model)
+    ids = lm.inputs(STORY)["input_ids"]
+    steps = ids.shape[1]
+    table, cache = model.positions(256), model.empty_cache(2, 256)
+    with torch.inference_mode():
+        prompt = model.prompt_logits(ids[:, :-1], torch.tensor([steps - 2]), table, cache)
+        step = model.decode_logits(ids[0, -1:].expand(2), torch.tensor([steps - 1]), table, cache)
+        reference = lm.model(ids).logits[0, -2:].float()
+    torch.testing.assert_close(prompt[0], reference[0], rtol=0, atol=1e-4)
+    torch.testing.assert_close(step, reference[1].expand(2, -1), rtol=0, atol=1e-4)
+
+
+def test_building_a_decoder_changes_no_process_wide_state(lm, monkeypatch):
+    """No environment variable (the compile cache's location is set where compiling starts, which neither tier's
+    construction does) and no global random state."""
+    import os
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    environment, rng = dict(os.environ), torch.random.get_rng_state()
+    for compile in (False, True, None):
+        fastpath.FastDecoder(lm, compile=compile)
+    assert dict(os.environ) == environment
+    assert torch.equal(torch.random.get_rng_state(), rng)
 
 
 def _layer_inputs(batch: int, length: int, gen: torch.Generator):
@@ -382,7 +491,7 @@ def test_one_compiled_layer_serves_every_batch_size_and_cache_length(small):
     from torch._dynamo.testing import CompileCounter
 
     from smolkit.fastpath.compiled import MaybeCompiled
-    from smolkit.fastpath.decoder import decode_dims
+    from smolkit.fastpath.model import decode_dims
 
     gen = torch.Generator().manual_seed(0)
     counts = {}

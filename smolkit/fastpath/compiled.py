@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from smolkit.fastpath.support import use_compile_cache
+
 __all__ = ["MaybeCompiled", "vary"]
 
 
@@ -18,12 +20,13 @@ class MaybeCompiled:
     the caller marks with ``vary`` are compiled once for every size (the others stay static).
 
     The first call must happen outside CUDA-graph capture (the decoder's warm-up does it), so that a failure is
-    caught there.
+    caught there; it is where compiling starts, so it is also where inductor's cache is pointed at the kit's
+    (``support.use_compile_cache``).
     """
 
     def __init__(self, fn: Callable[..., Any], compile: bool, dynamic: bool = False, backend: Any = "inductor"):
         self.fn = fn
-        self.dynamic = dynamic
+        self.dynamic, self.backend = dynamic, backend
         options = dict(fullgraph=True, dynamic=None if dynamic else False, backend=backend)
         self.compiled = torch.compile(fn, **options) if compile else None
         self.problem: str | None = None
@@ -45,6 +48,8 @@ class MaybeCompiled:
         try:
             if self.first_call_seconds is not None:
                 return self._quietly(*args)
+            if self.backend == "inductor":
+                use_compile_cache()
             start = time.perf_counter()
             out = self._quietly(*args)
             self.first_call_seconds = time.perf_counter() - start

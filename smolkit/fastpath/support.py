@@ -9,7 +9,7 @@ import torch
 
 from smolkit.embedded import cache_dir
 
-__all__ = ["MIN_TORCH", "compile_cache_dir", "fast_path_problem", "has_triton", "text_config"]
+__all__ = ["MIN_TORCH", "compile_cache_dir", "fast_path_problem", "has_triton", "text_config", "use_compile_cache"]
 
 MIN_TORCH = (2, 11)
 """The oldest torch the fast path was run on: 2.11 on the lent H200 (its GPU tests and the notebooks passed there;
@@ -51,6 +51,14 @@ def compile_cache_dir() -> str:
     Delete the folder to force a fresh compile.
     """
     return os.environ.get("TORCHINDUCTOR_CACHE_DIR") or str(cache_dir() / "inductor")
+
+
+def use_compile_cache() -> None:
+    """Point inductor's and Triton's caches at ``compile_cache_dir()`` unless the user chose their own: called where
+    compiling starts (``compiled.MaybeCompiled``), so that a decoder that never compiles changes no environment
+    variable, and both read them when they compile."""
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", compile_cache_dir())
+    os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(compile_cache_dir(), "triton"))
 
 
 def has_triton() -> bool:

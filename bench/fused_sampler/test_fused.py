@@ -1,4 +1,7 @@
-"""The fused sampler (smolkit.fastpath.fused, one Triton kernel a step) against the PyTorch sampler it replaces.
+"""The fused sampler (fused.py beside this file, one Triton kernel a step) against smolkit's PyTorch sampler.
+
+An experiment kept in bench/ (README.md here): run from the repository root with Triton installed,
+``pytest bench/fused_sampler`` (the `gpu` tests with ``-m gpu`` on a CUDA machine).
 
 On the CPU the kernel runs in Triton's interpreter (TRITON_INTERPRET=1, set here before Triton is imported): the
 same kernel code, executed with NumPy. Compared on the same logits, parameters and noise: the distribution drawn
@@ -25,7 +28,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 TRITON_IMPORTED_BEFORE = "triton" in sys.modules  # e.g. by torch._dynamo, through transformers, in an earlier test
-pytest.importorskip("triton", reason="the fused sampler needs Triton (requirements-test.txt: triton==3.7.1)")
+pytest.importorskip("triton", reason="the fused sampler needs Triton (pip install triton==3.7.1)")
 
 
 def interpret_the_triton_library() -> None:
@@ -44,9 +47,9 @@ def interpret_the_triton_library() -> None:
 if INTERPRETED and TRITON_IMPORTED_BEFORE:
     interpret_the_triton_library()
 
-if "smolkit.fastpath.fused" in sys.modules and INTERPRETED:
-    importlib.reload(sys.modules["smolkit.fastpath.fused"])  # compiled for a GPU before the interpreter was set
-from smolkit.fastpath import fused  # noqa: E402
+if "fused" in sys.modules and INTERPRETED:
+    importlib.reload(sys.modules["fused"])  # compiled for a GPU before the interpreter was set
+import fused  # noqa: E402  (this folder is on sys.path: pytest's rootdir-relative "prepend" import mode)
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -271,35 +274,12 @@ def test_gpu_compiled_kernels_draws_follow_the_distribution():
     assert_draws_follow_the_distribution(fused.FusedSampler(), rows=4096, vocab=49152, bins=20, critical=45.3)
 
 
-@pytest.mark.gpu
-@gpu
-def test_gpu_fast_path_samples_with_the_fused_kernel_when_asked():
-    """FastDecoder(fused=True) passes the kernel's self-check on the GPU and decodes what the shipped decoder (the
-    PyTorch sampler) decodes: greedy token for token, and the same step distributions within 1e-5."""
-    import smolkit
-    from smolkit import fastpath
-
-    lm = smolkit.load_model("embedded", device="cuda")
-    fused, shipped = fastpath.FastDecoder(lm, fused=True), fastpath.get_fast_decoder(lm)
-    assert fused.sampler_name == "fused (Triton)", fused.fused_problem
-    assert shipped.sampler_name == "PyTorch"
-    inputs = lm.inputs("Write a short story about a robot who learns to paint.")
-    for params in (
-        SamplingParams(temperature=0, max_new_tokens=32),
-        SamplingParams(temperature=0.8, top_p=0.9, max_new_tokens=1, n=4),
-    ):
-        a, b = (d.generate(inputs, params, lm.eos_token_ids, lm.pad_token_id, True) for d in (fused, shipped))
-        if params.temperature == 0:
-            assert a.tokens == b.tokens
-        torch.testing.assert_close(a.full_probs[:, 0], b.full_probs[:, 0], rtol=0, atol=1e-5)
-
-
 AHEAD_OF_TIME = """
 import sys
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from smolkit.fastpath import fused
+import fused
 
 kernel, sampler = fused._fused_sample_kernel, fused.FusedSampler()
 types = {"seen_ptr": "*u8", "stop_ptr": "*u8", "greedy_ptr": "*u8", "finished_ptr": "*u8", "cand_scratch": "*i64",
@@ -323,5 +303,5 @@ def test_the_kernel_compiles_for_gpus_without_one(arch):
 
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-c", AHEAD_OF_TIME, str(arch)], capture_output=True, text=True, env=env,
-                          timeout=300)  # fmt: skip
+                          timeout=300, cwd=os.path.dirname(__file__))  # fmt: skip
     assert proc.returncode == 0 and "COMPILED" in proc.stdout, proc.stderr[-3000:]

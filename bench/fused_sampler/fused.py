@@ -1,6 +1,6 @@
-"""The fused sampler: every sampling stage of ``sampler.Sampler`` in one Triton kernel per step, without sorting the
-vocabulary. Import it only where Triton is installed (``support.has_triton``); ``sampler.Sampler`` stays the
-reference it is tested against (tests/test_fused_sampler.py) and the fallback.
+"""The fused sampler: every sampling stage of ``smolkit.fastpath.sampler.Sampler`` in one Triton kernel per step,
+without sorting the vocabulary. An experiment kept in bench/ (README.md here): it measured slower than the PyTorch
+sampler the kit ships, which stays the reference it is tested against (test_fused.py beside it).
 
 One program per row runs these passes over the row (``BLOCK`` tokens at a time):
 
@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 
 import torch
 import triton
@@ -415,8 +414,3 @@ def self_check_problem(fused: FusedSampler, vocab: int, device: torch.device, ro
         return f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}"
     return None
 
-
-def notice(problem: str) -> None:
-    """The one line a user sees when the fused sampler is not used."""
-    print(f"smolkit: the fused sampler did not pass its check on this GPU ({problem}); using the PyTorch sampler",
-          file=sys.stderr)  # fmt: skip
