@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["boolean", "choice", "describe", "integer", "number", "text", "token_ids"]
+__all__ = ["boolean", "choice", "describe", "integer", "number", "plain", "text", "token_ids"]
 
 SHOWN = 8
 """How many offending items a message lists before it summarises the rest."""
@@ -47,6 +47,21 @@ def _scalar(value: Any) -> Any:
             return kind(value.item())
         return np.bool_(value.item()) if value.dtype == torch.bool else np.int64(value.item())
     return value
+
+
+def plain(value: Any) -> Any:
+    """A numpy scalar, a 0-d numpy array or a 0-d (one-element) tensor as the Python bool, int, float or str it
+    holds (a float32 as its shortest decimal); anything else as it is.
+
+    >>> plain(np.float32(0.7)), plain(np.array(3)), plain(torch.tensor(True)), plain(np.str_("m"))
+    (0.7, 3, True, 'm')
+    """
+    scalar = _scalar(value)
+    if isinstance(scalar, np.ndarray) and scalar.ndim == 0:
+        scalar = scalar[()]
+    if isinstance(scalar, np.floating) and scalar.dtype != np.float64:
+        return float(np.format_float_positional(scalar, unique=True, trim="-"))
+    return scalar.item() if isinstance(scalar, np.generic) else scalar
 
 
 def _is_bool(value: Any) -> bool:
