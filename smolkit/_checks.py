@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["boolean", "choice", "describe", "integer", "number", "plain", "text", "token_ids"]
+__all__ = ["boolean", "choice", "describe", "integer", "listing", "number", "plain", "text", "token_ids"]
 
 SHOWN = 8
 """How many offending items a message lists before it summarises the rest."""
@@ -35,6 +35,16 @@ def describe(value: Any, limit: int = 80) -> str:
     """``repr(value)`` cut to ``limit`` characters (a 10**400 or a million ids must not become the message)."""
     shown = repr(value)
     return shown if len(shown) <= limit else f"{shown[: limit - 20]}... ({len(shown):,} characters)"
+
+
+def listing(items: Sequence[str]) -> str:
+    """The first SHOWN of ``items`` joined by commas, and how many there are when there are more (a message must
+    not list 100,000 refused values).
+
+    >>> listing([str(i) for i in range(10)])
+    '0, 1, 2, 3, 4, 5, 6, 7, ... (10 in all)'
+    """
+    return ", ".join(items[:SHOWN]) + (f", ... ({len(items):,} in all)" if len(items) > SHOWN else "")
 
 
 def _scalar(value: Any) -> Any:
@@ -185,7 +195,7 @@ def token_ids(name: str, values: Any, vocab_size: int | None = None) -> tuple[in
     bad = [t for t in ids if t < 0 or (hi is not None and t > hi)]
     ids = tuple(ids)
     if bad:
-        listed = ", ".join(map(str, bad[:SHOWN])) + (f", ... ({len(bad):,} in all)" if len(bad) > SHOWN else "")
+        listed = listing([str(t) for t in bad])
         where = f"be in [0, {hi}] for this model's vocabulary" if hi is not None else "hold token ids >= 0"
         raise ValueError(f"{name} must {where}, got {listed}")
     return ids

@@ -250,7 +250,7 @@ OPENAI_FIELDS = {
     "min_tokens": "min_tokens",
     "stop_token_ids": "stop_token_ids",
     "max_tokens": "max_new_tokens",
-    "max_completion_tokens": "max_new_tokens",  # after max_tokens: the newer name wins when both are set
+    "max_completion_tokens": "max_new_tokens",  # the newer name: it wins when both are set (from_openai)
 }
 """Request field -> SamplingParams field (vLLM's extensions included)."""
 
@@ -332,8 +332,10 @@ def from_openai(
         raise ValueError(f"cannot import {', '.join(bad)}: smolkit has no equivalent, so it would sample otherwise")
     unknown = sorted(set(merged) - set(OPENAI_FIELDS) - {"stop"} - OPENAI_PASSIVE - set(OPENAI_NEUTRAL))
     if unknown:
-        warn(f"not imported (not sampling parameters smolkit knows): {', '.join(unknown)}")
+        warn(f"not imported (not sampling parameters smolkit knows): {_checks.listing(unknown)}")
     fields = {OPENAI_FIELDS[k]: v for k, v in merged.items() if k in OPENAI_FIELDS and v is not None}
+    if merged.get("max_completion_tokens") is not None:  # OpenAI's newer name for max_tokens wins over it
+        fields["max_new_tokens"] = merged["max_completion_tokens"]
     if fields.get("seed") == -1:
         del fields["seed"]
     stop_ids = [*fields.pop("stop_token_ids", ()), *_stop_ids(merged.get("stop"), tokenizer)]
@@ -352,6 +354,11 @@ def _merged_body(body: Any) -> dict[str, Any]:
     extra = body.get("extra_body") or {}
     if not isinstance(extra, Mapping):
         raise TypeError(f"extra_body must be a dict, got {type(extra).__name__}")
+    for name, part in (("body", body), ("extra_body", extra)):
+        keys = [k for k in part if not isinstance(k, str)]
+        if keys:
+            raise TypeError(f"{name} keys must be field names (strings, as JSON has them), got "
+                            f"{_checks.listing([f'{_checks.describe(k, 40)} ({type(k).__name__})' for k in keys])}")
     return {**{k: v for k, v in body.items() if k != "extra_body"}, **extra}
 
 
@@ -369,7 +376,8 @@ def _stop_ids(stop: Any, tokenizer: Any) -> list[int]:
         (found.append(int(token[0])) if len(token) == 1 else lost.append(text))
     if lost:
         reason = "pass tokenizer= to map single-token strings" if tok is None else "not one token each"
-        warn(f"stop strings {lost} are not imported: smolkit stops on token ids ({reason})", stacklevel=4)
+        shown = _checks.listing([_checks.describe(t, 40) for t in lost])
+        warn(f"stop strings [{shown}] are not imported: smolkit stops on token ids ({reason})", stacklevel=4)
     return found
 
 

@@ -384,6 +384,30 @@ def test_openai_import_warns_for_what_it_drops(lm):
     assert from_openai({"top_p": 0.5}, defaults=nudge) == SamplingParams(temperature=0.6, top_p=0.5)
 
 
+def test_openai_newer_max_name_wins_in_any_order():
+    """max_completion_tokens (OpenAI's newer name) wins over max_tokens, whichever comes first or where."""
+    bodies = [{"max_completion_tokens": 20, "max_tokens": 10}, {"max_tokens": 10, "max_completion_tokens": 20},
+              {"max_completion_tokens": 20, "extra_body": {"max_tokens": 10}}]  # fmt: skip
+    assert [from_openai(b).max_new_tokens for b in bodies] == [20, 20, 20]
+    assert from_openai({"max_completion_tokens": None, "max_tokens": 10}).max_new_tokens == 10
+
+
+def test_openai_keys_must_be_names():
+    with pytest.raises(TypeError, match=r"body keys must be field names \(strings.*got 3 \(int\)"):
+        from_openai({3: 1, "temperature": 0.5})
+    with pytest.raises(TypeError, match=r"extra_body keys .*got \('top', 'k'\) \(tuple\)"):
+        from_openai({"extra_body": {("top", "k"): 5}})
+
+
+def test_openai_many_dropped_stop_strings_are_summarised():
+    """100,000 stop strings that cannot cross: a warning of a few lines, naming how many, not a 500 KB one."""
+    with pytest.warns(ExportWarning) as caught:
+        from_openai({"stop": [f"never {i}" for i in range(100_000)], **{f"x{i}": 1 for i in range(1_000)}})
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2 and all(len(m) < 400 for m in messages), messages
+    assert "(100,000 in all)" in messages[1] and "'never 0'" in messages[1] and "(1,000 in all)" in messages[0]
+
+
 def test_model_defaults(lm, tmp_path):
     # The embedded model's generation_config.json sets no sampling fields: transformers' generate decodes
     # greedily, a vLLM server samples at temperature 1 over all tokens.
