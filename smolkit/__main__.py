@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import sys
 
+from smolkit import _checks
 from smolkit.params import SamplingParams
 
 
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(SamplingParams) if hasattr(args, f.name)}
     values["do_sample"] = not args.greedy
     try:
+        for name in ("prompt", "model", "device"):  # text from the terminal: a byte in another encoding is named
+            _checks.text(name if name == "prompt" else f"--{name}", getattr(args, name))
         params = SamplingParams(**values)
         lm = load_model(args.model, device=args.device)
         result = generate(lm, args.prompt, params, image=args.image, progress=sys.stderr.isatty())

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-import torch
 from transformers import GenerationConfig
 
 from smolkit import _checks
@@ -62,10 +61,16 @@ CONFIG_TYPES = {
 def as_generation_config(gc: Any, name: str = "gc") -> GenerationConfig:
     """``gc`` (a GenerationConfig or a dict of its fields) as a GenerationConfig whose fields the kit reads are of
     the right type: {"do_sample": "false"} must not turn sampling on, {"eos_token_id": "12"} is no token id."""
-    if isinstance(gc, Mapping):
+    if isinstance(gc, Mapping):  # checked before transformers reads it (its own checks compare values)
+        fields = dict(gc)
+        for field, check in CONFIG_TYPES.items():
+            if fields.get(field) is not None:
+                fields[field] = check(f"{name}.{field}", fields[field])
+        if fields.get("eos_token_id") is not None:
+            fields["eos_token_id"] = ids(f"{name}.eos_token_id", fields["eos_token_id"])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # transformers' notes about flag combinations
-            gc = GenerationConfig.from_dict(dict(gc))
+            gc = GenerationConfig.from_dict(fields)
     if not isinstance(gc, GenerationConfig):
         raise TypeError(
             f"{name} must be a transformers GenerationConfig or a dict of its fields, got {type(gc).__name__}"
@@ -80,11 +85,10 @@ def as_generation_config(gc: Any, name: str = "gc") -> GenerationConfig:
 
 def ids(name: str, value: Any) -> list[int]:
     """One id or a list of ids (as generation configs write eos_token_id) as a list of checked ints."""
+    value = _checks.plain(value)
     if value is None:
         return []
-    if isinstance(value, torch.Tensor):
-        value = value.flatten().tolist()
-    if not isinstance(value, (str, bytes)) and not isinstance(value, Sequence):
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         value = [value]
     return list(_checks.token_ids(name, value))
 
@@ -351,15 +355,11 @@ def _merged_body(body: Any) -> dict[str, Any]:
     """The request's fields with ``extra_body``'s merged in, as the OpenAI client sends them."""
     if not isinstance(body, Mapping):
         raise TypeError(f"body must be a dict (the request's JSON), got {type(body).__name__}")
-    extra = body.get("extra_body") or {}
+    body = _checks.json_data("body", body)  # numpy values as Python ones; what JSON cannot hold is refused
+    extra = body.pop("extra_body", None) or {}
     if not isinstance(extra, Mapping):
         raise TypeError(f"extra_body must be a dict, got {type(extra).__name__}")
-    for name, part in (("body", body), ("extra_body", extra)):
-        keys = [k for k in part if not isinstance(k, str)]
-        if keys:
-            raise TypeError(f"{name} keys must be field names (strings, as JSON has them), got "
-                            f"{_checks.listing([f'{_checks.describe(k, 40)} ({type(k).__name__})' for k in keys])}")
-    return {**{k: v for k, v in body.items() if k != "extra_body"}, **extra}
+    return {**body, **extra}
 
 
 def _stop_ids(stop: Any, tokenizer: Any) -> list[int]:
