@@ -204,8 +204,7 @@ def prepare_inputs(
         inputs["input_ids"] = torch.cat([inputs["input_ids"], ids], dim=1)
         inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
     if inputs["input_ids"].shape[1] >= context:
-        raise ValueError(f"prompt plus {name} is {inputs['input_ids'].shape[1]} tokens; {lm.name!r} reads at most "
-                         f"{context}")
+        raise ValueError(f"prompt plus {name} text is {inputs['input_ids'].shape[1]} tokens; the limit is {context}")
     return inputs, prompt_length
 
 
