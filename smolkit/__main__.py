@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import sys
 
+from smolkit import _checks
 from smolkit.params import SamplingParams
 
 
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     convert.add_argument("--force", action="store_true", help="rebuild even when the cache is sound")
     advice = sub.add_parser("advice", help="measure the source README's advice (tens of minutes on a CPU)")
     advice.add_argument("--out", default=None, help="results file (default smolkit/data/advice.json)")
+    advice.add_argument("--overwrite", action="store_true", help="replace --out (or the committed file) if it exists")
     gen = sub.add_parser("generate", help="generate text with vLLM's sampling parameters")
     gen.add_argument("prompt")
     gen.add_argument("--model", default="embedded")
@@ -69,13 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "advice":
         from smolkit.advice import main as advice_main
 
-        return advice_main([] if args.out is None else ["--out", args.out])
+        return advice_main([*([] if args.out is None else ["--out", args.out]), *(["--overwrite"] * args.overwrite)])
     from smolkit.generation import generate
     from smolkit.models import load_model
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(SamplingParams) if hasattr(args, f.name)}
     values["do_sample"] = not args.greedy
     try:
+        for name in ("prompt", "model", "device"):  # text from the terminal: a byte in another encoding is named
+            _checks.text(name if name == "prompt" else f"--{name}", getattr(args, name))
         params = SamplingParams(**values)
         lm = load_model(args.model, device=args.device)
         result = generate(lm, args.prompt, params, image=args.image, progress=sys.stderr.isatty())

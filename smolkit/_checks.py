@@ -1,8 +1,19 @@
 """The one rule set for checking values at the kit's boundaries (SamplingParams, processors, public functions).
 
-Every check names the input, the value and what is valid, and treats Python, numpy and torch scalars alike: a
-numpy or 0-d torch integer is an integer, a numpy or 0-d torch float is a number, and a bool of any of the three
-is neither (``top_k=True`` is a mistake, not top_k=1). Inner code trusts what these return.
+Every check names the input, the value and what is valid, and treats Python, numpy and torch values alike:
+
+- a numpy scalar, a 0-d numpy array and a 0-d tensor are the Python value they hold: a numpy or 0-d integer is an
+  integer, a numpy or 0-d float a number, and a bool of any kind is neither (``top_k=True`` is a mistake, not
+  top_k=1); an array or tensor with dimensions is no number, even with one element;
+- a list of token ids may be any iterable of integers: a list, tuple, range, set, generator (read once), or a
+  numpy array or tensor (read flat);
+- free-form data that is sent on or written out (request bodies, messages) must be JSON data (``json_data``):
+  numpy and 0-d values become Python ones, arrays, tensors and generators lists; anything else is refused, and
+  NaN and infinities too;
+- text must be Unicode: a lone surrogate, or a byte that was not UTF-8 (a command-line argument in another
+  encoding), is refused.
+
+Inner code trusts what these return.
 
 >>> integer("top_k", np.int64(5))
 5
@@ -19,13 +30,13 @@ from __future__ import annotations
 import math
 import numbers
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["boolean", "choice", "describe", "integer", "number", "text", "token_ids"]
+__all__ = ["boolean", "choice", "describe", "integer", "json_data", "listing", "number", "plain", "text", "token_ids"]
 
 SHOWN = 8
 """How many offending items a message lists before it summarises the rest."""
@@ -37,16 +48,73 @@ def describe(value: Any, limit: int = 80) -> str:
     return shown if len(shown) <= limit else f"{shown[: limit - 20]}... ({len(shown):,} characters)"
 
 
+def listing(items: Sequence[str]) -> str:
+    """The first SHOWN of ``items`` joined by commas, and how many there are when there are more (a message must
+    not list 100,000 refused values).
+
+    >>> listing([str(i) for i in range(10)])
+    '0, 1, 2, 3, 4, 5, 6, 7, ... (10 in all)'
+    """
+    return ", ".join(items[:SHOWN]) + (f", ... ({len(items):,} in all)" if len(items) > SHOWN else "")
+
+
 def _scalar(value: Any) -> Any:
-    """A 0-d (or one-element) tensor or a numpy scalar as the plain Python value it holds; anything else as it is."""
+    """A 0-d tensor or 0-d array as the numpy scalar of its value; anything else as it is (an array or tensor with
+    dimensions, even of one element, is not a number)."""
+    if isinstance(value, np.ndarray):
+        return value[()] if value.ndim == 0 else value
     if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
+        if value.dim() != 0:
             return value
         if value.dtype.is_floating_point:
             kind = {torch.float16: np.float16, torch.float64: np.float64}.get(value.dtype, np.float32)
             return kind(value.item())
         return np.bool_(value.item()) if value.dtype == torch.bool else np.int64(value.item())
     return value
+
+
+def plain(value: Any) -> Any:
+    """A numpy scalar, a 0-d numpy array or a 0-d (one-element) tensor as the Python bool, int, float or str it
+    holds (a float32 as its shortest decimal); anything else as it is.
+
+    >>> plain(np.float32(0.7)), plain(np.array(3)), plain(torch.tensor(True)), plain(np.str_("m"))
+    (0.7, 3, True, 'm')
+    """
+    scalar = _scalar(value)
+    if isinstance(scalar, np.floating) and scalar.dtype != np.float64:
+        return float(np.format_float_positional(scalar, unique=True, trim="-"))
+    return scalar.item() if isinstance(scalar, np.generic) else scalar
+
+
+def json_data(name: str, value: Any) -> Any:
+    """``value`` as plain JSON data (dict with string keys, list, str, int, float, bool, None): numpy and 0-d values
+    as the Python values they hold, arrays, tensors and other iterables (tuples, ranges, generators) as lists.
+    ``name`` (with the path inside it, ``messages[0].content``) is named in the TypeError for anything else and the
+    ValueError for NaN or inf.
+
+    >>> json_data("body", {"top_k": np.int64(5), "stop_token_ids": np.array([1, 2]), "ids": (i for i in [3])})
+    {'top_k': 5, 'stop_token_ids': [1, 2], 'ids': [3]}
+    """
+    value = plain(value)
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return text(name, value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, float):
+        return number(name, value)
+    if isinstance(value, Mapping):
+        bad = [k for k in value if not isinstance(plain(k), str)]
+        if bad:
+            raise TypeError(f"{name} keys must be strings (JSON field names), got "
+                            f"{listing([f'{describe(k, 40)} ({type(k).__name__})' for k in bad])}")
+        return {str(plain(k)): json_data(f"{name}.{plain(k)}", v) for k, v in value.items()}
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        value = value.tolist()
+    if isinstance(value, Iterable) and not isinstance(value, (bytes, bytearray)):  # list, tuple, range, generator
+        return [json_data(f"{name}[{i}]", v) for i, v in enumerate(value)]
+    raise _bad_type(name, value, "JSON data (a number, a string, True/False, None, or a list or dict of them)")
 
 
 def _is_bool(value: Any) -> bool:
@@ -61,7 +129,7 @@ def integer(name: str, value: Any, lo: int | None = None, hi: int | None = None,
     """``value`` as an int in [lo, hi]; floats (even 3.0) and bools are refused: they hide mistakes."""
     scalar = _scalar(value)
     try:
-        if _is_bool(scalar):
+        if _is_bool(scalar) or isinstance(scalar, (torch.Tensor, np.ndarray)):  # torch.tensor([5]) has __index__
             raise TypeError
         out = operator.index(scalar)
     except TypeError:
@@ -142,11 +210,16 @@ def text(name: str, value: Any) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as err:
+        if "\udc80" <= value[err.start] <= "\udcff":  # how Python keeps a byte that was not UTF-8 (surrogateescape)
+            raise ValueError(
+                f"{name} holds the byte 0x{ord(value[err.start]) - 0xDC00:02x} at position {err.start}, which is not "
+                "UTF-8 text: it was written in another encoding (set the terminal or file to UTF-8)"
+            ) from None
         raise ValueError(
             f"{name} holds {value[err.start]!r} at position {err.start}: half of a UTF-16 surrogate pair, not a "
             "character; remove it"
         ) from None
-    return value
+    return str(value)  # a str subclass (numpy's str_) as a plain str
 
 
 def token_ids(name: str, values: Any, vocab_size: int | None = None) -> tuple[int, ...]:
@@ -154,9 +227,9 @@ def token_ids(name: str, values: Any, vocab_size: int | None = None) -> tuple[in
 
     Out-of-range ids are listed, at most a few of them, with how many there are.
     """
-    if isinstance(values, torch.Tensor):
+    if isinstance(values, (torch.Tensor, np.ndarray)):
         values = values.flatten().tolist()
-    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
         raise _bad_type(name, values, "a list of token ids")
     ids = []
     for v in values:
@@ -170,7 +243,7 @@ def token_ids(name: str, values: Any, vocab_size: int | None = None) -> tuple[in
     bad = [t for t in ids if t < 0 or (hi is not None and t > hi)]
     ids = tuple(ids)
     if bad:
-        listed = ", ".join(map(str, bad[:SHOWN])) + (f", ... ({len(bad):,} in all)" if len(bad) > SHOWN else "")
+        listed = listing([str(t) for t in bad])
         where = f"be in [0, {hi}] for this model's vocabulary" if hi is not None else "hold token ids >= 0"
         raise ValueError(f"{name} must {where}, got {listed}")
     return ids

@@ -13,9 +13,9 @@ top 5 (where incoherent text comes from) say which way of spending that freedom 
 Intervals are 95 % Wilson score intervals over the answers (or samples). They treat the draws as independent, so
 they describe the uncertainty of the draws on this question set; other questions would move the numbers more.
 
-The full measurement takes tens of minutes on a CPU: ``python -m smolkit advice`` (``--out PATH``; by default
-``smolkit/data/advice.json``) writes the results file the notebooks read (``load_advice``), with the command,
-the machine and the versions in it.
+The full measurement takes tens of minutes on a CPU: ``python -m smolkit advice --overwrite`` (or ``--out PATH``
+for a new file; the committed ``smolkit/data/advice.json`` is replaced only with ``--overwrite``) writes the results
+file the notebooks read (``load_advice``), with the command, the machine and the versions in it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import os
 import platform
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -466,15 +467,53 @@ def advice_rows(results: Mapping[str, Any], part: str = "factual") -> list[dict[
              "off top-5": r["off_top5"]} for r in results["creative"]]  # fmt: skip
 
 
+def check_out(path: Path, overwrite: bool) -> Path:
+    """``path`` as the results file to write, checked before the measurement (tens of minutes): its folder exists
+    and takes a new file, and it is not an existing file (the committed results included) unless ``overwrite``."""
+    path = Path(path).expanduser()
+    folder = path.parent
+    if path.is_dir() or not path.name:
+        raise ValueError(f"--out must name a file, got {str(path)!r}, a folder")
+    if not folder.is_dir():
+        raise ValueError(f"--out: the folder {str(folder)!r} does not exist; create it or choose another --out")
+    if path.exists() and not overwrite:
+        raise ValueError(f"--out: {str(path)!r} exists; pass --overwrite to replace it, or choose another --out")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".tmp"):
+            pass
+    except OSError as err:
+        raise ValueError(f"--out: cannot write in {str(folder)!r} ({err.strerror}); choose another --out") from None
+    return path
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it and ``os.replace``: a reader (or an
+    interrupted run) sees the old file or the new one, never half of one."""
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Measure the source README's advice on the embedded model.")
     parser.add_argument("--out", type=Path, default=RESULTS_PATH, help=f"results file (default {RESULTS_PATH})")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out when it exists (the committed file)")
     args = parser.parse_args(argv)
+    try:
+        out = check_out(args.out, args.overwrite)
+    except ValueError as err:
+        print(f"smolkit: {err}", file=sys.stderr)
+        return 2
     from smolkit.models import load_model
 
     lm = load_model(device="cpu")
-    command = "python -m smolkit advice" + (f" --out {args.out}" if args.out != RESULTS_PATH else "")
+    command = "python -m smolkit advice" + (f" --out {out}" if out != RESULTS_PATH else "")
     results = run(lm, command=command, progress=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"{args.out}: {results['seconds']:.0f} s; recommended {results['recommended']}")
+    write_atomically(out, json.dumps(results, indent=1) + "\n")
+    print(f"{out}: {results['seconds']:.0f} s; recommended {results['recommended']}")
     return 0

@@ -19,16 +19,42 @@ import torch
 from smolkit import _checks, gpu_share
 from smolkit.distribution import prepare_inputs
 from smolkit.export import DEFAULT_MODEL_ID
+from smolkit.generation import check_fits, fit_context, planned_bytes
 from smolkit.hf import for_model
 from smolkit.models import LoadedModel
 from smolkit.params import SamplingParams
 from smolkit.sequences import score_continuation
-from smolkit.snippets import _transformers_load
+from smolkit.snippets import _transformers_load, code, model_name, source
 
-__all__ = ["MAX_BEAMS", "Beam", "BeamNode", "BeamSearchResult", "beam_search", "beam_snippet", "beam_tree"]
+__all__ = [
+    "LENGTH_PENALTY_RANGE",
+    "MAX_BEAMS",
+    "Beam",
+    "BeamNode",
+    "BeamSearchResult",
+    "beam_search",
+    "beam_snippet",
+    "beam_tree",
+]
 
 MAX_BEAMS = 16
 """The most beams the kit runs (each beam is one more row in every forward pass)."""
+
+LENGTH_PENALTY_RANGE = (-10.0, 10.0)
+"""The kit's range for length_penalty (transformers and vLLM take any float; 1 is their default). The score divides
+by length ** length_penalty: beyond +-10 a 20-token beam's divisor is 1e13 and length alone decides the ranking,
+and a huge value overflows only after the search."""
+
+
+def search_settings(num_beams: Any, max_new_tokens: Any, length_penalty: Any) -> tuple[int, int, float]:
+    """num_beams (1 to MAX_BEAMS), max_new_tokens (>= 1) and length_penalty (LENGTH_PENALTY_RANGE), checked: the
+    rule beam_search and beam_snippet share."""
+    lo, hi = LENGTH_PENALTY_RANGE
+    return (
+        _checks.integer("num_beams", num_beams, lo=1, hi=MAX_BEAMS),
+        _checks.integer("max_new_tokens", max_new_tokens, lo=1),
+        _checks.number("length_penalty", length_penalty, lo, hi, "0 compares sums; > 0 favours longer beams"),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,18 +125,22 @@ def beam_search(
     as soon as ``num_beams`` beams have finished, False (transformers' default) when no better one is likely,
     "never" when none can be. ``no_repeat_ngram_size``: no run of that many tokens may occur twice.
     """
-    num_beams = _checks.integer("num_beams", num_beams, lo=1, hi=MAX_BEAMS)
+    num_beams, max_new_tokens, length_penalty = search_settings(num_beams, max_new_tokens, length_penalty)
     count = num_beams if num_return_sequences is None else num_return_sequences
     count = _checks.integer("num_return_sequences", count, lo=1, hi=num_beams, note="at most num_beams")
     search = {
         "num_beams": num_beams,
         "num_return_sequences": count,
-        "length_penalty": _checks.number("length_penalty", length_penalty),
+        "length_penalty": length_penalty,
         "early_stopping": _checks.choice("early_stopping", early_stopping, (True, False, "never")),
         "no_repeat_ngram_size": _checks.integer("no_repeat_ngram_size", no_repeat_ngram_size, lo=0),
     }
     params = SamplingParams(temperature=0, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty)
     inputs, prompt_length = prepare_inputs(lm, prompt, params, chat=chat)
+    params = fit_context(lm, params, prompt_length)
+    rows = params.replace(n=num_beams)  # beam search holds num_beams rows, and every step's scores
+    check_fits(lm, planned_bytes(lm, rows, prompt_length, fast=False),
+               f"num_beams={num_beams} x max_new_tokens={params.max_new_tokens}", "lower num_beams or max_new_tokens")
     beam_only = ("length_penalty", "early_stopping") if num_beams == 1 else ()  # greedy: transformers would warn
     gc = _search_config(lm, params, prompt_length, **{k: v for k, v in search.items() if k not in beam_only})
     start = time.perf_counter()
@@ -184,31 +214,33 @@ def beam_snippet(
 ) -> str:
     """A few lines that run this beam search on ``target``: "transformers" (``generate(num_beams=...)``) or "vllm"
     (``LLM.beam_search`` with ``BeamSearchParams``, outside SamplingParams)."""
-    num_beams = _checks.integer("num_beams", num_beams, lo=1, hi=MAX_BEAMS)
+    num_beams, max_new_tokens, length_penalty = search_settings(num_beams, max_new_tokens, length_penalty)
     target = _checks.choice("target", target, ("transformers", "vllm"))
-    _checks.text("prompt", prompt)
+    model, prompt = model_name(model), _checks.text("prompt", prompt)
+    messages = source("prompt", [{"role": "user", "content": prompt}])
     if target == "vllm":
-        return "\n".join([
+        return code([
             "from vllm import LLM",
             "from vllm.sampling_params import BeamSearchParams",
             "",
-            f"llm = LLM(model={model!r})",
-            f"params = BeamSearchParams(beam_width={num_beams!r}, max_tokens={max_new_tokens!r}, "
-            f"length_penalty={length_penalty!r})",
+            f"llm = LLM(model={source('model', model)})",
+            f"params = BeamSearchParams(beam_width={source('num_beams', num_beams)}, "
+            f"max_tokens={source('max_new_tokens', max_new_tokens)}, "
+            f"length_penalty={source('length_penalty', length_penalty)})",
             "prompt = llm.get_tokenizer().apply_chat_template(",
-            f"    {[{'role': 'user', 'content': prompt}]!r}, add_generation_prompt=True, tokenize=False",
+            f"    {messages}, add_generation_prompt=True, tokenize=False",
             ")",
             'outputs = llm.beam_search([{"prompt": prompt}], params)',
             "for beam in outputs[0].sequences:",
             "    print(beam.cum_logprob, repr(beam.text))",
         ])  # fmt: skip
-    return "\n".join([
+    return code([
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
         "",
         *_transformers_load(model, prompt, vision=False),
         "out = model.generate(",
-        f"    **inputs, do_sample=False, num_beams={num_beams!r}, num_return_sequences={num_beams!r},",
-        f"    max_new_tokens={max_new_tokens!r}, length_penalty={length_penalty!r},",
+        f"    **inputs, do_sample=False, num_beams={num_beams}, num_return_sequences={num_beams},",
+        f"    max_new_tokens={max_new_tokens}, length_penalty={source('length_penalty', length_penalty)},",
         "    output_scores=True, return_dict_in_generate=True,",
         ")",
         "prompt_length = inputs['input_ids'].shape[1]",

@@ -180,8 +180,10 @@ def prepare_inputs(
     generated: str | Sequence[int] = "",
     image: Any = None,
     chat: bool = True,
+    name: str = "generated",
 ) -> tuple[dict[str, torch.Tensor], int]:
-    """Validated model inputs for ``prompt`` (+ already ``generated`` text or ids) and the prompt's length in tokens."""
+    """Validated model inputs for ``prompt`` (+ already ``generated`` text or ids) and the prompt's length in tokens.
+    ``name``: what the caller calls ``generated`` (errors about it name it so)."""
     _check_model(lm)
     _check_params(params)
     _checks.text("prompt", prompt)
@@ -204,16 +206,16 @@ def prepare_inputs(
             f"generated text). Shorten the prompt."
         )
     if isinstance(generated, str):
-        _checks.text("generated", generated)
+        _checks.text(name, generated)
         extra = lm.tokenizer(generated, add_special_tokens=False)["input_ids"] if generated else []
     else:
-        extra = list(_checks.token_ids("generated", generated, lm.vocab_size))
+        extra = list(_checks.token_ids(name, generated, lm.vocab_size))
     if extra:
         ids = torch.tensor([extra], dtype=inputs["input_ids"].dtype, device=inputs["input_ids"].device)
         inputs["input_ids"] = torch.cat([inputs["input_ids"], ids], dim=1)
         inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
     if inputs["input_ids"].shape[1] >= context:
-        raise ValueError(f"prompt plus generated text is {inputs['input_ids'].shape[1]} tokens; the limit is {context}")
+        raise ValueError(f"prompt plus {name} text is {inputs['input_ids'].shape[1]} tokens; the limit is {context}")
     return inputs, prompt_length
 
 

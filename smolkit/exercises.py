@@ -42,6 +42,15 @@ def _first_where(values: Sequence[Any], condition: Callable[[Any], bool]) -> Any
     return next((v for v in values if condition(v)), None)
 
 
+def _needed(values: Any, condition: Callable[[Any], bool], missing: str) -> Any:
+    """The first of ``values`` meeting ``condition``; a ValueError saying what is ``missing`` when none does (the
+    learner's objects are not the notebook's: a bare StopIteration would say nothing)."""
+    found = next((v for v in values if condition(v)), None)
+    if found is None:
+        raise ValueError(f"{missing}: run the notebook's cells that make it again, then this one")
+    return found
+
+
 def _top_token(dist: Any) -> str:
     return dist.top(1)[0].token
 
@@ -51,7 +60,8 @@ def _steps(start: float, step: float, count: int) -> list[float]:
 
 
 def _row_for(rows: Sequence[dict[str, Any]], edge: int) -> dict[str, Any]:
-    return next(r for r in rows if r["longest edge"] == edge)
+    return _needed(rows, lambda r: isinstance(r, dict) and r.get("longest edge") == edge,
+                   f"rows has no row with 'longest edge' {edge}")  # fmt: skip
 
 
 def _vllm_count(dist: Any) -> int:
@@ -97,8 +107,8 @@ EXERCISES: dict[str, Exercise] = {
                     "watch the tallest blue bar; the table in section 3 brackets the answer", tolerance=0.001),
     "06b": Exercise(("poems",), lambda poems: max(poems, key=lambda p: repeated_ngram_fraction(poems[p].token_ids)),
                     "a penalty below 1 is a reward"),
-    "07a": Exercise(("dist",), lambda dist: 0.8 * next(r["generated"] for r in penalty_rows(dist, n=8)
-                                                        if r["token"] == "A"),
+    "07a": Exercise(("dist",), lambda dist: 0.8 * _needed(penalty_rows(dist, n=8), lambda r: r["token"] == "A",
+                                                          "dist has no token 'A' among its 8 most likely")["generated"],
                     "frequency_penalty x the number of times the token was generated", tolerance=0.001),
     "07b": Exercise(("dist",), lambda dist: _first_where(_steps(0.0, 0.1, 21), lambda f: _top_token(
                         dist.with_params(frequency_penalty=f)) != _top_token(dist)),
@@ -127,8 +137,9 @@ EXERCISES: dict[str, Exercise] = {
                     "the image tokens column of the 2048 px row"),
     "11b": Exercise(("rows",), lambda rows: _row_for(rows, 1024)["tiles"],
                     "a 1024 px edge makes a grid of 512 px tiles; do not forget the global view"),
-    "12a": Exercise(("client",), lambda client: next(k for k, v in client.items() if isinstance(v, dict)
-                                                     and "repetition_penalty" in v),
+    "12a": Exercise(("client",), lambda client: _needed(client, lambda k: isinstance(client[k], dict) and
+                                                        "repetition_penalty" in client[k],
+                                                        "client has no part with repetition_penalty"),
                     "look at the client's keyword arguments in section 2: the part only vLLM reads"),
     "12b": Exercise(("lm",), lambda lm: next(s.values["top_k"] for s in explain(SamplingParams(temperature=1.0),
                                                                                 lm).plain_stages if s.name == "top_k"),
@@ -143,10 +154,16 @@ EXERCISES: dict[str, Exercise] = {
 
 
 def _matches(answer: Any, truth: Any, tolerance: float) -> bool:
+    """Whether ``answer`` is ``truth``: numbers within ``tolerance`` (numpy and 0-d torch values as the Python
+    numbers they hold), True and False only as themselves (True is not 1, 0 is not False), anything else equal."""
+    answer, truth = _checks.plain(answer), _checks.plain(truth)
+    if isinstance(answer, bool) or isinstance(truth, bool):
+        return type(answer) is type(truth) and answer == truth
     numeric = (int, float)
-    if isinstance(answer, bool) or isinstance(truth, bool) or not isinstance(answer, numeric):
-        return answer == truth
-    return isinstance(truth, numeric) and math.isclose(answer, truth, rel_tol=0, abs_tol=tolerance)
+    if isinstance(answer, numeric) and isinstance(truth, numeric):
+        return math.isclose(answer, truth, rel_tol=0, abs_tol=tolerance)
+    same = answer == truth
+    return same if isinstance(same, bool) else False  # an array compared with a number is not an answer
 
 
 def check_exercise(key: str, answer: Any, **objects: Any) -> bool:

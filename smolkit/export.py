@@ -219,13 +219,17 @@ def _openai_head(model: Any, messages: Any) -> dict[str, Any]:
     """The request's model and (when given) messages, checked."""
     if not isinstance(model, str):
         raise TypeError(f"model must be the served model's name, e.g. {DEFAULT_MODEL_ID!r}, got {model!r}")
+    model = _checks.text("model", model)
     if not model.strip():
         raise ValueError(f"model must be the served model's name, e.g. {DEFAULT_MODEL_ID!r}, got {model!r}")
     if messages is None:
         return {"model": model}
-    if isinstance(messages, (str, bytes, Mapping)) or not all(isinstance(m, Mapping) for m in messages):
+    if isinstance(messages, (str, bytes, Mapping)):
         raise TypeError(f"messages must be a list of {{'role': ..., 'content': ...}} dicts, got {messages!r}")
-    return {"model": model, "messages": [dict(m) for m in messages]}
+    messages = _checks.json_data("messages", messages)
+    if not all(isinstance(m, dict) for m in messages):
+        raise TypeError(f"messages must be a list of {{'role': ..., 'content': ...}} dicts, got {messages!r}")
+    return {"model": model, "messages": messages}
 
 
 def _openai_sampling(params: SamplingParams) -> dict[str, Any]:

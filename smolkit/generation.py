@@ -198,14 +198,7 @@ def generate(
     if fast is not None:
         _checks.boolean("fast", fast)
     inputs, prompt_length = prepare_inputs(lm, prompt, params, image=image, chat=chat)
-    max_new = min(params.max_new_tokens, lm.context_length - prompt_length)
-    if max_new < params.max_new_tokens:
-        warnings.warn(
-            f"max_new_tokens={params.max_new_tokens} does not fit after a {prompt_length}-token prompt in "
-            f"{lm.context_length} tokens of context; generating at most {max_new}",
-            stacklevel=2,
-        )
-        params = params.replace(max_new_tokens=max_new, min_tokens=min(params.min_tokens, max_new))
+    params = fit_context(lm, params, prompt_length)
     progress = _checks.boolean("progress", progress)
     fast = uses_fast_path(lm, fast)
     check_memory(lm, params, prompt_length, fast)
@@ -227,25 +220,58 @@ class _Request:
     prompt_length: int
 
 
+def fit_context(lm: LoadedModel, params: SamplingParams, prompt_length: int) -> SamplingParams:
+    """``params`` with max_new_tokens lowered to what fits after a ``prompt_length``-token prompt in the model's
+    context (min_tokens with it), and a warning saying so: the rule for every call that generates."""
+    max_new = min(params.max_new_tokens, lm.context_length - prompt_length)
+    if max_new < params.max_new_tokens:
+        warnings.warn(
+            f"max_new_tokens={params.max_new_tokens} does not fit after a {prompt_length}-token prompt in "
+            f"{lm.context_length} tokens of context; generating at most {max_new}",
+            stacklevel=3,
+        )
+        params = params.replace(max_new_tokens=max_new, min_tokens=min(params.min_tokens, max_new))
+    return params
+
+
 MEMORY_SHARE = 0.5
-"""The share of the memory available now that one generate call may plan to use."""
+"""The share of the memory available now that one call running the model may plan to use."""
+
+SCORE_BYTES_PER_LOGIT = 4 + 8 + 8 + 1
+"""What scoring a continuation holds per logit of a scored step: the float32 logits, their float64 copy and
+log-softmax, and the bools of the rank comparison (about 1 MiB a token for a 49,152-token vocabulary)."""
+
+
+def _cache_bytes_per_position(lm: LoadedModel) -> int:
+    """The KV cache of one position, every layer (keys and values)."""
+    text = lm.model.config.get_text_config()
+    heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    return 2 * text.num_hidden_layers * heads * head_dim * (torch.finfo(lm.dtype).bits // 8)
 
 
 def planned_bytes(lm: LoadedModel, params: SamplingParams, prompt_length: int, fast: bool) -> int:
     """What a generate call will hold at its peak, estimated: per row, the KV cache of every position, and per row
     and step the vocabulary-sized records (transformers keeps each step's processed scores and raw logits until
     the end; the fast path a few vocabulary-sized buffers per row, on the device)."""
-    text = lm.model.config.get_text_config()
-    heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-    item = torch.finfo(lm.dtype).bits // 8
     positions = prompt_length + params.max_new_tokens
     if fast:  # the fast path's static cache is a power of two of at least 256 positions
         positions = max(256, 1 << (positions - 1).bit_length())
-    kv = 2 * text.num_hidden_layers * heads * head_dim * positions * item
+    kv = _cache_bytes_per_position(lm) * positions
     per_step = 0 if fast else 2 * 4 * lm.vocab_size * params.max_new_tokens
     buffers = 16 * lm.vocab_size  # logits, noise, counts, seen and the softmax of one step
     return params.n * (kv + per_step + buffers)
+
+
+def forward_bytes(lm: LoadedModel, positions: int, scored: int) -> int:
+    """What one forward pass without a cache over ``positions`` tokens holds at its peak when the logits of
+    ``scored`` of them are kept and scored (SCORE_BYTES_PER_LOGIT each), estimated: one layer's activations per
+    position (hidden states, the MLP's intermediate, the attention's scores over every position) on top."""
+    text = lm.model.config.get_text_config()
+    item = torch.finfo(lm.dtype).bits // 8
+    layer = positions * (8 * text.hidden_size + 3 * text.intermediate_size) * item
+    attention = 2 * text.num_attention_heads * positions * positions * item
+    return scored * lm.vocab_size * SCORE_BYTES_PER_LOGIT + layer + attention
 
 
 def available_bytes(device: torch.device) -> int:
@@ -259,20 +285,28 @@ def available_bytes(device: torch.device) -> int:
     return free if left is None else min(free, left)
 
 
-def check_memory(lm: LoadedModel, params: SamplingParams, prompt_length: int, fast: bool) -> None:
-    """Refuse, before any model work, a call that would need more than MEMORY_SHARE of the memory available (it
-    would end in a killed kernel, or an allocation failure deep in the forward pass)."""
-    need, free = planned_bytes(lm, params, prompt_length, fast), available_bytes(lm.device)
+def check_fits(lm: LoadedModel, need: int, what: str, remedy: str) -> None:
+    """The memory rule of every call that runs the model: refuse, before any model work, ``what`` when it is
+    planned to ``need`` more than MEMORY_SHARE of the memory available (it would end in a killed kernel, or an
+    allocation failure deep in the forward pass); the error says what to lower (``remedy``)."""
+    free = available_bytes(lm.device)
     if need <= MEMORY_SHARE * free:
         return
-    per_row = need / params.n
-    fits = max(int(MEMORY_SHARE * free // per_row), 0)
     where = "GPU" if lm.device.type == "cuda" else "machine"
     raise ValueError(
-        f"n={params.n} x max_new_tokens={params.max_new_tokens} would need about {need / 2**30:.1f} GiB ("
-        f"{per_row / 2**20:.0f} MiB a sample) and this {where} has {free / 2**30:.1f} GiB available: lower n (at most "
-        f"{fits} fit now) or max_new_tokens" + ("; on a GPU the fast path keeps far less" if not fast else "")
+        f"{what} would need about {need / 2**30:.1f} GiB and this {where} has {free / 2**30:.1f} GiB available: "
+        f"{remedy}"
     )
+
+
+def check_memory(lm: LoadedModel, params: SamplingParams, prompt_length: int, fast: bool) -> None:
+    """``check_fits`` for a generate call: n rows of max_new_tokens; the error says how many rows fit now."""
+    need = planned_bytes(lm, params, prompt_length, fast)
+    per_row = need / params.n
+    fits = max(int(MEMORY_SHARE * available_bytes(lm.device) // per_row), 0)
+    check_fits(lm, need, f"n={params.n} x max_new_tokens={params.max_new_tokens}",
+               f"{per_row / 2**20:.0f} MiB a sample; lower n (at most {fits} fit now) or max_new_tokens"
+               + ("; on a GPU the fast path keeps far less" if not fast else ""))  # fmt: skip
 
 
 def uses_fast_path(lm: LoadedModel, fast: bool | None) -> bool:

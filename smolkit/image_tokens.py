@@ -14,7 +14,7 @@ import copy
 import functools
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -92,7 +92,7 @@ def smolvlm_processor(
     from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 
     edge = settings["longest_edge"] if longest_edge is None else longest_edge
-    edge = _checks.integer("longest_edge", edge, lo=settings["tile"], note=f"at least one {settings['tile']} px tile")
+    edge = _edge("longest_edge", edge, settings["tile"])
     image_processor = Idefics3ImageProcessorPil(
         size={"longest_edge": edge},
         max_image_size={"longest_edge": settings["tile"]},
@@ -100,6 +100,24 @@ def smolvlm_processor(
     )
     return Idefics3Processor(image_processor=image_processor, tokenizer=smolvlm_tokenizer(),
                              image_seq_len=settings["image_seq_len"], chat_template=SMOLVLM_CHAT_TEMPLATE)  # fmt: skip
+
+
+def _edge(name: str, value: Any, tile: int) -> int:
+    """A resize target: at least one tile, at most what Idefics3's processor resizes to (it caps the longest edge
+    at its MAX_IMAGE_SIZE, 4,096 px: a larger target would be a row labelled with a size never used)."""
+    from transformers.models.idefics3.image_processing_pil_idefics3 import MAX_IMAGE_SIZE
+
+    return _checks.integer(name, value, lo=tile, hi=MAX_IMAGE_SIZE,
+                           note=f"at least one {tile} px tile; the processor resizes to at most {MAX_IMAGE_SIZE} px")
+
+
+def _vision_model(lm: Any) -> LoadedModel:
+    """``lm`` when it is a vision-language model from ``load_model``; TypeError otherwise."""
+    if not isinstance(lm, LoadedModel) or not lm.is_vision:
+        what = f"the text-only model {lm.name!r}" if isinstance(lm, LoadedModel) else type(lm).__name__
+        raise TypeError(f"lm must be a SmolVLM model from smolkit.load_model (one that reads images), or None for "
+                        f"SmolVLM-256M's settings, got {what}")
+    return lm
 
 
 def _with_edge(processor: Any, longest_edge: int, splitting: bool) -> Any:
@@ -127,10 +145,14 @@ def image_token_rows(
     whole prompt's tokens and their share of the context. SmolVLM-256M's settings, or the processor of ``lm``
     (a SmolVLM loaded with ``smolkit.load_model``) when given. A 512 px target is read as a single tile."""
     _checks.text("question", question)
+    lm = None if lm is None else _vision_model(lm)
     context = SMOLVLM_256M["context"] if lm is None else lm.context_length
-    rows = []
     tile = SMOLVLM_256M["tile"] if lm is None else lm.processor.image_processor.max_image_size["longest_edge"]
-    for edge in longest_edges:
+    if isinstance(longest_edges, (str, bytes)) or not isinstance(longest_edges, Iterable):
+        raise TypeError(f"longest_edges must be a list of sizes in px, got {_checks.describe(longest_edges)}")
+    edges = [_edge("longest_edges", edge, tile) for edge in longest_edges]  # all checked before any image work
+    rows = []
+    for edge in edges:
         splitting = edge > tile
         processor = smolvlm_processor(edge, splitting) if lm is None else _with_edge(lm.processor, edge, splitting)
         batch = _encode(processor, image, question)

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from smolkit import _checks
+
 __all__ = ["ALLOWED_FORMATS", "MAX_DECODED_PIXELS", "MAX_IMAGE_EDGE", "MAX_JPEG_PIXELS", "load_image"]
 
 MAX_IMAGE_EDGE = 2048
@@ -46,8 +48,7 @@ def load_image(image: str | os.PathLike | Image.Image, max_edge: int = MAX_IMAGE
     The file is closed whatever happens. Shrinking happens while decoding where the format allows (JPEG draft
     mode), so a huge photo does not need its full size in memory.
     """
-    if isinstance(max_edge, bool) or not isinstance(max_edge, int) or max_edge < 1:
-        raise ValueError(f"max_edge must be a positive integer, got {max_edge!r}")
+    max_edge = _checks.integer("max_edge", max_edge, lo=1)
     if isinstance(image, Image.Image):
         if getattr(image, "tile", None) and image.format not in ALLOWED_FORMATS:  # not decoded yet
             raise ValueError(
@@ -72,6 +73,8 @@ def load_image(image: str | os.PathLike | Image.Image, max_edge: int = MAX_IMAGE
                 f"image: {str(path)!r} is not an image file in a format the kit reads ({FORMAT_NAMES}; judged by "
                 "its content, not its name)"
             ) from None
+        except Image.DecompressionBombError as err:  # Pillow's own limit (a GIF frame, or its limit set lower)
+            raise ValueError(f"image: {str(path)!r} is too large to open safely ({err})") from None
         except OSError as err:
             raise ValueError(f"image: {str(path)!r} could not be decoded ({err})") from None
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-import torch
 from transformers import GenerationConfig
 
 from smolkit import _checks
@@ -62,10 +61,16 @@ CONFIG_TYPES = {
 def as_generation_config(gc: Any, name: str = "gc") -> GenerationConfig:
     """``gc`` (a GenerationConfig or a dict of its fields) as a GenerationConfig whose fields the kit reads are of
     the right type: {"do_sample": "false"} must not turn sampling on, {"eos_token_id": "12"} is no token id."""
-    if isinstance(gc, Mapping):
+    if isinstance(gc, Mapping):  # checked before transformers reads it (its own checks compare values)
+        fields = dict(gc)
+        for field, check in CONFIG_TYPES.items():
+            if fields.get(field) is not None:
+                fields[field] = check(f"{name}.{field}", fields[field])
+        if fields.get("eos_token_id") is not None:
+            fields["eos_token_id"] = ids(f"{name}.eos_token_id", fields["eos_token_id"])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # transformers' notes about flag combinations
-            gc = GenerationConfig.from_dict(dict(gc))
+            gc = GenerationConfig.from_dict(fields)
     if not isinstance(gc, GenerationConfig):
         raise TypeError(
             f"{name} must be a transformers GenerationConfig or a dict of its fields, got {type(gc).__name__}"
@@ -80,11 +85,10 @@ def as_generation_config(gc: Any, name: str = "gc") -> GenerationConfig:
 
 def ids(name: str, value: Any) -> list[int]:
     """One id or a list of ids (as generation configs write eos_token_id) as a list of checked ints."""
+    value = _checks.plain(value)
     if value is None:
         return []
-    if isinstance(value, torch.Tensor):
-        value = value.flatten().tolist()
-    if not isinstance(value, (str, bytes)) and not isinstance(value, Sequence):
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         value = [value]
     return list(_checks.token_ids(name, value))
 
@@ -250,7 +254,7 @@ OPENAI_FIELDS = {
     "min_tokens": "min_tokens",
     "stop_token_ids": "stop_token_ids",
     "max_tokens": "max_new_tokens",
-    "max_completion_tokens": "max_new_tokens",  # after max_tokens: the newer name wins when both are set
+    "max_completion_tokens": "max_new_tokens",  # the newer name: it wins when both are set (from_openai)
 }
 """Request field -> SamplingParams field (vLLM's extensions included)."""
 
@@ -332,8 +336,10 @@ def from_openai(
         raise ValueError(f"cannot import {', '.join(bad)}: smolkit has no equivalent, so it would sample otherwise")
     unknown = sorted(set(merged) - set(OPENAI_FIELDS) - {"stop"} - OPENAI_PASSIVE - set(OPENAI_NEUTRAL))
     if unknown:
-        warn(f"not imported (not sampling parameters smolkit knows): {', '.join(unknown)}")
+        warn(f"not imported (not sampling parameters smolkit knows): {_checks.listing(unknown)}")
     fields = {OPENAI_FIELDS[k]: v for k, v in merged.items() if k in OPENAI_FIELDS and v is not None}
+    if merged.get("max_completion_tokens") is not None:  # OpenAI's newer name for max_tokens wins over it
+        fields["max_new_tokens"] = merged["max_completion_tokens"]
     if fields.get("seed") == -1:
         del fields["seed"]
     stop_ids = [*fields.pop("stop_token_ids", ()), *_stop_ids(merged.get("stop"), tokenizer)]
@@ -349,10 +355,11 @@ def _merged_body(body: Any) -> dict[str, Any]:
     """The request's fields with ``extra_body``'s merged in, as the OpenAI client sends them."""
     if not isinstance(body, Mapping):
         raise TypeError(f"body must be a dict (the request's JSON), got {type(body).__name__}")
-    extra = body.get("extra_body") or {}
+    body = _checks.json_data("body", body)  # numpy values as Python ones; what JSON cannot hold is refused
+    extra = body.pop("extra_body", None) or {}
     if not isinstance(extra, Mapping):
         raise TypeError(f"extra_body must be a dict, got {type(extra).__name__}")
-    return {**{k: v for k, v in body.items() if k != "extra_body"}, **extra}
+    return {**body, **extra}
 
 
 def _stop_ids(stop: Any, tokenizer: Any) -> list[int]:
@@ -369,7 +376,8 @@ def _stop_ids(stop: Any, tokenizer: Any) -> list[int]:
         (found.append(int(token[0])) if len(token) == 1 else lost.append(text))
     if lost:
         reason = "pass tokenizer= to map single-token strings" if tok is None else "not one token each"
-        warn(f"stop strings {lost} are not imported: smolkit stops on token ids ({reason})", stacklevel=4)
+        shown = _checks.listing([_checks.describe(t, 40) for t in lost])
+        warn(f"stop strings [{shown}] are not imported: smolkit stops on token ids ({reason})", stacklevel=4)
     return found
 
 

@@ -107,6 +107,7 @@ def _validated(p: SamplingParams) -> dict[str, Any]:
     max_new = c.integer("max_new_tokens", p.max_new_tokens, lo=1)
     lo, hi = REPETITION_PENALTY_RANGE
     plo, phi = PENALTY_RANGE
+    stops = () if p.stop_token_ids is None else p.stop_token_ids  # an array has no truth value: no `or ()`
     out = {
         "max_new_tokens": max_new,
         "do_sample": c.boolean("do_sample", p.do_sample),
@@ -119,7 +120,7 @@ def _validated(p: SamplingParams) -> dict[str, Any]:
         "frequency_penalty": c.number("frequency_penalty", p.frequency_penalty, plo, phi, "vLLM's range; 0 means none"),
         "seed": None if p.seed is None else c.integer("seed", p.seed, 0, SEED_MAX, "None or 0 to 2**64 - 1"),
         "min_tokens": c.integer("min_tokens", p.min_tokens, lo=0),
-        "stop_token_ids": tuple(dict.fromkeys(c.token_ids("stop_token_ids", p.stop_token_ids or ()))),
+        "stop_token_ids": tuple(dict.fromkeys(c.token_ids("stop_token_ids", stops))),
         "n": c.integer("n", p.n, lo=1),
     }
     if out["min_tokens"] > max_new:

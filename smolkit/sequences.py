@@ -17,7 +17,7 @@ import torch
 
 from smolkit import _checks, gpu_share
 from smolkit.distribution import Distribution, TokenProb, prepare_inputs
-from smolkit.generation import GenerationResult, generate
+from smolkit.generation import SCORE_BYTES_PER_LOGIT, GenerationResult, check_fits, forward_bytes, generate
 from smolkit.models import LoadedModel
 from smolkit.params import SamplingParams
 
@@ -27,6 +27,7 @@ __all__ = [
     "MAX_TOP_LOGPROBS",
     "ContinuationScore",
     "TokenScore",
+    "continuation_inputs",
     "continuation_logits",
     "logprob_rows",
     "perplexity_rows",
@@ -113,20 +114,34 @@ class ContinuationScore:
         )
 
 
+def continuation_inputs(
+    lm: LoadedModel, prompt: str, continuation: str | Sequence[int], chat: bool = True, name: str = "continuation"
+) -> tuple[dict[str, torch.Tensor], int]:
+    """The model inputs for ``prompt`` + ``continuation`` (named ``name`` in errors) and the prompt's length,
+    checked before any model work: not empty, within the context, and the scoring within the memory rule."""
+    inputs, prompt_length = prepare_inputs(lm, prompt, SamplingParams(), continuation, chat=chat, name=name)
+    positions = int(inputs["input_ids"].shape[1])
+    scored = positions - prompt_length
+    if not scored:
+        raise ValueError(f"{name} is empty: give the text (or token ids) that follows the prompt")
+    check_fits(lm, forward_bytes(lm, positions, scored), f"scoring {scored} tokens of {name}",
+               f"score a shorter {name} (about {SCORE_BYTES_PER_LOGIT * lm.vocab_size / 2**20:.1f} MiB a token)")
+    return inputs, prompt_length
+
+
 def continuation_logits(
-    lm: LoadedModel, prompt: str, continuation: str | Sequence[int], chat: bool = True
+    lm: LoadedModel, prompt: str, continuation: str | Sequence[int], chat: bool = True, name: str = "continuation"
 ) -> tuple[list[int], torch.Tensor, torch.Tensor, int]:
     """The continuation's token ids, the raw logits that predicted each of them (steps x vocab, float32, CPU),
     the whole input ids (prompt + continuation) and the prompt's length, from one forward pass.
 
-    ``continuation`` is text (tokenized as ``generate``'s tokens are, without special tokens) or token ids.
+    ``continuation`` is text (tokenized as ``generate``'s tokens are, without special tokens) or token ids;
+    ``name`` is what the caller calls it (errors name it so).
     """
-    inputs, prompt_length = prepare_inputs(lm, prompt, SamplingParams(), continuation, chat=chat)
+    inputs, prompt_length = continuation_inputs(lm, prompt, continuation, chat, name)
     ids = inputs["input_ids"][0, prompt_length:].tolist()
-    if not ids:
-        raise ValueError("continuation is empty: give the text (or token ids) that follows the prompt")
-    with torch.inference_mode(), gpu_share.out_of_memory(lm.device):
-        logits = lm.model(**inputs, use_cache=False).logits[0, prompt_length - 1 : -1]
+    with torch.inference_mode(), gpu_share.out_of_memory(lm.device):  # only the logits that predict the ids
+        logits = lm.model(**inputs, use_cache=False, logits_to_keep=len(ids) + 1).logits[0, :-1]
     return ids, logits.float().cpu(), inputs["input_ids"].cpu(), prompt_length
 
 
@@ -135,8 +150,14 @@ def score_continuation(
 ) -> ContinuationScore:
     """The log-probability of ``continuation`` after ``prompt``, token by token, under the model's own
     distribution (what ``generate`` would draw from at temperature 1 with nothing cut)."""
+    return _score(lm, prompt, continuation, chat, top, "continuation")
+
+
+def _score(
+    lm: LoadedModel, prompt: str, continuation: str | Sequence[int], chat: bool, top: int, name: str
+) -> ContinuationScore:
     top = _checks.integer("top", top, lo=0, hi=MAX_TOP_LOGPROBS)
-    ids, logits, _, _ = continuation_logits(lm, prompt, continuation, chat)
+    ids, logits, _, _ = continuation_logits(lm, prompt, continuation, chat, name)
     logp = torch.log_softmax(logits.double(), dim=-1)
     chosen = logp.gather(-1, torch.tensor(ids).view(-1, 1)).flatten()
     ranks = (logp > chosen.view(-1, 1)).sum(-1).tolist()
@@ -170,15 +191,17 @@ def perplexity_rows(
     """Perplexity, under the model's own distribution, of its samples at each temperature (0 = greedy) and of a
     ``reference`` text: one row per source with the tokens scored and the perplexity of them all together
     (exp of minus their mean log-probability). A stop token that ends a sample is not scored."""
+    plans = [SamplingParams(temperature=t, max_new_tokens=max_new_tokens, n=n, seed=seed) for t in temperatures]
+    plans = [p.replace(n=1) if p.temperature == 0 else p for p in plans]  # greedy: one text, every sample the same
+    if reference is not None:  # checked before any sample is generated
+        continuation_inputs(lm, prompt, reference, name="reference")
     rows = []
-    for temperature in temperatures:
-        greedy = temperature == 0  # one greedy text: every greedy sample is the same
-        params = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens, n=1 if greedy else n, seed=seed)
+    for params in plans:
         result = generate(lm, prompt, params)
         scores = [score_continuation(lm, prompt, _without_stop(lm, s.token_ids, params), top=0) for s in result.samples]
-        rows.append(_perplexity_row(f"samples at temperature {temperature:g}", scores))
+        rows.append(_perplexity_row(f"samples at temperature {params.temperature:g}", scores))
     if reference is not None:
-        rows.append(_perplexity_row("the reference text", [score_continuation(lm, prompt, reference, top=0)]))
+        rows.append(_perplexity_row("the reference text", [_score(lm, prompt, reference, True, 0, "reference")]))
     return rows
 
 
@@ -209,7 +232,7 @@ def tail_chance(
     tokens below ``threshold``, and the chance that a sample of that many steps draws at least one of them,
     1 - prod(1 - mass): rare tokens are individually negligible and together hard to avoid."""
     threshold = _checks.number("threshold", threshold, lo=0, hi=1, open_lo=True)
-    ids, logits, _, _ = continuation_logits(lm, prompt, token_ids, chat)
+    ids, logits, _, _ = continuation_logits(lm, prompt, token_ids, chat, "token_ids")
     probs = torch.softmax(logits.double(), dim=-1)
     mass = torch.where(probs < threshold, probs, torch.zeros((), dtype=probs.dtype)).sum(-1)
     drawn = probs.gather(-1, torch.tensor(ids).view(-1, 1)).flatten()
@@ -236,7 +259,8 @@ def server_logprobs(
     computed from: "raw" the model's own (vLLM's default), "processed" the one the token was drawn from.
     ``digits`` rounds the log-probabilities for display (servers send full floats)."""
     mode = _checks.choice("mode", mode, LOGPROBS_MODES)
-    keep = (lambda v: v) if digits is None else (lambda v: round(v, _checks.integer("digits", digits, lo=0)))
+    places = None if digits is None else _checks.integer("digits", digits, lo=0)
+    keep = (lambda v: v) if places is None else (lambda v: round(v, places))
     top_logprobs = _checks.integer("top_logprobs", top_logprobs, lo=0, hi=MAX_TOP_LOGPROBS)
     sample = _checks.integer("sample", sample, lo=0, hi=len(result.samples) - 1)
     ids, logits, input_ids, prompt_length = continuation_logits(lm, result.prompt, result.samples[sample].token_ids,

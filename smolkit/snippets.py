@@ -1,11 +1,14 @@
 """Code to paste: a few lines of Python that run a preset on transformers, vLLM or an OpenAI-style server.
 
-Every value that enters the code is written with ``repr`` (a model name or prompt cannot become code), and no
-comment holds a user's value.
+Every value that enters the code is a plain Python literal written by ``source`` (a model name or prompt cannot
+become code, a numpy value cannot become ``np.float64(0.7)``), no comment holds a user's value, and the code is
+parsed before it is returned.
 """
 
 from __future__ import annotations
 
+import ast
+import math
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -23,12 +26,56 @@ from smolkit.export import (
 from smolkit.hf import to_transformers
 from smolkit.params import SamplingParams
 
-__all__ = ["SNIPPET_TARGETS", "snippet"]
+__all__ = ["SNIPPET_TARGETS", "code", "model_name", "snippet", "source"]
 
 SNIPPET_TARGETS = ("transformers", "vllm", "openai")
 
 GENERATION_FIELDS = ("do_sample", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "max_new_tokens")
 """The GenerationConfig fields a transformers snippet sets (those that do not depend on the model)."""
+
+
+def source(name: str, value: Any) -> str:
+    """``value`` as Python source: a bool, int, float, str or None (numpy and 0-d torch values as the Python value
+    they hold), or a list, tuple or dict of them; ``name`` is the field an error names. NaN and infinities are
+    refused (``nan`` is no Python literal), as is anything else (its repr need not run).
+
+    >>> import numpy as np
+    >>> source("temperature", np.float32(0.7)), source("stop", [np.int64(5)])
+    ('0.7', '[5]')
+    """
+    return repr(_plain_literal(name, value))
+
+
+def _plain_literal(name: str, value: Any) -> Any:
+    value = _checks.plain(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {_checks.describe(value)}")
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain_literal(name, v) for v in value)
+    if isinstance(value, dict):
+        return {_plain_literal(name, k): _plain_literal(name, v) for k, v in value.items()}
+    if value is None:
+        return None
+    for kind in (bool, int, float, str):  # a subclass (an IntEnum, a str subclass) as the plain value
+        if isinstance(value, kind):
+            return kind(value)
+    raise TypeError(f"{name} must be a plain value (a number, a string, True/False, None or a list of them) to be "
+                    f"written into code, got {_checks.describe(value)} ({type(value).__name__})")
+
+
+def code(lines: list[str]) -> str:
+    """The snippet's lines as one text, parsed first: a snippet that is not Python is the kit's bug, not the
+    reader's."""
+    text = "\n".join(lines)
+    ast.parse(text)
+    return text
+
+
+def model_name(model: Any) -> str:
+    """``model`` checked as a model's name (a Hub id or a folder), as a plain str."""
+    if not isinstance(model, str) or not model:
+        raise TypeError(f"model must be the model's name (a Hub id), e.g. {DEFAULT_MODEL_ID!r}, got {model!r}")
+    return _checks.text("model", model)
 
 
 def snippet(
@@ -58,9 +105,7 @@ def snippet(
         model = model_id(lm)
     if target != "transformers":  # transformers loads the same generation_config.json and applies it
         warn_hidden_stages(lm, "vLLM", stacklevel=3)
-    if not isinstance(model, str) or not model:
-        raise TypeError(f"model must be the model's name (a Hub id), e.g. {DEFAULT_MODEL_ID!r}, got {model!r}")
-    _checks.text("prompt", prompt)
+    model, prompt = model_name(model), _checks.text("prompt", prompt)
     if vision is None:
         vision = any(word in model.lower() for word in ("smolvlm", "idefics"))
     vision = _checks.boolean("vision", vision)
@@ -72,12 +117,12 @@ def snippet(
 
 
 def _kwargs_lines(kwargs: Mapping[str, Any], indent: str = "    ") -> list[str]:
-    return [f"{indent}{name}={value!r}," for name, value in kwargs.items()]
+    return [f"{indent}{name}={source(name, value)}," for name, value in kwargs.items()]
 
 
 def _vllm(params: SamplingParams, model: str, prompt: str) -> str:
     messages = [{"role": "user", "content": prompt}]
-    return "\n".join(
+    return code(
         [
             "from vllm import LLM, SamplingParams",
             "",
@@ -85,7 +130,7 @@ def _vllm(params: SamplingParams, model: str, prompt: str) -> str:
             "params = SamplingParams(",
             *_kwargs_lines(to_vllm(params)),
             ")",
-            f"outputs = llm.chat({messages!r}, params)",
+            f"outputs = llm.chat({source('messages', messages)}, params)",
             "print(outputs[0].outputs[0].text)",
         ]
     )
@@ -96,7 +141,7 @@ def _openai(params: SamplingParams, model: str, prompt: str) -> str:
         warnings.simplefilter("ignore", ExportWarning)  # said in a comment in the code instead
         body = to_openai(params, model=model, messages=[{"role": "user", "content": prompt}])
     extra = body.pop("extra_body")
-    return "\n".join(
+    return code(
         [
             "from openai import OpenAI",
             "",
@@ -106,7 +151,7 @@ def _openai(params: SamplingParams, model: str, prompt: str) -> str:
             *_kwargs_lines(body),
             "    # vLLM's extensions: the client merges extra_body into the request's JSON; a plain OpenAI",
             "    # endpoint rejects them: drop extra_body there",
-            f"    extra_body={extra!r},",
+            f"    extra_body={source('extra_body', extra)},",
             ")",
             "for choice in response.choices:",
             "    print(choice.message.content)",
@@ -120,7 +165,7 @@ def _transformers(params: SamplingParams, model: str, prompt: str, vision: bool)
     if params.min_tokens:
         fields["min_new_tokens"] = params.min_tokens
     penalties = [(type(p).__name__, p.value) for p in processors]
-    return "\n".join(
+    return code(
         [
             *_transformers_imports(vision, [cls for cls, _ in penalties]),
             "",
@@ -157,7 +202,7 @@ def _transformers_load(model: str, prompt: str, vision: bool) -> list[str]:
         ]
     return [
         *lines,
-        f"messages = {[{'role': 'user', 'content': content}]!r}",
+        f"messages = {source('messages', [{'role': 'user', 'content': content}])}",
         "inputs = tokenizer.apply_chat_template(",
         '    messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"',
         ")",
@@ -179,7 +224,7 @@ def _transformers_generate(penalties: list[tuple[str, float]], n: int, seed: int
     call = "out = model.generate(**inputs, generation_config=gc"
     lines = []
     if penalties:
-        procs = ", ".join(f"{cls}({value!r})" for cls, value in penalties)
+        procs = ", ".join(f"{cls}({source(cls, value)})" for cls, value in penalties)
         lines.append(f"processors = LogitsProcessorList([{procs}])  # they find where each prompt ends")
         call += ", logits_processor=processors"
     if n > 1:

@@ -7,17 +7,17 @@ can compare), and they work on token ids, so they measure what the model produce
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
+from smolkit import _checks
 from smolkit.generation import GenerationResult
 
 __all__ = ["distinct_ngram_fraction", "off_top_fraction", "repeated_ngram_fraction", "sample_stats"]
 
 
-def _ngrams(ids: Sequence[int], n: int) -> list[tuple[int, ...]]:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
-    ids = list(ids)
+def _ngrams(ids: Sequence[int], n: int, name: str = "token_ids") -> list[tuple[int, ...]]:
+    n = _checks.integer("n", n, lo=1)
+    ids = _checks.token_ids(name, ids)
     return [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
 
 
@@ -52,7 +52,9 @@ def distinct_ngram_fraction(samples: Sequence[Sequence[int]], n: int = 3) -> flo
     >>> distinct_ngram_fraction([[1, 2, 3], [4, 5, 6]], n=2)
     1.0
     """
-    grams = [g for ids in samples for g in _ngrams(ids, n)]
+    if isinstance(samples, (str, bytes)) or not isinstance(samples, Iterable):
+        raise TypeError(f"samples must be a list of token id lists, got {_checks.describe(samples)}")
+    grams = [g for i, ids in enumerate(samples) for g in _ngrams(ids, n, f"samples[{i}]")]
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
@@ -62,8 +64,7 @@ def off_top_fraction(result: GenerationResult, k: int = 5) -> float:
     The rank is read under the model's raw logits (``Step.rank``, 0 = its first choice): a high share means the
     sampler often picked tokens the model itself rated as unlikely, which is where incoherent text comes from.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    k = _checks.integer("k", k, lo=1)
     steps = [step for sample in result.samples for step in sample.steps]
     return sum(step.rank >= k for step in steps) / len(steps) if steps else 0.0
 

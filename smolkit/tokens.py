@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+from smolkit import _checks
 from smolkit.models import LoadedModel
 
 __all__ = ["TokenPiece", "count_tokens", "format_pieces", "show_tokens", "split_tokens", "visible"]
@@ -49,8 +50,7 @@ def split_tokens(lm: LoadedModel, text: str, chat: bool = False) -> list[TokenPi
     the whole prompt the model reads for a question, chat template included. A character split over several
     tokens (some accented letters, emoji) shows as '�' in the pieces that hold only part of it.
     """
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a string, got {type(text).__name__}")
+    text = _checks.text("text", text)
     ids = lm.encode(text, chat=chat)[0].tolist() if text or chat else []
     return [TokenPiece(int(i), lm.token_text(i)) for i in ids]
 

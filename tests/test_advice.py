@@ -3,6 +3,9 @@ set, recipes and sizes (the file is written by `python -m smolkit advice`, which
 
 from __future__ import annotations
 
+import json
+import os
+
 import pytest
 
 from smolkit import SamplingParams
@@ -143,3 +146,54 @@ def test_the_presets_follow_the_numbers(results):
     for name, measured in (("factual", factual), ("creative", creative)):
         preset = PRESETS[name].to_dict()
         assert {f: preset[f] for f in SAMPLING_FIELDS} == {f: measured[f] for f in SAMPLING_FIELDS}, name
+
+
+@pytest.fixture
+def quick_run(monkeypatch):
+    """`python -m smolkit advice` with the measurement replaced by a stub that counts its calls (no model)."""
+    import smolkit.advice as advice
+    import smolkit.models as models
+
+    calls = []
+    monkeypatch.setattr(models, "load_model", lambda **kw: "lm")
+    monkeypatch.setattr(advice, "run", lambda lm, **kw: calls.append(kw) or {"seconds": 1.0, "recommended": {}})
+    return calls
+
+
+def test_advice_checks_its_output_before_measuring(quick_run, tmp_path, capsys):
+    """A folder that does not exist, one that cannot be written, an existing file and the committed results are
+    refused in one line, exit 2, before the measurement runs."""
+    from smolkit.__main__ import main
+    from smolkit.advice import RESULTS_PATH
+
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    (tmp_path / "old.json").write_text("{}")
+    cases = {str(tmp_path / "missing" / "x.json"): "does not exist", str(locked / "x.json"): "cannot write",
+             str(tmp_path / "old.json"): "--overwrite", str(tmp_path): "a folder"}  # fmt: skip
+    if os.geteuid() == 0:
+        del cases[str(locked / "x.json")]  # root writes anywhere
+    for out, reason in cases.items():
+        assert main(["advice", "--out", out]) == 2
+        assert reason in capsys.readouterr().err
+    assert main(["advice"]) == 2 and str(RESULTS_PATH) in capsys.readouterr().err
+    assert quick_run == [] and (tmp_path / "old.json").read_text() == "{}"
+
+
+def test_advice_writes_atomically(quick_run, tmp_path, monkeypatch):
+    """The results replace the file in one step (os.replace of a temporary file beside it): a failed write
+    leaves the old file whole and no temporary file behind."""
+    from smolkit.__main__ import main
+
+    out = tmp_path / "advice.json"
+    assert main(["advice", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["seconds"] == 1.0
+    out.write_text('{"old": 1}')
+
+    def broken(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken)
+    with pytest.raises(OSError, match="disk full"):
+        main(["advice", "--out", str(out), "--overwrite"])
+    assert json.loads(out.read_text()) == {"old": 1} and sorted(p.name for p in tmp_path.iterdir()) == [out.name]

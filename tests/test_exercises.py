@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import os
 import re
+import types
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
+import torch
 from exercise_solutions import SOLUTIONS
 from nbclient import NotebookClient
 
+from smolkit import SamplingParams, next_token_distribution
 from smolkit.exercises import EXERCISES, check_exercise
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +51,41 @@ def test_a_check_says_what_it_needs(capsys):
         check_exercise("99z", 1)
     assert check_exercise("03a", None) is False
     assert "replace None" in capsys.readouterr().out
+
+
+def test_tolerance_holds_for_numpy_and_torch_numbers(lm, capsys):
+    """03a's tolerance (0.01) applies to an answer given as a tensor, a numpy float or a 0-d array as to a float."""
+    dist = next_token_distribution(lm, "What is the capital of France?")
+    truth = dist.with_params(temperature=0.5).top(1)[0].prob
+    close = [truth + 0.004, np.float32(truth + 0.004), np.float64(truth - 0.004), np.array(truth + 0.004),
+             torch.tensor(truth + 0.004), torch.tensor([truth])]  # fmt: skip
+    assert [check_exercise("03a", a, dist=dist) for a in close] == [True] * len(close)
+    far = [truth + 0.02, torch.tensor(truth + 0.02), np.float32(truth - 0.02), np.array([truth, truth]), "0.3"]
+    assert [check_exercise("03a", a, dist=dist) for a in far] == [False] * len(far)
+    capsys.readouterr()
+
+
+def test_true_is_not_one_and_zero_is_not_false(lm):
+    """02a's answer is 1 (greedy gives one text): 1 and np.int64(1) are right, True is not; 10b's is False (the best
+    beam is likelier than greedy here): False and np.bool_(False) are right, 0 is not."""
+    greedy = SamplingParams(temperature=0, max_new_tokens=3)
+    answers = [(1, True), (np.int64(1), True), (torch.tensor(1), True), (True, False), (np.bool_(True), False)]
+    for answer, right in answers:
+        assert check_exercise("02a", answer, lm=lm, prompt="Hi", greedy=greedy) is right, answer
+    best = types.SimpleNamespace
+    objects = {"greedy": best(best=best(logprob=-5.0)), "beams": best(best=best(logprob=-1.0))}
+    answers = [(False, True), (np.bool_(False), True), (torch.tensor(False), True), (0, False), (0.0, False)]
+    for answer, right in answers:
+        assert check_exercise("10b", answer, **objects) is right, answer
+
+
+def test_objects_without_the_row_a_check_reads_say_so():
+    """rows without a 2048 px row (11a), a client without vLLM's part (12a): a ValueError naming what is missing,
+    not a bare StopIteration."""
+    with pytest.raises(ValueError, match="rows has no row with 'longest edge' 2048"):
+        check_exercise("11a", 5, rows=[{"longest edge": 512, "image tokens": 64}, "junk"])
+    with pytest.raises(ValueError, match="client has no part with repetition_penalty"):
+        check_exercise("12a", "extra_body", client={"model": "m", "extra_body": {"top_k": 5}})
 
 
 def _text(cell: nbformat.NotebookNode) -> str:

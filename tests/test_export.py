@@ -14,6 +14,7 @@ import sys
 import types
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -22,6 +23,7 @@ from transformers import GenerationConfig, LogitsProcessorList, TopKLogitsWarper
 
 import smolkit
 from smolkit import SamplingParams
+from smolkit.beams import beam_snippet
 from smolkit.distribution import Distribution, next_token_distribution, prepare_inputs
 from smolkit.embedded import embedded_cache_path
 from smolkit.explain import explain
@@ -384,6 +386,30 @@ def test_openai_import_warns_for_what_it_drops(lm):
     assert from_openai({"top_p": 0.5}, defaults=nudge) == SamplingParams(temperature=0.6, top_p=0.5)
 
 
+def test_openai_newer_max_name_wins_in_any_order():
+    """max_completion_tokens (OpenAI's newer name) wins over max_tokens, whichever comes first or where."""
+    bodies = [{"max_completion_tokens": 20, "max_tokens": 10}, {"max_tokens": 10, "max_completion_tokens": 20},
+              {"max_completion_tokens": 20, "extra_body": {"max_tokens": 10}}]  # fmt: skip
+    assert [from_openai(b).max_new_tokens for b in bodies] == [20, 20, 20]
+    assert from_openai({"max_completion_tokens": None, "max_tokens": 10}).max_new_tokens == 10
+
+
+def test_openai_keys_must_be_names():
+    with pytest.raises(TypeError, match=r"body keys must be field names \(strings.*got 3 \(int\)"):
+        from_openai({3: 1, "temperature": 0.5})
+    with pytest.raises(TypeError, match=r"extra_body keys .*got \('top', 'k'\) \(tuple\)"):
+        from_openai({"extra_body": {("top", "k"): 5}})
+
+
+def test_openai_many_dropped_stop_strings_are_summarised():
+    """100,000 stop strings that cannot cross: a warning of a few lines, naming how many, not a 500 KB one."""
+    with pytest.warns(ExportWarning) as caught:
+        from_openai({"stop": [f"never {i}" for i in range(100_000)], **{f"x{i}": 1 for i in range(1_000)}})
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2 and all(len(m) < 400 for m in messages), messages
+    assert "(100,000 in all)" in messages[1] and "'never 0'" in messages[1] and "(1,000 in all)" in messages[0]
+
+
 def test_model_defaults(lm, tmp_path):
     # The embedded model's generation_config.json sets no sampling fields: transformers' generate decodes
     # greedily, a vLLM server samples at temperature 1 over all tokens.
@@ -470,6 +496,63 @@ def test_snippets_compile(target, params):
     code = snippet(params, target)
     compile(code, f"<{target} snippet>", "exec")
     assert len(code.splitlines()) <= 40
+
+
+NUMPY_VALUES = {"model": np.str_("my/model"), "prompt": np.str_("Hi")}
+
+
+@pytest.mark.parametrize("target", SNIPPET_TARGETS)
+def test_snippets_write_plain_literals_from_numpy_values(target):
+    """numpy values become the Python values they hold (LLM(model=np.str_('m')) would not run without numpy);
+    the code parses, and its literals are plain."""
+    params = SamplingParams(temperature=np.float32(0.7), top_k=np.int64(20), seed=np.int64(3), n=np.int64(2),
+                            presence_penalty=np.float64(0.5), stop_token_ids=np.array([198, 2]))  # fmt: skip
+    code = snippet(params, target, **NUMPY_VALUES)
+    _assert_plain(code)
+    assert "'my/model'" in code and "np." not in code and "0.7" in code
+
+
+def _assert_plain(code: str) -> None:
+    tree = ast.parse(code)
+    calls = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    assert not calls & {"str_", "int64", "float32", "float64", "array", "nan", "inf"}, calls
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    assert not names & {"np", "nan", "inf", "numpy"}, names
+
+
+@pytest.mark.parametrize("target", ["transformers", "vllm"])
+def test_beam_snippets_validate_and_write_plain_literals(target, monkeypatch, capsys):
+    code = beam_snippet(np.int64(3), target, max_new_tokens=np.int64(20), length_penalty=np.float32(0.5),
+                        model=np.str_("my/model"), prompt=np.str_("Hi"))  # fmt: skip
+    _assert_plain(code)
+    assert "max_new_tokens=20" in code or "max_tokens=20" in code
+    for bad, match in [({"max_new_tokens": 0}, "max_new_tokens"), ({"max_new_tokens": 2.5}, "max_new_tokens"),
+                       ({"length_penalty": float("nan")}, "length_penalty"), ({"model": 3}, "model"),
+                       ({"prompt": b"Hi"}, "prompt")]:  # fmt: skip
+        with pytest.raises((TypeError, ValueError), match=match):
+            beam_snippet(3, target, **bad)
+    if target == "vllm":  # cheap to run with a stand-in vllm: the values arrive as plain Python values
+        seen = {}
+
+        class LLM:
+            def __init__(self, model):
+                seen["model"] = model
+
+            def get_tokenizer(self):
+                return types.SimpleNamespace(apply_chat_template=lambda messages, **kw: messages[0]["content"])
+
+            def beam_search(self, prompts, params):
+                seen["prompts"], seen["params"] = prompts, params
+                return [types.SimpleNamespace(sequences=[])]
+
+        fake, sampling = types.ModuleType("vllm"), types.ModuleType("vllm.sampling_params")
+        fake.LLM, sampling.BeamSearchParams = LLM, lambda **kwargs: kwargs
+        monkeypatch.setitem(sys.modules, "vllm", fake)
+        monkeypatch.setitem(sys.modules, "vllm.sampling_params", sampling)
+        exec(code, {})
+        assert seen == {"model": "my/model", "prompts": [{"prompt": "Hi"}],
+                        "params": {"beam_width": 3, "max_tokens": 20, "length_penalty": 0.5}}  # fmt: skip
+        assert all(type(v) in (int, float) for v in seen["params"].values())
 
 
 def test_snippet_rejects_unknown_targets():

@@ -57,3 +57,23 @@ def test_bad_values_name_the_input(lm):
     with pytest.raises(ValueError, match="tokens"):
         prefill_seconds(lm, 0)
     assert prefill_seconds(lm, 8, repeats=1) > 0
+
+
+def test_sizes_beyond_the_processor_and_text_models_are_refused(lm, monkeypatch):
+    """Idefics3's processor resizes to at most 4,096 px: 8,192 and 16,384 would label rows with sizes it never
+    used. A text-only model as lm is named as such (it was an AttributeError). Both before any image work."""
+    import smolkit.image_tokens as image_tokens
+
+    def refuse(*args):
+        raise AssertionError("an image was processed")
+
+    monkeypatch.setattr(image_tokens, "_encode", refuse)
+    image = sample_image("red_ball")
+    with pytest.raises(ValueError, match=r"^longest_edges must be in \[512, 4096\] .*at most 4096 px.*, got 8192"):
+        image_token_rows(image, (4096, 8192, 16384))
+    with pytest.raises(ValueError, match=r"^longest_edge must be in \[512, 4096\]"):
+        smolvlm_processor(5000)
+    with pytest.raises(TypeError, match=r"^lm must be a SmolVLM model .*got the text-only model 'embedded'"):
+        image_token_rows(image, (512,), lm=lm)
+    with pytest.raises(TypeError, match=r"^lm must be a SmolVLM model .*got str"):
+        image_token_rows(image, (512,), lm="SmolVLM")

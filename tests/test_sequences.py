@@ -8,8 +8,8 @@ import math
 import pytest
 from conftest import PROMPT
 
-from smolkit import SamplingParams, generate, next_token_distribution
-from smolkit.beams import beam_search, beam_snippet, beam_tree
+from smolkit import SamplingParams, generate, generation, next_token_distribution
+from smolkit.beams import LENGTH_PENALTY_RANGE, beam_search, beam_snippet, beam_tree
 from smolkit.sequences import (
     HUMAN_TEXT,
     logprob_rows,
@@ -142,3 +142,64 @@ def test_beam_snippets_compile_and_name_the_search():
         assert ("num_beams=3" if target == "transformers" else "beam_width=3") in code
     with pytest.raises(ValueError, match="target"):
         beam_snippet(3, "openai")
+
+
+@pytest.fixture
+def no_model_work(lm):
+    """Any forward pass of the model raises: what runs inside must be refused before the model works."""
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("the model ran")
+
+    handle = lm.model.register_forward_pre_hook(refuse)
+    yield
+    handle.remove()
+
+
+def test_scoring_and_searching_beyond_the_memory_are_refused_first(lm, monkeypatch, no_model_work):
+    """A 1,500-token continuation (about 1.5 GiB to score) and 16 beams of 10**6 tokens under a 1 GiB allowance:
+    a ValueError naming what would need the memory, before any forward pass (the 8,000-token case was killed at
+    7.5 GB; the search ran 300 s)."""
+    monkeypatch.setattr(generation, "available_bytes", lambda device: 2**30)
+    long = "word " * 1500
+    with pytest.raises(ValueError, match=r"scoring 150\d tokens of continuation would need about 1\.\d GiB .* 1\.0"):
+        score_continuation(lm, PROMPT, long)
+    ids = lm.tokenizer(long, add_special_tokens=False)["input_ids"]
+    with pytest.raises(ValueError, match=r"scoring 150\d tokens of token_ids would need"):
+        tail_chance(lm, PROMPT, ids)
+    capped = pytest.warns(UserWarning, match=r"max_new_tokens=1000000 does not fit .* generating at most 81\d\d")
+    with capped, pytest.raises(ValueError, match=r"num_beams=16 x max_new_tokens=81\d\d would need about"):
+        beam_search(lm, PROMPT, num_beams=16, max_new_tokens=10**6, early_stopping="never")
+
+
+def test_length_penalty_is_finite_and_in_range_before_the_search(lm, no_model_work):
+    lo, hi = LENGTH_PENALTY_RANGE
+    for value in (1e308, float("nan"), float("inf"), hi + 1, lo - 1):
+        with pytest.raises(ValueError, match="length_penalty must be"):
+            beam_search(lm, PROMPT, num_beams=2, length_penalty=value)
+        with pytest.raises(ValueError, match="length_penalty must be"):
+            beam_snippet(2, length_penalty=value)
+    with pytest.raises(TypeError, match="length_penalty must be a number"):
+        beam_search(lm, PROMPT, length_penalty="1")
+
+
+def test_errors_name_the_argument_before_model_work(lm, no_model_work):
+    """The argument is named as the caller wrote it, and refused before any forward pass."""
+    with pytest.raises(ValueError, match=r"^continuation must be in \[0, \d+\]"):
+        score_continuation(lm, "Hi", [-1])
+    with pytest.raises(TypeError, match=r"^token_ids must be a list of token ids"):
+        tail_chance(lm, "Hi", 5)
+    with pytest.raises(ValueError, match=r"^reference is empty"):
+        perplexity_rows(lm, PROMPT, [0.0, 1.0], reference="")
+    with pytest.raises(ValueError, match=r"^temperature must be"):
+        perplexity_rows(lm, PROMPT, [0.0, -1.0])
+
+
+def test_server_logprobs_checks_digits_first(lm):
+    result = generate(lm, PROMPT, SamplingParams(max_new_tokens=2, seed=0))
+    handle = lm.model.register_forward_pre_hook(lambda *a: (_ for _ in ()).throw(RuntimeError("the model ran")))
+    try:
+        with pytest.raises(ValueError, match=r"^digits must be an integer >= 0, got -1"):
+            server_logprobs(lm, result, digits=-1)
+    finally:
+        handle.remove()
