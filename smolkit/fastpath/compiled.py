@@ -25,10 +25,9 @@ class MaybeCompiled:
     """
 
     def __init__(self, fn: Callable[..., Any], compile: bool, dynamic: bool = False, backend: Any = "inductor"):
-        self.fn = fn
+        self.fn, self.wanted = fn, compile
         self.dynamic, self.backend = dynamic, backend
-        options = dict(fullgraph=True, dynamic=None if dynamic else False, backend=backend)
-        self.compiled = torch.compile(fn, **options) if compile else None
+        self.compiled: Callable[..., Any] | None = None  # torch.compile(fn), made by the first call
         self.problem: str | None = None
         self.first_call_seconds: float | None = None  # compile time (or cache load), for the benchmark's record
 
@@ -40,28 +39,34 @@ class MaybeCompiled:
     def varies(self) -> bool:
         """Whether marking dimensions with ``vary`` does anything: compiled with dynamic shapes (and not fallen
         back to ``fn``, which would ignore the marks)."""
-        return self.dynamic and self.compiled is not None
+        return self.dynamic and self.wanted and self.problem is None
 
     def __call__(self, *args: Any) -> Any:
-        if self.compiled is None:
+        if not self.wanted or self.problem is not None:
             return self.fn(*args)
         try:
-            if self.first_call_seconds is not None:
+            if self.compiled is not None:
                 return self._quietly(*args)
-            if self.backend == "inductor":
-                use_compile_cache()
-            start = time.perf_counter()
-            out = self._quietly(*args)
-            self.first_call_seconds = time.perf_counter() - start
-            return out
+            return self._first_call(*args)
         except Exception as err:  # a compiler failure must not cost the user the fast path
             self.problem = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"
             warnings.warn(
                 f"smolkit fast path: torch.compile failed on {self.name}, running it eagerly ({self.problem})",
                 stacklevel=2,
             )
-            self.compiled = None
             return self.fn(*args)
+
+    def _first_call(self, *args: Any) -> Any:
+        """Where compiling starts: the compile cache's location is set here (torch.compile itself also sets
+        TORCHINDUCTOR_CACHE_DIR when it is called), not when the piece is built."""
+        if self.backend == "inductor":
+            use_compile_cache()
+        options = dict(fullgraph=True, dynamic=None if self.dynamic else False, backend=self.backend)
+        self.compiled = torch.compile(self.fn, **options)
+        start = time.perf_counter()
+        out = self._quietly(*args)
+        self.first_call_seconds = time.perf_counter() - start
+        return out
 
     def _quietly(self, *args: Any) -> Any:
         """The compiled call without the compiler's own notes (inductor warns about its choices, e.g. "Online
