@@ -18,12 +18,11 @@ import torch
 
 from smolkit import _checks, gpu_share
 from smolkit.distribution import prepare_inputs
-from smolkit.export import DEFAULT_MODEL_ID
 from smolkit.hf import for_model
 from smolkit.models import LoadedModel
 from smolkit.params import SamplingParams
 from smolkit.sequences import score_continuation
-from smolkit.snippets import _transformers_load
+from smolkit.snippets import EMBEDDED_MODEL, _transformers_load, vllm_llm_lines
 
 __all__ = ["MAX_BEAMS", "Beam", "BeamNode", "BeamSearchResult", "beam_search", "beam_snippet", "beam_tree"]
 
@@ -179,7 +178,7 @@ def beam_snippet(
     target: str = "transformers",
     max_new_tokens: int = 20,
     length_penalty: float = 1.0,
-    model: str = DEFAULT_MODEL_ID,
+    model: str = EMBEDDED_MODEL,
     prompt: str = "Write a haiku about tea.",
 ) -> str:
     """A few lines that run this beam search on ``target``: "transformers" (``generate(num_beams=...)``) or "vllm"
@@ -192,7 +191,7 @@ def beam_snippet(
             "from vllm import LLM",
             "from vllm.sampling_params import BeamSearchParams",
             "",
-            f"llm = LLM(model={model!r})",
+            *vllm_llm_lines(model),
             f"params = BeamSearchParams(beam_width={num_beams!r}, max_tokens={max_new_tokens!r}, "
             f"length_penalty={length_penalty!r})",
             "prompt = llm.get_tokenizer().apply_chat_template(",
