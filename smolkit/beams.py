@@ -192,6 +192,8 @@ def beam_snippet(
             "from vllm.sampling_params import BeamSearchParams",
             "",
             *vllm_llm_lines(model),
+            "# vLLM divides a beam's log-probability by (prompt + generated tokens) ** length_penalty, transformers by",
+            "# the generated tokens alone: the same length_penalty can rank the beams differently",
             f"params = BeamSearchParams(beam_width={num_beams!r}, max_tokens={max_new_tokens!r}, "
             f"length_penalty={length_penalty!r})",
             "prompt = llm.get_tokenizer().apply_chat_template(",
