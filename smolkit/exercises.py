@@ -3,7 +3,9 @@
 A notebook's exercise cell reads ``smolkit.check_exercise("03a", answer, dist=dist)``: the learner sees the
 question and the objects it is about, not the computation that answers it (that lives here, in ``EXERCISES``).
 The right answer is never stored: it is computed again from the objects on every check, so that a learner who
-changed the notebook's prompt is checked against what their notebook shows.
+changed the notebook's prompt is checked against what their notebook shows. Goal exercises ("a temperature at
+which the top token holds at least 90 %") have many right answers: their ``accepts`` tries the learner's choice on
+the learner's own objects.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from smolkit import _checks
+from smolkit.beams import MAX_BEAMS, beam_search
 from smolkit.distribution import next_token_distribution
 from smolkit.engines import in_engine
 from smolkit.explain import explain
@@ -29,12 +32,14 @@ __all__ = ["EXERCISES", "Exercise", "check_exercise"]
 @dataclasses.dataclass(frozen=True)
 class Exercise:
     """One exercise: the objects its check needs (keyword names), the computation of the right answer from them,
-    the hint shown for a wrong answer, and the tolerance for numbers (absolute)."""
+    the hint shown for a wrong answer, and the tolerance for numbers (absolute). A goal exercise gives
+    ``accepts(answer, **objects)`` instead of ``answer``: whether the learner's choice reaches the goal."""
 
     needs: tuple[str, ...]
-    answer: Callable[..., Any]
+    answer: Callable[..., Any] | None
     hint: str
     tolerance: float = 0.0
+    accepts: Callable[..., bool] | None = None
 
 
 def _first_where(values: Sequence[Any], condition: Callable[[Any], bool]) -> Any:
@@ -72,6 +77,40 @@ def _keeps_more(dist: Any, first: str = "transformers", second: str = "llama.cpp
     """Which of two engines can draw more tokens for ``dist`` ("same" when they keep as many)."""
     a, b = in_engine(dist, first).surviving(), in_engine(dist, second).surviving()
     return "same" if a == b else first if a > b else second
+def _number(answer: Any, lo: float, hi: float) -> bool:
+    """True for a number (not a bool) in [lo, hi]: a goal's answer must be a value the setting takes."""
+    return isinstance(answer, (int, float)) and not isinstance(answer, bool) and lo <= answer <= hi
+
+
+def _last_alone(answer: Any, sure: Any) -> bool:
+    """04b: ``answer`` keeps the top token alone and ``answer + 0.01`` does not (the largest such two-decimal
+    top_p), checked by applying both."""
+    if not _number(answer, 0.01, 1.0) or sure.with_params(top_p=answer).surviving() != 1:
+        return False
+    return answer >= 1.0 or sure.with_params(top_p=min(round(answer + 0.01, 2), 1.0)).surviving() > 1
+
+
+def _sharp_enough(answer: Any, dist: Any) -> bool:
+    """03c: at temperature ``answer`` the top token holds at least 90 %."""
+    return _number(answer, 0.01, 2.0) and dist.with_params(temperature=answer).top(1)[0].prob >= 0.9
+
+
+def _three_kept(answer: Any, dist: Any) -> bool:
+    """04c: top_p ``answer`` keeps exactly three tokens."""
+    return _number(answer, 0.01, 1.0) and dist.with_params(top_p=answer).surviving() == 3
+
+
+def _fewest_beams(answer: Any, lm: Any, story: str, beams: Any) -> bool:
+    """10c: ``answer`` beams find a beginning as likely as the best of ``beams``, and one beam fewer does not."""
+    if isinstance(answer, bool) or not isinstance(answer, int) or not 1 <= answer <= MAX_BEAMS:
+        return False
+    tokens = max(len(b) for b in beams.beams)
+
+    def finds(width: int) -> bool:
+        found = beam_search(lm, story, num_beams=width, max_new_tokens=tokens, length_penalty=beams.length_penalty)
+        return found.best.logprob >= beams.best.logprob - 1e-6
+
+    return finds(answer) and (answer == 1 or not finds(answer - 1))
 
 
 EXERCISES: dict[str, Exercise] = {
@@ -93,10 +132,14 @@ EXERCISES: dict[str, Exercise] = {
     "03b": Exercise(("dist",), lambda dist: len({r["top"] for r in sweep(dist, "temperature",
                                                                          [0.1, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0])}) > 1,
                     "look at the 'top' column of the table in section 4, or at the formula in section 1"),
+    "03c": Exercise(("dist",), None, "lower temperatures sharpen: try a few with dist.with_params(temperature=...)"
+                    " and read the top probability", accepts=_sharp_enough),
     "04a": Exercise(("dist",), lambda dist: dist.with_params(top_p=0.5).surviving(),
                     "set top_p to 0.50 and read '... tokens kept' above the picture"),
-    "04b": Exercise(("sure",), lambda sure: sure.top(1, "raw")[0].prob,
-                    "the nucleus is one token as long as that token alone reaches top_p", tolerance=0.01),
+    "04b": Exercise(("sure",), None, "try your value and the next one up (0.01 more) with "
+                    "sure.with_params(top_p=...).surviving()", accepts=_last_alone),
+    "04c": Exercise(("dist",), None, "the table of section 3 brackets it; try values in between with "
+                    "dist.with_params(top_p=...).surviving()", accepts=_three_kept),
     "05a": Exercise(("flat",), lambda flat: flat.with_params(top_k=5).kept_mass(),
                     "section 2 prints it", tolerance=0.01),
     "05b": Exercise(("flat",), lambda flat: _first_where(range(1, 1000), lambda k: flat.with_params(top_k=k)
@@ -106,13 +149,15 @@ EXERCISES: dict[str, Exercise] = {
                         dist.with_params(repetition_penalty=r)) != _top_token(dist)),
                     "watch the tallest blue bar; the table in section 3 brackets the answer", tolerance=0.001),
     "06b": Exercise(("poems",), lambda poems: max(poems, key=lambda p: repeated_ngram_fraction(poems[p].token_ids)),
-                    "a penalty below 1 is a reward"),
+                    "compare the repeated 3-grams of the poems"),
     "07a": Exercise(("dist",), lambda dist: 0.8 * _needed(penalty_rows(dist, n=8), lambda r: r["token"] == "A",
                                                           "dist has no token 'A' among its 8 most likely")["generated"],
-                    "frequency_penalty x the number of times the token was generated", tolerance=0.001),
+                    "the penalty is charged once for each time the token was generated: how often was it?",
+                    tolerance=0.001),
     "07b": Exercise(("dist",), lambda dist: _first_where(_steps(0.0, 0.1, 21), lambda f: _top_token(
                         dist.with_params(frequency_penalty=f)) != _top_token(dist)),
-                    "A must lose more than its 1.5-point lead, and it was generated twice", tolerance=0.001),
+                    "how far ahead of the runner-up is A, and how many times is the penalty charged to it?",
+                    tolerance=0.001),
     "08a": Exercise(("lm", "prompt", "params"),
                     lambda lm, prompt, params: len({generate(lm, prompt, params.replace(seed=7)).text
                                                     for _ in range(2)}) == 1,
@@ -122,7 +167,8 @@ EXERCISES: dict[str, Exercise] = {
                     .token_ids == generate(lm, question, answer_params).token_ids,
                     "min_tokens only matters when the model wants to stop before that many tokens"),
     "08c": Exercise(("lm",), lambda lm: lm.tokenizer("\n", add_special_tokens=False)["input_ids"][0],
-                    "lm.tokenizer.convert_tokens_to_ids(...) or lm.tokenizer.encode(...) gives the ids of a text"),
+                    "encode the text: lm.tokenizer.encode(..., add_special_tokens=False); convert_tokens_to_ids "
+                    "looks up a token's spelling in the vocabulary, where a newline is not spelled '\\n'"),
     "09a": Exercise(("plain",), lambda plain: _vllm_count(plain.with_params(temperature=1.5, top_p=0.9, min_p=0.1)),
                     "replay the stages in vLLM's order (in_vllm_order) and count the tokens that survive"),
     "09b": Exercise(("plain", "temperatures"),
@@ -132,11 +178,13 @@ EXERCISES: dict[str, Exercise] = {
     "10a": Exercise(("score",), lambda score: min(score.tokens, key=lambda t: t.logprob).token,
                     "the most negative number in the logprob column"),
     "10b": Exercise(("greedy", "beams"), lambda greedy, beams: greedy.best.logprob >= beams.best.logprob - 1e-6,
-                    "compare greedy's logprob with the best beam's: which is higher?"),
+                    "section 3 prints the logprob of greedy's beginning and of every beam's"),
+    "10c": Exercise(("lm", "story", "beams"), None, "beam_search(lm, story, num_beams=..., max_new_tokens=10, "
+                    "length_penalty=0.0).best.logprob, for a few widths", accepts=_fewest_beams),
     "11a": Exercise(("rows",), lambda rows: _row_for(rows, 2048)["image tokens"],
                     "the image tokens column of the 2048 px row"),
     "11b": Exercise(("rows",), lambda rows: _row_for(rows, 1024)["tiles"],
-                    "a 1024 px edge makes a grid of 512 px tiles; do not forget the global view"),
+                    "the tiles column of the 1024 px row"),
     "12a": Exercise(("client",), lambda client: _needed(client, lambda k: isinstance(client[k], dict) and
                                                         "repetition_penalty" in client[k],
                                                         "client has no part with repetition_penalty"),
@@ -183,7 +231,11 @@ def check_exercise(key: str, answer: Any, **objects: Any) -> bool:
     missing = [name for name in exercise.needs if name not in objects]
     if missing:
         raise TypeError(f"exercise {key} is checked on {', '.join(exercise.needs)}: pass {', '.join(missing)}=...")
-    truth = exercise.answer(**{name: objects[name] for name in exercise.needs})
-    ok = truth is not None and _matches(answer, truth, exercise.tolerance)
+    given = {name: objects[name] for name in exercise.needs}
+    if exercise.accepts is not None:
+        ok = bool(exercise.accepts(answer, **given))
+    else:
+        truth = exercise.answer(**given)
+        ok = truth is not None and _matches(answer, truth, exercise.tolerance)
     print("Correct!" if ok else f"Not yet: {exercise.hint}")
     return ok

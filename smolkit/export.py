@@ -7,7 +7,7 @@ smolkit (vLLM names)   transformers                vLLM ``SamplingParams``      
 =====================  ==========================  =============================  ===============================
 max_new_tokens         max_new_tokens              max_tokens                     max_completion_tokens
 temperature=0          do_sample=False             temperature=0                  temperature=0
-top_k=0 (all)          top_k=0 (unset means 50!)   top_k=0 (-1 before v0.9)       vLLM's extension: top_k
+top_k=0 (all)          top_k=0 (unset means 50!)   left out (0 from v0.9.0)       vLLM's extension: left out
 min_p                  min_p, after top_p          min_p, before top_k / top_p    vLLM's extension: min_p
 presence/frequency     smolkit's processors        presence/frequency_penalty     presence/frequency_penalty
 repetition_penalty     repetition_penalty          repetition_penalty             vLLM's extension
@@ -19,8 +19,13 @@ n                      (batch of n)                n                            
 
 A field a request leaves unset is filled from somewhere else: in transformers from the model's
 generation_config.json and then the library's defaults (top_k=50), in a vLLM server from the same file
-(``--generation-config auto``, its default). The exports therefore set every sampling field explicitly. The same
-seed never gives the same samples on two stacks: their random streams and sampling algorithms differ.
+(``--generation-config auto``, its default). The exports therefore set every sampling field explicitly, except
+top_k when it is off: vLLM spells "off" 0 only from v0.9.0 (vllm-project/vllm PR #17773, May 2025; -1 is still
+accepted), and v0.8.5 and older reject 0 with HTTP 400 ("top_k must be -1 (disable), or at least 1, got 0", issue
+#17553), so leaving it out is the one spelling every release reads as "all tokens" (unless the model's
+generation_config.json sets a top_k: SmolLM2's sets none). The same seed never gives the same samples on two
+stacks: their random streams differ (the draws themselves are alike: ``torch.multinomial`` with one sample and
+vLLM's sampler both pick argmax(p / q) with exponential noise q).
 """
 
 from __future__ import annotations
@@ -108,8 +113,9 @@ def to_vllm(params: SamplingParams, as_object: bool = False, lm: Any = None) -> 
     """Keyword arguments for vLLM's ``SamplingParams`` that sample what smolkit shows (vLLM 0.24's names).
 
     Greedy decoding (do_sample=False or temperature 0) becomes ``temperature=0``, as vLLM has no do_sample (it
-    then ignores top_p, top_k and min_p itself). top_k "all tokens" is sent as 0, vLLM's default (releases before
-    0.9 wanted -1). ``as_object=True`` returns ``vllm.SamplingParams(**kwargs)`` and needs vllm.
+    then ignores top_p, top_k and min_p itself). top_k "all tokens" (0) is left out: vLLM's default is "off" in
+    every release, while the value 0 is accepted only from v0.9.0 (0.8.5 and older reject it: module docstring).
+    ``as_object=True`` returns ``vllm.SamplingParams(**kwargs)`` and needs vllm.
 
     Raises ValueError, naming the field, for what vLLM cannot hold: temperature above 2 (rejected since v0.24, as by
     the OpenAI API) and n > 1 with greedy decoding. Warns (ExportWarning) when vLLM will change a value:
@@ -119,7 +125,7 @@ def to_vllm(params: SamplingParams, as_object: bool = False, lm: Any = None) -> 
     >>> to_vllm(SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=32))
     ... # doctest: +NORMALIZE_WHITESPACE
     {'n': 1, 'presence_penalty': 0.0, 'frequency_penalty': 0.0, 'repetition_penalty': 1.0, 'temperature': 0.7,
-     'top_p': 0.9, 'top_k': 0, 'min_p': 0.0, 'seed': None, 'stop_token_ids': [], 'max_tokens': 32, 'min_tokens': 0}
+     'top_p': 0.9, 'min_p': 0.0, 'seed': None, 'stop_token_ids': [], 'max_tokens': 32, 'min_tokens': 0}
     """
     check_params(params)
     as_object = _checks.boolean("as_object", as_object)
@@ -132,7 +138,7 @@ def to_vllm(params: SamplingParams, as_object: bool = False, lm: Any = None) -> 
         "repetition_penalty": params.repetition_penalty,
         "temperature": _temperature(params, "vLLM"),
         "top_p": params.top_p,
-        "top_k": params.top_k,
+        **_top_k(params),
         "min_p": params.min_p,
         "seed": params.seed,
         "stop_token_ids": list(params.stop_token_ids),
@@ -149,6 +155,15 @@ def to_vllm(params: SamplingParams, as_object: bool = False, lm: Any = None) -> 
             "to_vllm() gives the same settings as a dict"
         ) from None
     return vllm.SamplingParams(**kwargs)
+
+
+def _top_k(params: SamplingParams) -> dict[str, int]:
+    """``{"top_k": k}`` when top_k is on, else nothing: 0 ("off") is rejected by vLLM 0.8.5 and older.
+
+    >>> _top_k(SamplingParams(top_k=40)), _top_k(SamplingParams())
+    ({'top_k': 40}, {})
+    """
+    return {"top_k": params.top_k} if params.top_k > 0 else {}
 
 
 def _stop_strings(params: SamplingParams, tokenizer: Any) -> list[str]:
@@ -194,11 +209,11 @@ def to_openai(
     the field, for temperature above 2 and
     seeds beyond a signed 64-bit integer.
 
-    >>> body = to_openai(SamplingParams(temperature=0.7, seed=1), model="smollm2")
+    >>> body = to_openai(SamplingParams(temperature=0.7, seed=1, top_k=40), model="smollm2")
     >>> body["temperature"], body["seed"], body["extra_body"]["top_k"]
-    (0.7, 1, 0)
-    >>> to_openai(SamplingParams(temperature=0.7, seed=1), model="smollm2", http=True)["top_k"]
-    0
+    (0.7, 1, 40)
+    >>> "top_k" in to_openai(SamplingParams(temperature=0.7, seed=1), model="smollm2", http=True)
+    False
     """
     check_params(params)
     http = _checks.boolean("http", http)
@@ -209,8 +224,8 @@ def to_openai(
         stops = _stop_strings(params, tokenizer)
         if stops:
             body["stop"] = stops
-    extra = {name: getattr(params, name) for name in VLLM_EXTENSIONS}
-    extra["stop_token_ids"] = list(params.stop_token_ids)
+    extra = {name: getattr(params, name) for name in VLLM_EXTENSIONS if name != "top_k"}
+    extra = {**_top_k(params), **extra, "stop_token_ids": list(params.stop_token_ids)}
     _warn_extensions(params)
     return {**body, **extra} if http else {**body, "extra_body": extra}
 

@@ -76,17 +76,27 @@ def model_name(model: Any) -> str:
     if not isinstance(model, str) or not model:
         raise TypeError(f"model must be the model's name (a Hub id), e.g. {DEFAULT_MODEL_ID!r}, got {model!r}")
     return _checks.text("model", model)
+EMBEDDED_MODEL = "embedded"
+"""The ``model`` of a snippet that loads the kit's own converted model offline (``smolkit.embedded_folder``)."""
+
+EMBEDDED_NOTE = (
+    "# the notebooks' model, offline: the kit's converted copy (4-bit weights, de-quantized); the Hub's "
+    f"{DEFAULT_MODEL_ID!r} has the original weights and gives other numbers"
+)
 
 
 def snippet(
     params: SamplingParams,
     target: str,
-    model: str = DEFAULT_MODEL_ID,
+    model: str = EMBEDDED_MODEL,
     prompt: str = "Write a haiku about tea.",
     vision: bool | None = None,
     lm: Any = None,
 ) -> str:
     """A few lines of Python that run this preset on ``target``: "transformers", "vllm" or "openai".
+
+    ``model``: by default the kit's own model, loaded offline from its converted folder (vLLM reads the same 4-bit
+    weights from the GGUF file the kit ships); a Hub id or a folder loads that instead.
 
     transformers: a GenerationConfig with every sampling field set (so neither the model's generation_config.json
     nor transformers' top_k=50 leaks in), smolkit's processors for presence/frequency penalties, the seed; for a
@@ -101,7 +111,7 @@ def snippet(
     """
     check_params(params)
     target = _checks.choice("target", target, SNIPPET_TARGETS)
-    if lm is not None and model == DEFAULT_MODEL_ID:
+    if lm is not None and model == EMBEDDED_MODEL and lm.name != EMBEDDED_MODEL:
         model = model_id(lm)
     if target != "transformers":  # transformers loads the same generation_config.json and applies it
         warn_hidden_stages(lm, "vLLM", stacklevel=3)
@@ -112,7 +122,7 @@ def snippet(
     if target == "vllm":
         return _vllm(params, model, prompt)
     if target == "openai":
-        return _openai(params, model, prompt)
+        return _openai(params, DEFAULT_MODEL_ID if model == EMBEDDED_MODEL else model, prompt)
     return _transformers(params, model, prompt, vision)
 
 
@@ -126,7 +136,7 @@ def _vllm(params: SamplingParams, model: str, prompt: str) -> str:
         [
             "from vllm import LLM, SamplingParams",
             "",
-            f"llm = LLM(model={model!r})",
+            *vllm_llm_lines(model),
             "params = SamplingParams(",
             *_kwargs_lines(to_vllm(params)),
             ")",
@@ -134,6 +144,21 @@ def _vllm(params: SamplingParams, model: str, prompt: str) -> str:
             "print(outputs[0].outputs[0].text)",
         ]
     )
+
+
+def vllm_llm_lines(model: str) -> list[str]:
+    """The lines that make ``llm = LLM(...)``: for the kit's own model, from the GGUF file it ships (vLLM reads GGUF
+    files, experimentally, docs.vllm.ai features/quantization/gguf; newer releases through the vllm-gguf-plugin
+    package) with the tokenizer of its converted folder; vLLM cannot read that folder itself, since its loader skips
+    ``lm_head.weight`` for a model with tied embeddings, where the folder keeps the embedding."""
+    if model != EMBEDDED_MODEL:
+        return [f"llm = LLM(model={model!r})"]
+    return [
+        "import smolkit  # only for where its files are",
+        "",
+        EMBEDDED_NOTE,
+        "llm = LLM(model=str(smolkit.embedded.embedded_gguf_path()), tokenizer=smolkit.embedded_folder())",
+    ]
 
 
 def _openai(params: SamplingParams, model: str, prompt: str) -> str:
@@ -193,6 +218,15 @@ def _transformers_load(model: str, prompt: str, vision: bool) -> list[str]:
         lines = [
             f"tokenizer = AutoProcessor.from_pretrained({model!r})  # SmolVLM's processor",
             f"model = AutoModelForImageTextToText.from_pretrained({model!r})",
+        ]
+    elif model == EMBEDDED_MODEL:
+        content = prompt
+        lines = [
+            "import smolkit  # only for where its converted model is",
+            "",
+            EMBEDDED_NOTE,
+            "tokenizer = AutoTokenizer.from_pretrained(smolkit.embedded_folder())",
+            "model = AutoModelForCausalLM.from_pretrained(smolkit.embedded_folder())",
         ]
     else:
         content = prompt

@@ -8,11 +8,12 @@ can compare), and they work on token ids, so they measure what the model produce
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from smolkit import _checks
 from smolkit.generation import GenerationResult
 
-__all__ = ["distinct_ngram_fraction", "off_top_fraction", "repeated_ngram_fraction", "sample_stats"]
+__all__ = ["distinct_ngram_fraction", "off_top_fraction", "repeated_ngram_fraction", "sample_stats", "shared_start"]
 
 
 def _ngrams(ids: Sequence[int], n: int, name: str = "token_ids") -> list[tuple[int, ...]]:
@@ -40,6 +41,21 @@ def repeated_ngram_fraction(token_ids: Sequence[int], n: int = 3) -> float:
         repeats += gram in seen
         seen.add(gram)
     return repeats / len(grams)
+
+
+def shared_start(a: Sequence[Any], b: Sequence[Any]) -> int:
+    """How many items two sequences share at their start: tokens of two samples, or words (``text.split()``) of two
+    answers. A sentence that says where two outputs part is then computed, not read off one run.
+
+    >>> shared_start([5, 6, 7, 8], [5, 6, 9]), shared_start("Cats are small".split(), "Dogs are".split())
+    (2, 0)
+    """
+    count = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        count += 1
+    return count
 
 
 def distinct_ngram_fraction(samples: Sequence[Sequence[int]], n: int = 3) -> float:

@@ -411,16 +411,46 @@ def plot_tail(dist: Distribution, mark: int | None = None, stage: str = "final",
     return fig
 
 
-def _tree_positions(nodes: Sequence[BeamNode]) -> list[float]:
-    """A height for each node: the mean of its beams' lanes (beam r on lane -r), so shared beginnings sit between
-    the beams that share them."""
-    return [-float(np.mean(node.beams)) for node in nodes]
+def beam_lanes(nodes: Sequence[BeamNode]) -> dict[int, int]:
+    """Each beam's lane (0 at the top), in the order a depth-first walk of the tree reaches the beam's last token
+    (children in the order first met, so the best beam gets lane 0): the beams under any node then hold
+    neighbouring lanes, and a shared beginning, drawn at the middle of its beams' lanes, never sits on the lane of
+    a beam that does not pass through it.
+
+    >>> from smolkit.beams import BeamNode
+    >>> tree = [BeamNode(0, "As", -1, (0, 2), -1.0), BeamNode(1, " the", 0, (0,), -2.0),
+    ...         BeamNode(0, "In", -1, (1,), -1.5), BeamNode(1, " a", 0, (2,), -2.5)]
+    >>> beam_lanes(tree)
+    {0: 0, 2: 1, 1: 2}
+    """
+    children: dict[int, list[int]] = {}
+    for i, node in enumerate(nodes):
+        children.setdefault(node.parent, []).append(i)
+    lanes: dict[int, int] = {}
+
+    def visit(i: int) -> None:
+        below = {rank for child in children.get(i, []) for rank in nodes[child].beams}
+        for rank in nodes[i].beams:
+            if rank not in below:  # the beam ends here
+                lanes.setdefault(rank, len(lanes))
+        for child in children.get(i, []):
+            visit(child)
+
+    for root in children.get(-1, []):
+        visit(root)
+    return lanes
+
+
+def _tree_positions(nodes: Sequence[BeamNode]) -> tuple[list[float], dict[int, int]]:
+    """A height for each node (the mean of its beams' lanes, ``beam_lanes``, downwards) and the lanes."""
+    lanes = beam_lanes(nodes)
+    return [-float(np.mean([lanes[r] for r in node.beams])) for node in nodes], lanes
 
 
 def plot_beam_tree(result: BeamSearchResult, nodes: Sequence[BeamNode], ax: Axes | None = None) -> Figure:
     """The returned beams as a tree (``smolkit.beams.beam_tree``): one column per generated token, shared beginnings
     merged, the best beam in blue, each beam's score at its end."""
-    heights = _tree_positions(nodes)
+    heights, lanes = _tree_positions(nodes)
     depth = max((n.depth for n in nodes), default=0) + 1
     fig, ax = _new_axes(ax, (max(7.0, 0.95 * depth + 2.5), 1.0 + 0.55 * max(len(result.beams), 2)))
     for i, node in enumerate(nodes):
@@ -432,8 +462,8 @@ def plot_beam_tree(result: BeamSearchResult, nodes: Sequence[BeamNode], ax: Axes
         ax.text(node.depth, heights[i], token_label(node.token, 9), fontsize=7, ha="center", va="center",
                 color="black" if best else OTHER, bbox=box)  # fmt: skip
     for rank, beam in enumerate(result.beams):
-        ax.text(len(beam) - 0.4, -rank, f"  #{rank + 1} score {beam.score:.2f}", fontsize=7, va="center",
-                color=FINAL if rank == 0 else OTHER)  # fmt: skip
+        ax.text(len(beam) - 0.4, -lanes.get(rank, rank), f"  #{rank + 1} score {beam.score:.2f}", fontsize=7,
+                va="center", color=FINAL if rank == 0 else OTHER)  # fmt: skip
     ax.set_xlim(-0.6, depth + 1.6)
     ax.set_ylim(-len(result.beams) + 0.4, 0.6)
     ax.set_xlabel("generated token")

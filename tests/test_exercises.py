@@ -88,6 +88,28 @@ def test_objects_without_the_row_a_check_reads_say_so():
         check_exercise("12a", "extra_body", client={"model": "m", "extra_body": {"top_k": 5}})
 
 
+class _Cut:
+    """A stand-in for a Distribution with one token at probability 0.951: top_p up to 0.951 keeps it alone."""
+
+    def __init__(self, top_p: float = 1.0):
+        self.top_p = top_p
+
+    def with_params(self, top_p: float) -> _Cut:
+        return _Cut(top_p)
+
+    def surviving(self) -> int:
+        return 1 if self.top_p <= 0.951 else 2
+
+
+def test_a_goal_is_checked_on_the_learners_objects(capsys):
+    """04b has one right answer, the largest two-decimal top_p that still keeps the token alone: an answer on the
+    wrong side of the cut (0.96) or short of it (0.94) is refused, and so is anything that is not a number."""
+    assert check_exercise("04b", 0.95, sure=_Cut()) is True
+    for wrong in (0.96, 0.94, True, "0.95", 1.5):
+        assert check_exercise("04b", wrong, sure=_Cut()) is False
+    assert capsys.readouterr().out.count("Not yet") == 5
+
+
 def _text(cell: nbformat.NotebookNode) -> str:
     return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
 

@@ -25,7 +25,7 @@ import smolkit
 from smolkit import SamplingParams
 from smolkit.beams import beam_snippet
 from smolkit.distribution import Distribution, next_token_distribution, prepare_inputs
-from smolkit.embedded import embedded_cache_path
+from smolkit.embedded import embedded_folder, embedded_gguf_path
 from smolkit.explain import explain
 from smolkit.export import ExportWarning, to_openai, to_vllm
 from smolkit.hf import processors_for, stage_name, to_transformers
@@ -165,14 +165,19 @@ def test_vllm_fields_and_values():
 @pytest.mark.parametrize(
     ("params", "temperature", "top_k"),
     [
-        (SamplingParams(do_sample=False, temperature=0.7), 0.0, 0),  # vLLM has no do_sample
-        (SamplingParams(temperature=0.0), 0.0, 0),
-        (SamplingParams(temperature=0.9, top_k=-1), 0.9, 0),  # all tokens: 0, vLLM's default since 0.9
+        (SamplingParams(do_sample=False, temperature=0.7), 0.0, None),  # vLLM has no do_sample
+        (SamplingParams(temperature=0.0), 0.0, None),
+        (SamplingParams(temperature=0.9, top_k=-1), 0.9, None),  # all tokens: left out (0.8.5 rejects 0)
+        (SamplingParams(temperature=0.9, top_k=5), 0.9, 5),
     ],
 )
 def test_vllm_greedy_and_all_tokens(params, temperature, top_k):
+    """top_k "off" is left out of every export: vLLM 0.8.5 and older answer top_k=0 with HTTP 400."""
     kwargs = to_vllm(params)
-    assert kwargs["temperature"] == temperature and kwargs["top_k"] == top_k
+    assert kwargs["temperature"] == temperature and kwargs.get("top_k") == top_k
+    body = to_openai(params, model="m", http=True)
+    assert body.get("top_k") == top_k and to_openai(params, model="m")["extra_body"].get("top_k") == top_k
+    assert ("top_k=" in snippet(params, "vllm")) == (top_k is not None)
 
 
 @pytest.mark.parametrize(
@@ -567,8 +572,8 @@ def test_vllm_snippet_passes_the_exported_values(monkeypatch, capsys):
     seen = {}
 
     class LLM:
-        def __init__(self, model):
-            seen["model"] = model
+        def __init__(self, model, tokenizer=None):
+            seen["model"], seen["tokenizer"] = model, tokenizer
 
         def chat(self, messages, sampling):
             seen["messages"], seen["sampling"] = messages, sampling
@@ -577,9 +582,10 @@ def test_vllm_snippet_passes_the_exported_values(monkeypatch, capsys):
     fake = types.ModuleType("vllm")
     fake.LLM, fake.SamplingParams = LLM, lambda **kwargs: kwargs
     monkeypatch.setitem(sys.modules, "vllm", fake)
-    exec(snippet(params, "vllm", prompt="Hi"), {})
+    exec(snippet(params, "vllm", prompt="Hi"), {})  # by default the kit's own model, offline
     assert seen == {
-        "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "model": str(embedded_gguf_path()),
+        "tokenizer": embedded_folder(),
         "messages": [{"role": "user", "content": "Hi"}],
         "sampling": to_vllm(params),
     }
@@ -619,9 +625,11 @@ def test_openai_snippet_passes_the_exported_body(monkeypatch, capsys):
     ids=repr,
 )
 def test_transformers_snippet_generates_what_smolkit_generates(lm, params, capsys):
-    """The pasted code, run on the embedded model's weights: the same text as smolkit.generate (same seed too)."""
+    """The pasted code, as the notebooks print it (the kit's converted model, offline): the same text as
+    smolkit.generate (same seed too)."""
     prompt = "Name three fruits."
-    code = snippet(params, "transformers", model=str(embedded_cache_path()), prompt=prompt)
+    code = snippet(params, "transformers", prompt=prompt)
+    assert "from_pretrained(smolkit.embedded_folder())" in code
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         exec(code, {})
@@ -826,7 +834,7 @@ def test_stages_a_models_config_adds_are_named_by_the_exports(lm):
                 export()
         with warnings.catch_warnings():
             warnings.simplefilter("error", ExportWarning)  # transformers reads the same file: nothing is lost
-            assert "HuggingFaceTB/SmolLM2-135M-Instruct" in snippet(params, "transformers", lm=lm)
+            assert "from_pretrained(smolkit.embedded_folder())" in snippet(params, "transformers", lm=lm)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ExportWarning)
         to_vllm(params, lm=lm)  # the model's own config adds nothing hidden

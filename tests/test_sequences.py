@@ -140,6 +140,7 @@ def test_beam_snippets_compile_and_name_the_search():
         code = beam_snippet(3, target, length_penalty=0.5)
         compile(code, "<snippet>", "exec")
         assert ("num_beams=3" if target == "transformers" else "beam_width=3") in code
+        assert ("smolkit.embedded_folder()" in code) and ("prompt + generated" in code) == (target == "vllm")
     with pytest.raises(ValueError, match="target"):
         beam_snippet(3, "openai")
 

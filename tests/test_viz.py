@@ -133,3 +133,27 @@ def test_plot_token_logprobs_and_the_beam_tree(lm):
     labels = [t.get_text() for t in ax.texts]
     assert len(labels) == len(nodes) + len(result.beams)
     assert [n.depth for n in nodes if n.parent >= 0] and len(ax.get_lines()) == sum(n.parent >= 0 for n in nodes)
+
+
+def test_the_beam_tree_keeps_each_shared_beginning_between_its_own_beams():
+    """A known tree: beams #1 and #3 share their first two tokens, #2 starts elsewhere, #4 shares one token with
+    #1 and #3. Each node must sit within the lanes of the beams through it, and never on another beam's lane."""
+    from smolkit.beams import Beam, BeamNode, BeamSearchResult
+
+    tree = [
+        BeamNode(0, "As", -1, (0, 2, 3), -1.0), BeamNode(1, " the", 0, (0, 2), -1.5),
+        BeamNode(2, " sun", 1, (0,), -2.0), BeamNode(0, "In", -1, (1,), -1.2),
+        BeamNode(1, " a", 3, (1,), -2.2), BeamNode(2, " moon", 1, (2,), -2.5), BeamNode(1, " I", 0, (3,), -3.0),
+    ]  # fmt: skip
+    lanes = viz.beam_lanes(tree)
+    assert lanes == {0: 0, 2: 1, 3: 2, 1: 3}  # the best beam on top, beams under one node on neighbouring lanes
+    heights, _ = viz._tree_positions(tree)
+    for node, height in zip(tree, heights, strict=True):
+        own = [lanes[r] for r in node.beams]
+        assert min(own) <= -height <= max(own)
+        assert -height not in [lanes[r] for r in lanes if r not in node.beams], node
+    beams = tuple(Beam((i,) * n, "x", -1.0, -1.0, True) for i, n in ((0, 3), (1, 2), (2, 3), (3, 2)))
+    result = BeamSearchResult("p", 4, 1.0, False, 0, beams, 0.0)
+    ax = viz.plot_beam_tree(result, tree).axes[0]
+    score_labels = {t.get_text().split()[0]: t.get_position()[1] for t in ax.texts if "score" in t.get_text()}
+    assert score_labels == {"#1": 0, "#2": -3, "#3": -1, "#4": -2}  # each score at the end of its own lane
