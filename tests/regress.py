@@ -99,13 +99,28 @@ def cell_text(cell: nbformat.NotebookNode, rules: list[tuple[re.Pattern, str]]) 
     return text
 
 
+UNCOMPARED_TAGS = {"nbval-ignore-output", "nbval-skip"}
+UNCOMPARED_COMMENTS = ("# NBVAL_IGNORE_OUTPUT", "# NBVAL_SKIP")
+
+
+def compared(cell: nbformat.NotebookNode) -> bool:
+    """Whether make test compares this code cell's output (nbval's tags and comments that say not to)."""
+    tags = set(cell.get("metadata", {}).get("tags", []))
+    return not tags & UNCOMPARED_TAGS and not any(c in cell.source for c in UNCOMPARED_COMMENTS)
+
+
 def compare(name: str, stored: nbformat.NotebookNode, new: nbformat.NotebookNode) -> tuple[int, list[Moved]]:
-    """(code cells compared, lines that moved) between two runs of notebook ``name``."""
+    """(code cells compared, lines that moved) between two runs of notebook ``name``; cells make test does not
+    compare (tagged nbval-ignore-output or nbval-skip: unseeded samples, paths, timings) are left out. Cells are
+    numbered as nbval numbers them, counting every code cell."""
     rules = sanitizers()
     old_cells = [c for c in stored.cells if c.cell_type == "code"]
     new_cells = [c for c in new.cells if c.cell_type == "code"]
-    moved = []
+    moved, count = [], 0
     for index, (a, b) in enumerate(zip(old_cells, new_cells, strict=False)):
+        if not compared(a):
+            continue
+        count += 1
         before, after = cell_text(a, rules).splitlines(), cell_text(b, rules).splitlines()
         for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=before, b=after, autojunk=False).get_opcodes():
             if tag == "equal":
@@ -115,7 +130,7 @@ def compare(name: str, stored: nbformat.NotebookNode, new: nbformat.NotebookNode
             old_lines += [""] * (width - len(old_lines))
             new_lines += [""] * (width - len(new_lines))
             moved += [Moved(name, index, x, y) for x, y in zip(old_lines, new_lines, strict=True)]
-    return min(len(old_cells), len(new_cells)), moved
+    return count, moved
 
 
 def change_size(stored: str, new: str) -> str:
@@ -145,11 +160,11 @@ def report(base: tuple[str, dict], new: tuple[str, dict], results: dict[str, tup
         *(_environment_row(key, base_env, new_env) for key in ("transformers", "torch", "python", "cpu", "kernels",
                                                                 "threads")),
         "",
-        f"**{sum(n for n, _ in results.values())} code cells in {len(results)} notebooks: "
+        f"**{sum(n for n, _ in results.values())} compared code cells in {len(results)} notebooks: "
         f"{len({(m.notebook, m.cell) for m in changes})} cells with real changes, "
         f"{len({(m.notebook, m.cell) for m in noise})} with float noise only.**",
         "",
-        "| notebook | code cells | lines changed | lines with float noise |",
+        "| notebook | compared code cells | lines changed | lines with float noise |",
         "|---|---:|---:|---:|",
         *(f"| {name} | {n} | {sum(not m.noise for m in ms)} | {sum(m.noise for m in ms)} |"
           for name, (n, ms) in results.items()),

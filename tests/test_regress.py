@@ -60,4 +60,11 @@ def test_the_report_lists_real_changes_with_their_size_and_noise_in_a_table():
     assert "**03_x.ipynb, cell 1**: numbers moved beyond one unit of the last digit: 715 -> 716 (+1 (+0.14%))" in text
     assert "- Paris is about 53,715 times likelier" in text and "+ Paris is about 53,716 times likelier" in text
     assert "| 03_x.ipynb | 0 | 5.17 | 5.18 | +0.01 (+0.19%) |" in text
-    assert "2 code cells in 1 notebooks: 1 cells with real changes, 1 with float noise only." in text
+    assert "2 compared code cells in 1 notebooks: 1 cells with real changes, 1 with float noise only." in text
+
+
+def test_cells_make_test_does_not_compare_are_left_out():
+    stored, new = notebook("seed=None: 'a'\n", STORED), notebook("seed=None: 'b'\n", STORED.replace("0.413", "0.5"))
+    stored.cells[0].metadata["tags"] = ["nbval-ignore-output"]
+    cells, moved = compare("x.ipynb", stored, new)
+    assert cells == 1 and [(m.cell, m.noise) for m in moved] == [(1, False)]
