@@ -158,7 +158,7 @@ def report(base: tuple[str, dict], new: tuple[str, dict], results: dict[str, tup
         f"| | baseline: {base_label} | new: {new_label} |",
         "|---|---|---|",
         *(_environment_row(key, base_env, new_env) for key in ("transformers", "torch", "python", "cpu", "kernels",
-                                                                "threads")),
+                                                                "threads", "commit")),
         "",
         f"**{sum(n for n, _ in results.values())} compared code cells in {len(results)} notebooks: "
         f"{len({(m.notebook, m.cell) for m in changes})} cells with real changes, "
@@ -216,7 +216,8 @@ def run(paths: list[Path], out: Path, python: str, timeout: int) -> None:
             start = time.perf_counter()
             write_atomically(run_notebook(path, timeout, kernel_name=name, env=env), out / path.name)
             print(f"{path.name}: run in {time.perf_counter() - start:.0f} s", flush=True)
-    (out / ENVIRONMENT).write_text(json.dumps(probe(python), indent=1))
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
+    (out / ENVIRONMENT).write_text(json.dumps({**probe(python), "commit": commit.stdout.strip() or "?"}, indent=1))
 
 
 def load_run(folder: str) -> tuple[str, dict, dict[str, nbformat.NotebookNode]]:
