@@ -400,7 +400,7 @@ def test_openai_newer_max_name_wins_in_any_order():
 
 
 def test_openai_keys_must_be_names():
-    with pytest.raises(TypeError, match=r"body keys must be field names \(strings.*got 3 \(int\)"):
+    with pytest.raises(TypeError, match=r"body keys must be strings \(JSON field names\), got 3 \(int\)"):
         from_openai({3: 1, "temperature": 0.5})
     with pytest.raises(TypeError, match=r"extra_body keys .*got \('top', 'k'\) \(tuple\)"):
         from_openai({"extra_body": {("top", "k"): 5}})
