@@ -37,5 +37,5 @@ if ! ls "$WHEELS"/llama_cpp_python-"$VERSION"-*.whl >/dev/null 2>&1; then
     echo "== built in $(cat "$WHEELS/build-seconds.txt")"
 fi
 [ "${BUILD_ONLY:-}" = 1 ] && exit 0
-"$PY" -m pip install -q --disable-pip-version-check --no-index --find-links "$WHEELS" "llama-cpp-python==$VERSION"
+"$PY" -m pip install -q --disable-pip-version-check --no-index --no-deps --find-links "$WHEELS" "llama-cpp-python==$VERSION"
 "$PY" -m pip install -q --disable-pip-version-check -r requirements-engines.txt --find-links "$WHEELS"
