@@ -71,8 +71,7 @@ NOTEBOOKS ?= $(filter-out $(ENGINE_NOTEBOOKS),$(sort $(wildcard notebooks/[0-9][
 NOTEBOOK_ENV_plain := OMP_NUM_THREADS=2
 NOTEBOOK_ENV_avx2-1thread := ATEN_CPU_CAPABILITY=avx2 OMP_NUM_THREADS=1
 NOTEBOOK_ENV_mkl-auto := MKL_CBWR=AUTO OMP_NUM_THREADS=2
-NBVAL := -p tests.nbval_numbers --nbval --nbval-kernel-name smolkit --nbval-sanitize-with tests/nbval_sanitize.cfg \
-  --nbval-cell-timeout 900
+NBVAL := -p tests.nbval_numbers --nbval --nbval-kernel-name smolkit --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 900
 test-notebooks: $(addprefix test-notebooks-,$(NOTEBOOK_RUNS))  ## the notebooks under nbval (NOTEBOOK_RUNS, NOTEBOOKS)
 
 NOTEBOOK_THREADS ?= 2

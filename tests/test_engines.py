@@ -103,11 +103,13 @@ def test_llama_cpp_penalises_only_the_last_64_tokens(lm):
 
 def test_llama_cpp_python_server_reads_its_own_names(lm):
     # to_openai sends vLLM's names: repetition_penalty and max_completion_tokens reach llama-cpp-python's server
-    # as its defaults (repeat_penalty 1.1, no limit); temperature, top_p, top_k and min_p arrive.
+    # as its defaults (repeat_penalty 1.1, no limit); temperature, top_p and min_p arrive. top_k off is left out of
+    # the export (vLLM 0.8.5 and older refuse 0), so that server applies its own default, 40, and a set one arrives.
     params = smolkit.SamplingParams(temperature=0.6, top_p=0.9, top_k=0, min_p=0.0, max_new_tokens=32)
     body = smolkit.to_openai(params, http=True)
     got = received_params(body, "llama-cpp-python")
-    assert (got.temperature, got.top_p, got.top_k, got.min_p) == (0.6, 0.9, 0, 0.0)
+    assert (got.temperature, got.top_p, got.top_k, got.min_p) == (0.6, 0.9, 40, 0.0)
+    assert received_params(smolkit.to_openai(params.replace(top_k=5), http=True), "llama-cpp-python").top_k == 5
     assert got.repetition_penalty == 1.1
     assert received_params(body, "vllm").repetition_penalty == 1.0
 

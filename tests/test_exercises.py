@@ -58,9 +58,11 @@ def test_tolerance_holds_for_numpy_and_torch_numbers(lm, capsys):
     dist = next_token_distribution(lm, "What is the capital of France?")
     truth = dist.with_params(temperature=0.5).top(1)[0].prob
     close = [truth + 0.004, np.float32(truth + 0.004), np.float64(truth - 0.004), np.array(truth + 0.004),
-             torch.tensor(truth + 0.004), torch.tensor([truth])]  # fmt: skip
+             torch.tensor(truth + 0.004)]  # fmt: skip
     assert [check_exercise("03a", a, dist=dist) for a in close] == [True] * len(close)
-    far = [truth + 0.02, torch.tensor(truth + 0.02), np.float32(truth - 0.02), np.array([truth, truth]), "0.3"]
+    # a tensor with a dimension is no number (the one rule of _checks.plain), even holding one value
+    far = [truth + 0.02, torch.tensor(truth + 0.02), np.float32(truth - 0.02), np.array([truth, truth]), "0.3",
+           torch.tensor([truth])]  # fmt: skip
     assert [check_exercise("03a", a, dist=dist) for a in far] == [False] * len(far)
     capsys.readouterr()
 
