@@ -10,8 +10,14 @@ next-token distributions, then write many texts each: diversity (distinct 3-gram
 the off-topic rate (samples that never mention the prompt's subject) and the share of tokens outside the model's
 top 5 (where incoherent text comes from) say which way of spending that freedom works better.
 
-Intervals are 95 % Wilson score intervals over the answers (or samples). They treat the draws as independent, so
-they describe the uncertainty of the draws on this question set; other questions would move the numbers more.
+Every number keeps its records: per question, how many of a recipe's answers were right and how many brought a new
+answer (a greedy recipe answers once per question: its answer is the same every time); per creative prompt, how many
+texts drifted off topic. The statistics resample those records, not the single answers: answers to one question
+share its difficulty, and texts for one prompt share its subject, so they are not independent draws. Intervals are
+95 % percentile bootstrap intervals over questions (or prompts), resampled whole (a cluster bootstrap); two recipes
+are compared question by question (a paired bootstrap of the difference), which removes what they share (an easy
+question is easy for both). Where the paired interval holds 0, the questions cannot tell the two apart. With 42
+questions and 8 prompts the intervals are wide: they say what this question set can separate, no more.
 
 The full measurement takes tens of minutes on a CPU: ``python -m smolkit advice --overwrite`` (or ``--out PATH``
 for a new file; the committed ``smolkit/data/advice.json`` is replaced only with ``--overwrite``) writes the results
@@ -23,14 +29,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import platform
+import random
 import re
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +45,7 @@ from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogit
 
 from smolkit import _checks
 from smolkit.distribution import entropy_bits
-from smolkit.generation import GenerationResult, generate
+from smolkit.generation import generate
 from smolkit.models import LoadedModel
 from smolkit.params import SamplingParams
 from smolkit.sequences import continuation_logits
@@ -54,14 +60,17 @@ __all__ = [
     "CreativePrompt",
     "Question",
     "advice_rows",
+    "bootstrap_interval",
     "is_correct",
     "load_advice",
     "matched_settings",
     "measure_creative",
     "measure_factual",
+    "paired_difference",
     "recommended",
     "run",
-    "wilson",
+    "summarise_creative",
+    "summarise_factual",
 ]
 
 RESULTS_PATH = Path(__file__).resolve().parent / "data" / "advice.json"
@@ -193,28 +202,71 @@ mean entropy is the target every other creative setting is tuned to."""
 CREATIVE_TEMPERATURES = (1.2, 1.5)
 """Temperatures at which a setting with both knobs gets its top_p tuned to the target entropy."""
 
-SETTINGS = {"max_new_tokens": 16, "samples": 20, "creative_tokens": 48, "creative_samples": 32, "calibration": 32,
+SETTINGS = {"max_new_tokens": 16, "samples": 10, "creative_tokens": 48, "creative_samples": 16, "calibration": 32,
             "seed": 0}  # fmt: skip
-"""The full measurement's sizes: factual answers' tokens and samples per question and recipe, creative texts'
-tokens and samples per prompt and setting, and the tokens of each prompt's calibration text."""
+"""The full measurement's sizes: factual answers' tokens and samples per question and recipe (one where the recipe
+cannot vary: ``_answers``), creative texts' tokens and samples per prompt and setting, and the tokens of each
+prompt's calibration text. The question (or prompt) is the unit the intervals resample, so more samples per
+question narrow them little: 10 answers per question and 16 texts per prompt (20 and 32 before, when the run took
+42 min on an idle 2-core CPU), and one answer wherever a recipe cannot vary, leave far fewer texts to generate (the
+new run's time is in the results file, ``seconds``)."""
+
+BOOTSTRAP = {"resamples": 4000, "level": 0.95, "seed": 0}
+"""The bootstrap's resamples, confidence level and seed (fixed, so the committed intervals can be recomputed)."""
 
 
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval for a proportion (95 % for z = 1.96): well-behaved at 0 and 1 and for small n.
+def bootstrap_interval(
+    clusters: Sequence[Any],
+    statistic: Callable[[Sequence[Any]], float],
+    resamples: int = BOOTSTRAP["resamples"],
+    level: float = BOOTSTRAP["level"],
+    seed: int = BOOTSTRAP["seed"],
+) -> tuple[float, float]:
+    """The percentile bootstrap interval of ``statistic`` over ``clusters`` (questions or prompts), each resampled
+    whole with replacement: a cluster bootstrap, so what one cluster's answers share (its difficulty, its subject)
+    widens the interval as it should.
 
-    >>> [round(v, 3) for v in wilson(8, 10)]
-    [0.49, 0.943]
-    >>> wilson(0, 0)
-    (0.0, 1.0)
+    Hand-written with the standard library (``random.Random(seed).choices``): scipy.stats.bootstrap does the same,
+    but scipy is not one of the kit's dependencies, and these few lines are all that is needed.
+
+    >>> bootstrap_interval([1.0] * 5, lambda xs: sum(xs) / len(xs))
+    (1.0, 1.0)
+    >>> lo, hi = bootstrap_interval([0, 1] * 21, lambda xs: sum(xs) / len(xs))
+    >>> 0.3 < lo < 0.5 < hi < 0.7
+    True
     """
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    lo = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends: rounding must not exclude p itself
-    hi = 1.0 if successes == n else min(1.0, centre + half)
-    return lo, hi
+    rng = random.Random(seed)
+    stats = sorted(statistic(rng.choices(clusters, k=len(clusters))) for _ in range(resamples))
+    tail = (1 - level) / 2
+    return stats[int(tail * resamples)], stats[min(int((1 - tail) * resamples), resamples - 1)]
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, tuple[float, float]]:
+    """The mean of ``a - b`` over paired clusters (the same questions, or prompts, in the same order) and its
+    bootstrap interval (``bootstrap_interval`` over the pairs: a paired bootstrap). An interval that holds 0 means
+    these clusters cannot tell the two apart.
+
+    >>> paired_difference([1, 1, 0, 1], [1, 0, 0, 1])[0]
+    0.25
+    >>> paired_difference([1, 0] * 10, [1, 0] * 10)
+    (0.0, (0.0, 0.0))
+    """
+    pairs = list(zip(a, b, strict=True))
+
+    def difference(sample: Sequence[tuple[float, float]]) -> float:
+        return _mean([x - y for x, y in sample])
+
+    return difference(pairs), bootstrap_interval(pairs, difference)
+
+
+def separated(a: Sequence[float], b: Sequence[float]) -> bool:
+    """True when the paired interval of ``a - b`` leaves 0 out: the clusters tell the two apart."""
+    lo, hi = paired_difference(a, b)[1]
+    return lo > 0 or hi < 0
 
 
 def _normalise(text: str) -> str:
@@ -248,6 +300,39 @@ def _new_answers(keys: Sequence[str]) -> int:
     return max(len(set(keys)) - 1, 0)
 
 
+def question_scores(row: Mapping[str, Any]) -> list[float]:
+    """A factual row's accuracy on each question (the share of its answers that were right), in question order."""
+    return [q["correct"] / q["samples"] for q in row["by_question"]]
+
+
+def summarise_factual(recipe: str, params: SamplingParams, by_question: Sequence[Mapping[str, Any]]) -> dict:
+    """A recipe's row from its per-question records (``id``, ``samples``, ``correct``, ``new_answers``): accuracy
+    (the mean over questions of each question's share of right answers) and the distinct-answer rate (the mean over
+    questions of the share of repeated answers that were new; 0 where the recipe answered once because it cannot
+    vary), each with a bootstrap interval over questions."""
+
+    def distinct(records: Sequence[Mapping[str, Any]]) -> float:
+        return _mean([q["new_answers"] / (q["samples"] - 1) if q["samples"] > 1 else 0.0 for q in records])
+
+    records = list(by_question)
+    scores = question_scores({"by_question": records})
+    return {"recipe": recipe, "params": params.to_dict(), "deterministic": all(q["samples"] == 1 for q in records),
+            "samples_per_question": max(q["samples"] for q in records), "questions": len(records),
+            "correct": sum(q["correct"] for q in records), "accuracy": _mean(scores),
+            "accuracy_interval": bootstrap_interval(scores, _mean), "distinct_rate": distinct(records),
+            "distinct_interval": bootstrap_interval(records, distinct), "by_question": records}  # fmt: skip
+
+
+def _answers(lm: LoadedModel, question: Question, recipe: SamplingParams, samples: int) -> list[str]:
+    """The recipe's answers to ``question``: one when it cannot vary there, else ``samples``. A greedy recipe
+    cannot; a sampling one cannot when its first answer drew every token with probability 1 (its cut-offs left one
+    token at every step, as top_p 0.3 after temperature 0.2 mostly does): every sample would then be that answer."""
+    first = generate(lm, question.text + QUESTION_SUFFIX, recipe.replace(n=1))
+    if recipe.greedy or all(step.prob == 1.0 for step in first.samples[0].steps):
+        return first.texts
+    return generate(lm, question.text + QUESTION_SUFFIX, recipe.replace(n=samples)).texts
+
+
 def measure_factual(
     lm: LoadedModel,
     recipes: Mapping[str, SamplingParams] = FACTUAL_RECIPES,
@@ -257,24 +342,22 @@ def measure_factual(
     seed: int = SETTINGS["seed"],
     progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """For each recipe, ``samples`` answers to every question (one batched call per question, seeded): accuracy
-    and the distinct-answer rate with their Wilson intervals, and the counts behind them."""
+    """For each recipe, its answers to every question (seeded; ``samples`` of them, or one where the recipe cannot
+    vary: ``_answers``), kept per question (``by_question``; a question answered once keeps the answer's text) and
+    summarised by ``summarise_factual``."""
     samples = _checks.integer("samples", samples, lo=2, note="the distinct-answer rate needs repeated samples")
     rows = []
     for name, recipe in recipes.items():
-        correct = new = 0
+        records = []
         for i, question in enumerate(questions):
-            params = recipe.replace(n=samples, max_new_tokens=max_new_tokens, seed=seed + i)
-            texts = generate(lm, question.text + QUESTION_SUFFIX, params).texts
-            correct += sum(is_correct(t, question) for t in texts)
-            new += _new_answers([answer_key(t, question) for t in texts])
-        answers, repeats = samples * len(questions), (samples - 1) * len(questions)
-        rows.append({"recipe": name, "params": recipe.to_dict(), "answers": answers, "correct": correct,
-                     "accuracy": correct / answers, "accuracy_interval": wilson(correct, answers),
-                     "repeats": repeats, "new_answers": new, "distinct_rate": new / repeats,
-                     "distinct_interval": wilson(new, repeats)})  # fmt: skip
+            texts = _answers(lm, question, recipe.replace(max_new_tokens=max_new_tokens, seed=seed + i), samples)
+            record = {"id": question.id, "samples": len(texts), "correct": sum(is_correct(t, question) for t in texts),
+                      "new_answers": _new_answers([answer_key(t, question) for t in texts])}  # fmt: skip
+            records.append({**record, "answer": texts[0]} if len(texts) == 1 else record)
+        rows.append(summarise_factual(name, recipe, records))
         if progress:
-            print(f"  {name}: accuracy {correct / answers:.3f}, distinct {new / repeats:.3f}", file=sys.stderr)
+            print(f"  {name}: accuracy {rows[-1]['accuracy']:.3f}, distinct {rows[-1]['distinct_rate']:.3f}",
+                  file=sys.stderr)  # fmt: skip
     return rows
 
 
@@ -335,10 +418,25 @@ def _on_topic(text: str, prompt: CreativePrompt) -> bool:
     return any(word.startswith(stem) for word in words for stem in prompt.topic)
 
 
-def _pooled_off_top(results: Iterable[GenerationResult]) -> float:
-    results = list(results)
-    tokens = [sum(len(s) for s in r.samples) for r in results]
-    return sum(off_top_fraction(r) * n for r, n in zip(results, tokens, strict=True)) / max(sum(tokens), 1)
+def prompt_scores(row: Mapping[str, Any]) -> list[float]:
+    """A creative row's off-topic rate on each prompt, in prompt order."""
+    return [p["off_topic"] / p["samples"] for p in row["by_prompt"]]
+
+
+def summarise_creative(setting: str, params: SamplingParams, entropy: float,
+                       by_prompt: Sequence[Mapping[str, Any]]) -> dict:  # fmt: skip
+    """A creative setting's row from its per-prompt records (``id``, ``samples``, ``off_topic``, ``diversity``,
+    ``tokens``, ``off_top5``): the off-topic rate with a bootstrap interval over prompts, diversity averaged over
+    prompts, and the share of all its tokens outside the model's top 5."""
+    records = list(by_prompt)
+    scores = prompt_scores({"by_prompt": records})
+    tokens = sum(p["tokens"] for p in records)
+    return {"setting": setting, "params": params.to_dict(), "entropy": entropy,
+            "samples": sum(p["samples"] for p in records), "samples_per_prompt": records[0]["samples"],
+            "diversity": _mean([p["diversity"] for p in records]), "off_topic": sum(p["off_topic"] for p in records),
+            "off_topic_rate": _mean(scores), "off_topic_interval": bootstrap_interval(scores, _mean),
+            "off_top5": sum(p["off_top5"] * p["tokens"] for p in records) / max(tokens, 1),
+            "by_prompt": records}  # fmt: skip
 
 
 def measure_creative(
@@ -350,25 +448,21 @@ def measure_creative(
     max_new_tokens: int = SETTINGS["creative_tokens"],
     seed: int = SETTINGS["seed"],
 ) -> list[dict[str, Any]]:
-    """For each setting, ``samples`` texts per prompt: its mean entropy on ``logits``, diversity (distinct 3-grams
-    across a prompt's samples, averaged over prompts), the off-topic rate with its Wilson interval, and the share
-    of tokens outside the model's top 5."""
+    """For each setting, ``samples`` texts per prompt: its mean entropy on ``logits`` and, per prompt
+    (``by_prompt``), the texts that drifted off topic, diversity (distinct 3-grams across the prompt's texts) and
+    the share of tokens outside the model's top 5; summarised by ``summarise_creative``."""
     rows = []
     for name, params in settings.items():
-        results = [generate(lm, p.text, params.replace(n=samples, max_new_tokens=max_new_tokens, seed=seed + i))
-                   for i, p in enumerate(prompts)]  # fmt: skip
-        off = sum(not _on_topic(t, p) for r, p in zip(results, prompts, strict=True) for t in r.texts)
-        total = samples * len(prompts)
-        diversity = sum(distinct_ngram_fraction([s.token_ids for s in r.samples]) for r in results) / len(results)
-        rows.append({"setting": name, "params": params.to_dict(),
-                     "entropy": mean_entropy(logits, params.temperature, params.top_p), "samples": total,
-                     "diversity": diversity, "off_topic": off, "off_topic_rate": off / total,
-                     "off_topic_interval": wilson(off, total), "off_top5": _pooled_off_top(results)})  # fmt: skip
+        records = []
+        for i, prompt in enumerate(prompts):
+            result = generate(lm, prompt.text, params.replace(n=samples, max_new_tokens=max_new_tokens, seed=seed + i))
+            records.append({"id": prompt.id, "samples": samples,
+                            "off_topic": sum(not _on_topic(t, prompt) for t in result.texts),
+                            "diversity": distinct_ngram_fraction([s.token_ids for s in result.samples]),
+                            "tokens": sum(len(s) for s in result.samples),
+                            "off_top5": off_top_fraction(result)})  # fmt: skip
+        rows.append(summarise_creative(name, params, mean_entropy(logits, params.temperature, params.top_p), records))
     return rows
-
-
-def _overlaps(a: Sequence[float], b: Sequence[float]) -> bool:
-    return a[0] <= b[1] and b[0] <= a[1]
 
 
 def _changed(params: Mapping[str, Any]) -> int:
@@ -378,17 +472,18 @@ def _changed(params: Mapping[str, Any]) -> int:
 
 
 def recommended(results: Mapping[str, Any]) -> dict[str, str]:
-    """What the numbers recommend. factual: the highest accuracy; among recipes whose interval overlaps the best
-    one's, the fewest knobs turned, then the lowest distinct-answer rate. creative (all at the same entropy): the
-    lowest off-topic rate; among settings whose interval overlaps the lowest, the fewest tokens outside the
-    model's top 5 (the most coherent way to spend the same freedom)."""
+    """What the numbers recommend. factual: the highest accuracy; among the recipes the questions cannot separate
+    from it (``separated``, paired by question), the fewest knobs turned, then the lowest distinct-answer rate.
+    creative (all at the same entropy): the lowest off-topic rate; among the settings the prompts cannot separate
+    from it (paired by prompt), the fewest tokens outside the model's top 5 (the most coherent way to spend the
+    same freedom)."""
     factual = results["factual"]
     best = max(factual, key=lambda r: r["accuracy"])
-    tied = [r for r in factual if _overlaps(r["accuracy_interval"], best["accuracy_interval"])]
+    tied = [r for r in factual if not separated(question_scores(r), question_scores(best))]
     pick = min(tied, key=lambda r: (_changed(r["params"]), r["distinct_rate"], -r["accuracy"]))
     creative = results["creative"]
     safest = min(creative, key=lambda r: r["off_topic_rate"])
-    close = [r for r in creative if _overlaps(r["off_topic_interval"], safest["off_topic_interval"])]
+    close = [r for r in creative if not separated(prompt_scores(r), prompt_scores(safest))]
     return {"factual": pick["recipe"], "creative": min(close, key=lambda r: r["off_top5"])["setting"]}
 
 
@@ -436,6 +531,7 @@ def run(lm: LoadedModel, settings: Mapping[str, int] = SETTINGS, command: str = 
         "creative_prompts": [p.id for p in CREATIVE_PROMPTS],
         "recipes": {name: p.to_dict() for name, p in FACTUAL_RECIPES.items()},
         "reference": CREATIVE_REFERENCE.to_dict(),
+        "bootstrap": dict(BOOTSTRAP),
         "factual": factual,
         "creative": creative,
     }
@@ -454,17 +550,31 @@ def load_advice(path: str | Path = RESULTS_PATH) -> dict[str, Any]:
 
 
 def advice_rows(results: Mapping[str, Any], part: str = "factual") -> list[dict[str, Any]]:
-    """The measured numbers as table rows (print with ``smolkit.format_rows``): "factual" gives accuracy and the
-    distinct-answer rate with their 95 % intervals, "creative" entropy, diversity, off-topic rate and interval,
-    and the share of tokens outside the top 5."""
+    """The measured numbers as table rows (print with ``smolkit.format_rows``), each with its 95 % interval over
+    questions (or prompts) and its difference from the best row, paired by question (or prompt), with that
+    difference's interval (``vs best``, ``vs low``, ``vs high``) and whether that interval leaves 0 out
+    (``separated``; False: the question set cannot tell the row from the best). "factual" gives the answers per
+    question, accuracy and the distinct-answer rate; "creative" entropy, diversity, the off-topic rate and the share
+    of tokens outside the top 5."""
     part = _checks.choice("part", part, ("factual", "creative"))
-    if part == "factual":
-        return [{"recipe": r["recipe"], "accuracy": r["accuracy"], "low": r["accuracy_interval"][0],
-                 "high": r["accuracy_interval"][1], "distinct": r["distinct_rate"], "d low": r["distinct_interval"][0],
-                 "d high": r["distinct_interval"][1]} for r in results["factual"]]  # fmt: skip
-    return [{"setting": r["setting"], "entropy": r["entropy"], "diversity": r["diversity"],
-             "off-topic": r["off_topic_rate"], "low": r["off_topic_interval"][0], "high": r["off_topic_interval"][1],
-             "off top-5": r["off_top5"]} for r in results["creative"]]  # fmt: skip
+    factual = part == "factual"
+    rows = results[part]
+    scores = question_scores if factual else prompt_scores
+    best = (max if factual else min)(rows, key=lambda r: r["accuracy" if factual else "off_topic_rate"])
+    table = []
+    for r in rows:
+        difference, (lo, hi) = paired_difference(scores(r), scores(best))
+        if factual:
+            row = {"recipe": r["recipe"], "answers": r["samples_per_question"], "accuracy": r["accuracy"],
+                   "low": r["accuracy_interval"][0], "high": r["accuracy_interval"][1]}  # fmt: skip
+        else:
+            row = {"setting": r["setting"], "entropy": r["entropy"], "diversity": r["diversity"],
+                   "off-topic": r["off_topic_rate"], "low": r["off_topic_interval"][0],
+                   "high": r["off_topic_interval"][1]}  # fmt: skip
+        row.update({"vs best": difference, "vs low": lo, "vs high": hi, "separated": lo > 0 or hi < 0})
+        row.update({"distinct": r["distinct_rate"]} if factual else {"off top-5": r["off_top5"]})
+        table.append(row)
+    return table
 
 
 def check_out(path: Path, overwrite: bool) -> Path:

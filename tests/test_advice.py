@@ -1,5 +1,6 @@
-"""advice: the measuring code on a small case, and the committed results file against the code's current question
-set, recipes and sizes (the file is written by `python -m smolkit advice`, which takes tens of minutes)."""
+"""advice: the statistics (cluster and paired bootstrap over questions), the measuring code on a small case, and the
+committed results file against the code's current question set, recipes and sizes, its summaries recomputed from
+its per-question records (the file is written by `python -m smolkit advice`, which takes tens of minutes)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from smolkit import SamplingParams
 from smolkit.advice import (
+    BOOTSTRAP,
     CREATIVE_PROMPTS,
     CREATIVE_REFERENCE,
     FACTUAL_QUESTIONS,
@@ -18,6 +20,7 @@ from smolkit.advice import (
     Question,
     _new_answers,
     answer_key,
+    bootstrap_interval,
     calibration_logits,
     is_correct,
     load_advice,
@@ -25,8 +28,10 @@ from smolkit.advice import (
     mean_entropy,
     measure_creative,
     measure_factual,
+    paired_difference,
     recommended,
-    wilson,
+    summarise_creative,
+    summarise_factual,
 )
 from smolkit.presets import PRESETS
 
@@ -49,11 +54,32 @@ def test_answers_are_compared_by_what_they_say():
     assert _new_answers(keys) == 1 and _new_answers(["a"]) == 0
 
 
-def test_wilson_contains_the_proportion_and_narrows_with_n():
-    lo, hi = wilson(30, 100)
-    lo2, hi2 = wilson(300, 1000)
-    assert lo < 0.3 < hi and lo2 < 0.3 < hi2 and hi2 - lo2 < hi - lo
-    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
+def _mean(xs):
+    return sum(xs) / len(xs)
+
+
+def test_the_bootstrap_resamples_whole_questions():
+    """30 of 42 questions right: about 0.57-0.83 (the issue's per-question reading), not the 0.68-0.74 that 840
+    draws of 20 identical answers per question would claim; more questions narrow it; the seed fixes it."""
+    lo, hi = bootstrap_interval([1.0] * 30 + [0.0] * 12, _mean)
+    assert 0.55 < lo < 0.6 and 0.82 < hi < 0.86
+    lo2, hi2 = bootstrap_interval([1.0] * 300 + [0.0] * 120, _mean)
+    assert lo2 < 30 / 42 < hi2 and hi2 - lo2 < (hi - lo) / 2
+    assert bootstrap_interval([1.0] * 30 + [0.0] * 12, _mean) == (lo, hi)
+
+
+def test_pairing_separates_what_the_unpaired_intervals_cannot():
+    """Two recipes right on 30 and 24 of 42 questions: unpaired, their intervals overlap. Paired, where one is right
+    on every question the other is (and on 6 more), the difference's interval leaves 0 out; where they trade
+    questions (12 won, 6 lost), the same gap of 6 is not clear."""
+    a = [1.0] * 30 + [0.0] * 12
+    nested = [1.0] * 24 + [0.0] * 18
+    traded = [1.0] * 18 + [0.0] * 12 + [1.0] * 6 + [0.0] * 6
+    assert bootstrap_interval(a, _mean)[0] < bootstrap_interval(nested, _mean)[1]
+    difference, (lo, _) = paired_difference(a, nested)
+    assert difference == pytest.approx(6 / 42) and lo > 0
+    difference, (lo, hi) = paired_difference(a, traded)
+    assert difference == pytest.approx(6 / 42) and lo < 0 < hi
 
 
 def test_measure_factual_on_a_small_case(lm):
@@ -61,11 +87,14 @@ def test_measure_factual_on_a_small_case(lm):
     rows = measure_factual(lm, recipes, FACTUAL_QUESTIONS[:2], samples=3, max_new_tokens=10)
     greedy, hot = rows
     assert [r["recipe"] for r in rows] == ["greedy", "T 1"]
-    assert greedy["answers"] == 6 and greedy["repeats"] == 4
-    assert greedy["new_answers"] == 0 and greedy["distinct_rate"] == 0.0  # greedy always answers the same
+    assert greedy["deterministic"] and greedy["samples_per_question"] == 1  # one answer: it is the same every time
+    assert [q["samples"] for q in greedy["by_question"]] == [1, 1] and all("answer" in q for q in greedy["by_question"])
+    assert greedy["distinct_rate"] == 0.0 and greedy["questions"] == 2
+    assert [q["samples"] for q in hot["by_question"]] == [3, 3] and not hot["deterministic"]
     for row in rows:
         lo, hi = row["accuracy_interval"]
-        assert lo <= row["accuracy"] <= hi and row["correct"] == round(row["accuracy"] * row["answers"])
+        assert lo <= row["accuracy"] <= hi and row["correct"] == sum(q["correct"] for q in row["by_question"])
+        assert summarise_factual(row["recipe"], SamplingParams(**row["params"]), row["by_question"]) == row
     assert hot["params"] == SamplingParams().to_dict()
     with pytest.raises(ValueError, match="samples"):
         measure_factual(lm, recipes, FACTUAL_QUESTIONS[:1], samples=1)
@@ -84,30 +113,35 @@ def test_matched_settings_have_the_reference_entropy(lm):
     assert only_t.top_p == 1.0 and only_p.temperature == 1.0
     rows = measure_creative(lm, dict(list(settings.items())[:2]), logits, CREATIVE_PROMPTS[:1], samples=2,
                             max_new_tokens=8)  # fmt: skip
-    assert [r["samples"] for r in rows] == [2, 2]
+    assert [r["samples"] for r in rows] == [2, 2] and [len(r["by_prompt"]) for r in rows] == [1, 1]
     assert all(0 <= r["off_topic_rate"] <= 1 and 0 <= r["diversity"] <= 1 for r in rows)
 
 
-def _factual(name, accuracy, interval, params, distinct=0.0):
-    return {"recipe": name, "accuracy": accuracy, "accuracy_interval": interval, "params": params.to_dict(),
-            "distinct_rate": distinct}  # fmt: skip
+def _factual(name, right, params, new=0):
+    """A recipe that got ``right`` (a list of 0/1 per question) right, 4 answers per question."""
+    records = [{"id": f"q{i}", "samples": 4, "correct": 4 * r, "new_answers": new} for i, r in enumerate(right)]
+    return summarise_factual(name, params, records)
 
 
-def _creative(name, rate, interval, off5, diversity=0.9):
-    return {"setting": name, "off_topic_rate": rate, "off_topic_interval": interval, "off_top5": off5,
-            "diversity": diversity}  # fmt: skip
+def _creative(name, off, off5, params):
+    records = [{"id": f"p{i}", "samples": 4, "off_topic": o, "diversity": 0.9, "tokens": 40, "off_top5": off5}
+               for i, o in enumerate(off)]  # fmt: skip
+    return summarise_creative(name, params, 1.5, records)
 
 
 def test_the_recommendation_rules():
+    """The best recipe, or one the questions cannot separate from it with fewer knobs turned; never one the paired
+    comparison separates (below), however few its knobs."""
+    best = [1] * 30 + [0] * 12
     factual = [
-        _factual("both", 0.80, (0.75, 0.85), SamplingParams(temperature=0.2, top_p=0.3)),
-        _factual("one knob", 0.78, (0.73, 0.83), SamplingParams(temperature=0.2)),
-        _factual("worse", 0.50, (0.45, 0.55), SamplingParams(top_p=0.3)),
+        _factual("both", best, SamplingParams(temperature=0.2, top_p=0.3)),
+        _factual("one knob", [1] * 29 + [0] * 13, SamplingParams(temperature=0.2), new=1),
+        _factual("untouched", [1] * 10 + [0] * 32, SamplingParams()),
     ]
     creative = [
-        _creative("a", 0.10, (0.05, 0.15), 0.20),
-        _creative("b", 0.12, (0.07, 0.17), 0.10),
-        _creative("c", 0.40, (0.35, 0.45), 0.01),
+        _creative("a", [0, 1, 0, 1, 0, 0, 1, 0], 0.20, SamplingParams(temperature=0.7)),
+        _creative("b", [0, 1, 0, 1, 0, 1, 1, 0], 0.10, SamplingParams(top_p=0.8)),
+        _creative("c", [4, 4, 3, 4, 4, 3, 4, 4], 0.01, SamplingParams(temperature=1.5, top_p=0.3)),
     ]
     assert recommended({"factual": factual, "creative": creative}) == {"factual": "one knob", "creative": "b"}
 
@@ -126,13 +160,18 @@ def test_the_committed_results_match_the_code(results):
     assert results["recipes"] == {name: p.to_dict() for name, p in FACTUAL_RECIPES.items()}
     assert [r["recipe"] for r in results["factual"]] == list(FACTUAL_RECIPES)
     assert results["reference"] == CREATIVE_REFERENCE.to_dict()
+    assert results["bootstrap"] == BOOTSTRAP
     for row in results["factual"]:
-        assert row["answers"] == settings["samples"] * len(FACTUAL_QUESTIONS)
-        assert row["repeats"] == (settings["samples"] - 1) * len(FACTUAL_QUESTIONS)
-        assert row["accuracy_interval"] == pytest.approx(wilson(row["correct"], row["answers"]))
+        assert [q["id"] for q in row["by_question"]] == results["questions"]
+        assert {q["samples"] for q in row["by_question"]} <= {1, settings["samples"]}
+        assert row["deterministic"] == all(q["samples"] == 1 for q in row["by_question"])
+        again = summarise_factual(row["recipe"], SamplingParams(**row["params"]), row["by_question"])
+        assert again == row  # every summary and interval, recomputed from the records (JSON keeps floats exactly)
     for row in results["creative"]:
+        assert [p["id"] for p in row["by_prompt"]] == results["creative_prompts"]
         assert row["samples"] == settings["creative_samples"] * len(CREATIVE_PROMPTS)
-        assert row["off_topic_interval"] == pytest.approx(wilson(row["off_topic"], row["samples"]))
+        again = summarise_creative(row["setting"], SamplingParams(**row["params"]), row["entropy"], row["by_prompt"])
+        assert again == row
     assert {"command", "environment", "seconds"} <= set(results)
     assert {"machine", "torch", "transformers"} <= set(results["environment"])
 
