@@ -14,7 +14,7 @@ export OMP_WAIT_POLICY := PASSIVE
 STAMP := $(VENV)/.smolkit-setup-$(TORCH)
 KERNEL := $(VENV)/share/jupyter/kernels/smolkit/kernel.json
 CHROMIUM ?= /usr/bin/chromium
-PROXY := environment/proxy/node_modules/.bin/configurable-http-proxy
+PROXY := workshop/proxy/node_modules/.bin/configurable-http-proxy
 
 .PHONY: help setup kernel doctor lab test lint test-unit test-notebooks test-compat test-compat-ends test-gpu notebooks
 .PHONY: bench bench-gpu clean test-noise regress cheatsheet time-notebooks test-engines
@@ -41,10 +41,10 @@ doctor: kernel ## check Python, torch, CUDA, Jupyter and the models
 lab: doctor ## set up, run the doctor, start JupyterLab: the way to learn
 	VENV=$(VENV) bash environment/lab.sh
 
-lint: $(TEST_STAMP) ## ruff over the package, tests, bench and environment
-	$(VENV)/bin/ruff check smolkit tests bench environment
+lint: $(TEST_STAMP) ## ruff over the package, tests, bench, environment and workshop
+	$(VENV)/bin/ruff check smolkit tests bench environment workshop
 
-# The test packages (requirements-test.txt: pytest, nbval, ruff, Playwright, Triton...) on top of the lab, before
+# The test packages (requirements-test.txt: pytest, nbval, ruff, Playwright...) on top of the lab, before
 # any test target; a learner's venv (make lab) goes without.
 TEST_STAMP := $(VENV)/.smolkit-test
 $(TEST_STAMP): requirements-test.txt $(STAMP)
@@ -52,7 +52,7 @@ $(TEST_STAMP): requirements-test.txt $(STAMP)
 	touch $@
 
 test-unit: kernel $(TEST_STAMP) ## the package's pytest suite (no GPU, browser or hub)
-	$(PY) -m pytest -q -m "not gpu and not browser and not hub and not engines" tests smolkit
+	$(PY) -m pytest -q -m "not gpu and not browser and not hub and not engines" tests workshop/tests smolkit
 
 # nbval compares each notebook's text outputs with the committed ones, on the CPU: text exactly, printed decimals to
 # one unit in their last digit (tests/nbval_numbers.py). The committed outputs must hold on any x86-64 CPU, whose
@@ -120,11 +120,11 @@ notebooks: kernel ## re-execute the notebooks on the CPU and save their outputs 
 	$(PY) environment/execute_notebooks.py $(if $(FORCE),--force) $(NB)
 
 # The participant's cheat sheet, generated from the kit (smolkit/cheatsheet.py); the PDF is printed by Chromium.
-cheatsheet: kernel chromium ## the participant's one-page cheat sheet: environment/cheatsheet.html (+ .pdf printed by Chromium)
-	$(PY) -m smolkit.cheatsheet --pdf environment/cheatsheet.pdf --chromium $(CHROMIUM)
+cheatsheet: kernel chromium ## the participant's one-page cheat sheet: workshop/cheatsheet.html (+ .pdf printed by Chromium)
+	$(PY) -m smolkit.cheatsheet --pdf workshop/cheatsheet.pdf --chromium $(CHROMIUM)
 
-# How long each notebook's sections take to run, for the facilitator's paths (environment/FACILITATOR.md).
-time-notebooks: kernel ## time every notebook section (bench/results-notebook-times.json, environment/FACILITATOR.md)
+# How long each notebook's sections take to run, for the facilitator's paths (workshop/README.md).
+time-notebooks: kernel ## time every notebook section (bench/results-notebook-times.json, workshop/README.md)
 	nice -n 10 $(PY) bench/time_notebooks.py --out bench/results-notebook-times.json $(NB)
 
 # Debian's Chromium for the browser test (Playwright cannot download its own browser here); installed when missing.
@@ -136,22 +136,22 @@ chromium: ## install Debian's Chromium for the browser test when missing
 test-browser: kernel $(TEST_STAMP) chromium ## JupyterLab in headless Chromium: run notebook 03, move its slider (screenshots in artifacts/)
 	SMOLKIT_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q -m browser tests
 
-# JupyterHub's proxy, pinned by environment/proxy/package-lock.json.
-$(PROXY): environment/proxy/package-lock.json
-	npm ci --prefix environment/proxy --no-audit --no-fund --loglevel=error
+# JupyterHub's proxy, pinned by workshop/proxy/package-lock.json.
+$(PROXY): workshop/proxy/package-lock.json
+	npm ci --prefix workshop/proxy --no-audit --no-fund --loglevel=error
 	touch $@
 
-proxy: $(PROXY) ## install JupyterHub's proxy (environment/proxy)
+proxy: $(PROXY) ## install JupyterHub's proxy (workshop/proxy)
 
 # As root (CI is): makes system accounts. The hub runs from its own venv, $(VENV)/workshop, which workshop.sh
 # prepare builds from /usr/bin/python3 (participants must be able to run the interpreter) the first time.
 test-hub: kernel $(TEST_STAMP) proxy ## the workshop JupyterHub on loopback: participants run notebooks, one tries the other's files
-	SMOLKIT_WORKSHOP_VENV=$(abspath $(VENV))/workshop $(PY) -m pytest -q -m hub tests
+	SMOLKIT_WORKSHOP_VENV=$(abspath $(VENV))/workshop $(PY) -m pytest -q -m hub workshop/tests
 
-# As root: prepare and start the hub; add participants (also while it runs) with environment/workshop.sh users.
-workshop: proxy ## prepare and start the workshop JupyterHub (as root; environment/README.md)
-	bash environment/workshop.sh prepare
-	bash environment/workshop.sh start
+# As root: prepare and start the hub; add participants (also while it runs) with workshop/workshop.sh users.
+workshop: proxy ## prepare and start the workshop JupyterHub (as root; workshop/SETUP.md)
+	bash workshop/workshop.sh prepare
+	bash workshop/workshop.sh start
 
 # make test runs two lanes at once, one a core, each test process on one thread (a single suite keeps two cores
 # busy only part of the time), then the hub test alone (it starts kernels of its own). Each lane's output is printed

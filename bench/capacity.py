@@ -1,5 +1,5 @@
 """How many workshop participants this box holds within the budgets, and the SMOLKIT_HUB_MAX_USERS to set: the
-facilitator's capacity planner (`environment/workshop.sh capacity`).
+facilitator's capacity planner (`workshop/workshop.sh capacity`).
 
 It ramps the scripted participants of bench/workshop_load.py (each a kernel as the hub starts it) up through --n,
 keeping the kernels already up and adding the next ones, plays --seconds at each step, and stops at the first N
@@ -72,7 +72,7 @@ def verdict(p: Plan, device: str) -> str:
     >>> print(verdict(Plan(16, 24, "generate p95 1.40 s > 1 s", 1.8, 37), "NVIDIA H100 80GB HBM3"))
     NVIDIA H100 80GB HBM3 holds 16 participants within the budgets (at 24: generate p95 1.40 s > 1 s).
     GPU memory: 1.80 GB per kernel with its CUDA context; the memory alone would allow 37.
-    Set SMOLKIT_HUB_MAX_USERS=16 (environment/workshop.sh start reads it).
+    Set SMOLKIT_HUB_MAX_USERS=16 (workshop/workshop.sh start reads it).
     """
     if p.over is None:
         held = f"holds at least {p.holds} participants within the budgets (every step of the ramp held: try more)"
@@ -85,7 +85,7 @@ def verdict(p: Plan, device: str) -> str:
         lines.append(f"GPU memory: {p.gb_per_kernel:.2f} GB per kernel with its CUDA context; the memory alone "
                      f"would allow {p.memory_allows}.")  # fmt: skip
     if p.max_users > 0:
-        lines.append(f"Set SMOLKIT_HUB_MAX_USERS={p.max_users} (environment/workshop.sh start reads it).")
+        lines.append(f"Set SMOLKIT_HUB_MAX_USERS={p.max_users} (workshop/workshop.sh start reads it).")
     else:
         lines.append("Do not run a workshop on this box as it is: give participants a GPU each, or fewer tokens.")
     return "\n".join(lines)

@@ -1,6 +1,6 @@
 """How long each section of each notebook takes to run (`python bench/time_notebooks.py --out ...`).
 
-For the facilitator's paths (environment/FACILITATOR.md): every numbered notebook is executed from a clean
+For the facilitator's paths (workshop/README.md): every numbered notebook is executed from a clean
 `smolkit` kernel, as `make notebooks` does (the embedded model, the CPU), but on a copy in a temporary folder, so
 the committed notebooks are never written. nbclient records when each cell started and ended; a section is a
 markdown heading and the cells after it, up to the next heading, and gets the seconds of its code cells and the

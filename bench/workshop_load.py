@@ -226,7 +226,7 @@ def remedy_env(variant: tuple[str, ...], scratch: Path):
 
 
 def kernel_env(n: int, home: Path, args: argparse.Namespace, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment the workshop hub gives a participant's server (environment/jupyterhub_config.py), with a
+    """The environment the workshop hub gives a participant's server (workshop/jupyterhub_config.py), with a
     GPU share for ``n`` participants (or --fraction) and a variant's ``extra`` settings on top."""
     from smolkit.embedded import cache_dir
 

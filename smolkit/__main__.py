@@ -1,4 +1,4 @@
-"""Command line: ``python -m smolkit doctor | convert | advice | generate "prompt" [--temperature ...]``."""
+"""Command line: ``python -m smolkit doctor | convert | generate "prompt" [--temperature ...]``."""
 
 from __future__ import annotations
 
@@ -51,9 +51,6 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("doctor", help="check Python, torch, CUDA, Jupyter and the models; non-zero exit on a problem")
     convert = sub.add_parser("convert", help="convert the embedded GGUF to the safetensors cache now")
     convert.add_argument("--force", action="store_true", help="rebuild even when the cache is sound")
-    advice = sub.add_parser("advice", help="measure the source README's advice (tens of minutes on a CPU)")
-    advice.add_argument("--out", default=None, help="results file (default smolkit/data/advice.json)")
-    advice.add_argument("--overwrite", action="store_true", help="replace --out (or the committed file) if it exists")
     gen = sub.add_parser("generate", help="generate text with vLLM's sampling parameters")
     gen.add_argument("prompt")
     gen.add_argument("--model", default="embedded")
@@ -68,10 +65,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if doctor().ok else 1
     if args.command == "convert":
         return _convert(args.force)
-    if args.command == "advice":
-        from smolkit.advice import main as advice_main
-
-        return advice_main([*([] if args.out is None else ["--out", args.out]), *(["--overwrite"] * args.overwrite)])
     from smolkit.generation import generate
     from smolkit.models import load_model
 

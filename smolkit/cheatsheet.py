@@ -1,6 +1,6 @@
 """The participant's cheat sheet: one printable A4 page, generated from the kit so that it stays true.
 
-``python -m smolkit.cheatsheet`` (``make cheatsheet``) writes environment/cheatsheet.html: one row per
+``python -m smolkit.cheatsheet`` (``make cheatsheet``) writes workshop/cheatsheet.html: one row per
 ``SamplingParams`` field with the field's own docstring (what it does), a small picture of what it does to the
 next-token distribution of the embedded model (drawn from ``Distribution.with_params``, grey the model's
 probabilities, blue after the parameter, as the notebooks draw them), and what transformers, vLLM and llama.cpp do
@@ -38,7 +38,7 @@ from smolkit.params import SamplingParams
 
 __all__ = ["COLUMNS", "LLAMA_CPP", "OUT", "PICTURES", "build", "engine_notes", "field_docs", "main", "readme_ranges"]
 
-OUT = Path(__file__).resolve().parent.parent / "environment" / "cheatsheet.html"
+OUT = Path(__file__).resolve().parent.parent / "workshop" / "cheatsheet.html"
 
 LLAMA_CPP = {
     "temp": 0.8,

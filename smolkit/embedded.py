@@ -414,7 +414,7 @@ def write_remedy(folder: Path, reason: str) -> str:
     if reason.startswith(NO_SPACE):
         return SPACE_REMEDY
     return (f"{REMEDY}, or have the owner of {folder.parent} run `python -m smolkit convert` there (a workshop's "
-            "shared cache: `environment/workshop.sh prepare`)")  # fmt: skip
+            "shared cache: `workshop/workshop.sh prepare`)")  # fmt: skip
 
 
 def _cannot_write(folder: Path, problem: str | None, reason: str) -> CacheError:

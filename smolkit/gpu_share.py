@@ -6,7 +6,7 @@ The workshop hub gives each participant's kernel ``SMOLKIT_GPU_MEMORY_FRACTION``
 in this process stops at the share and raises an out-of-memory error instead of taking the memory the others'
 kernels need. That cap is kept by this process itself: it is a courtesy between kernels, not an enforcement, since
 the participant can change the variable or call torch again. What does enforce a share (MIG partitions, MPS v3
-memory limits) is in environment/README.md, "The GPU".
+memory limits) is in workshop/SETUP.md, "The GPU".
 
 ``out_of_memory`` turns torch's out-of-memory error into one that says which limit was hit (this kernel's share,
 or the whole GPU, full of other kernels), how much this kernel holds, and what to do; it also hands the memory

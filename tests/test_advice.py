@@ -1,11 +1,9 @@
-"""advice: the statistics (cluster and paired bootstrap over questions), the measuring code on a small case, and the
+"""advice: the statistics (cluster and paired bootstrap over questions), measure_factual on a small case, and the
 committed results file against the code's current question set, recipes and sizes, its summaries recomputed from
-its per-question records (the file is written by `python -m smolkit advice`, which takes tens of minutes)."""
+its per-question records. The file is written by bench/measure_advice.py (tens of minutes; its tests are in
+test_bench_advice.py)."""
 
 from __future__ import annotations
-
-import json
-import os
 
 import pytest
 
@@ -21,12 +19,8 @@ from smolkit.advice import (
     _new_answers,
     answer_key,
     bootstrap_interval,
-    calibration_logits,
     is_correct,
     load_advice,
-    matched_settings,
-    mean_entropy,
-    measure_creative,
     measure_factual,
     paired_difference,
     recommended,
@@ -100,23 +94,6 @@ def test_measure_factual_on_a_small_case(lm):
         measure_factual(lm, recipes, FACTUAL_QUESTIONS[:1], samples=1)
 
 
-def test_matched_settings_have_the_reference_entropy(lm):
-    logits = calibration_logits(lm, CREATIVE_PROMPTS[:2], tokens=8)
-    assert logits.shape == (16, lm.vocab_size)
-    settings = matched_settings(logits, temperatures=(1.3,))
-    target = mean_entropy(logits, CREATIVE_REFERENCE.temperature, CREATIVE_REFERENCE.top_p)
-    assert len(settings) == 4
-    for name, params in settings.items():
-        assert mean_entropy(logits, params.temperature, params.top_p) == pytest.approx(target, abs=0.15), name
-    only_t = next(p for n, p in settings.items() if n.startswith("temperature only"))
-    only_p = next(p for n, p in settings.items() if n.startswith("top_p only"))
-    assert only_t.top_p == 1.0 and only_p.temperature == 1.0
-    rows = measure_creative(lm, dict(list(settings.items())[:2]), logits, CREATIVE_PROMPTS[:1], samples=2,
-                            max_new_tokens=8)  # fmt: skip
-    assert [r["samples"] for r in rows] == [2, 2] and [len(r["by_prompt"]) for r in rows] == [1, 1]
-    assert all(0 <= r["off_topic_rate"] <= 1 and 0 <= r["diversity"] <= 1 for r in rows)
-
-
 def _factual(name, right, params, new=0):
     """A recipe that got ``right`` (a list of 0/1 per question) right, 4 answers per question."""
     records = [{"id": f"q{i}", "samples": 4, "correct": 4 * r, "new_answers": new} for i, r in enumerate(right)]
@@ -185,54 +162,3 @@ def test_the_presets_follow_the_numbers(results):
     for name, measured in (("factual", factual), ("creative", creative)):
         preset = PRESETS[name].to_dict()
         assert {f: preset[f] for f in SAMPLING_FIELDS} == {f: measured[f] for f in SAMPLING_FIELDS}, name
-
-
-@pytest.fixture
-def quick_run(monkeypatch):
-    """`python -m smolkit advice` with the measurement replaced by a stub that counts its calls (no model)."""
-    import smolkit.advice as advice
-    import smolkit.models as models
-
-    calls = []
-    monkeypatch.setattr(models, "load_model", lambda **kw: "lm")
-    monkeypatch.setattr(advice, "run", lambda lm, **kw: calls.append(kw) or {"seconds": 1.0, "recommended": {}})
-    return calls
-
-
-def test_advice_checks_its_output_before_measuring(quick_run, tmp_path, capsys):
-    """A folder that does not exist, one that cannot be written, an existing file and the committed results are
-    refused in one line, exit 2, before the measurement runs."""
-    from smolkit.__main__ import main
-    from smolkit.advice import RESULTS_PATH
-
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
-    (tmp_path / "old.json").write_text("{}")
-    cases = {str(tmp_path / "missing" / "x.json"): "does not exist", str(locked / "x.json"): "cannot write",
-             str(tmp_path / "old.json"): "--overwrite", str(tmp_path): "a folder"}  # fmt: skip
-    if os.geteuid() == 0:
-        del cases[str(locked / "x.json")]  # root writes anywhere
-    for out, reason in cases.items():
-        assert main(["advice", "--out", out]) == 2
-        assert reason in capsys.readouterr().err
-    assert main(["advice"]) == 2 and str(RESULTS_PATH) in capsys.readouterr().err
-    assert quick_run == [] and (tmp_path / "old.json").read_text() == "{}"
-
-
-def test_advice_writes_atomically(quick_run, tmp_path, monkeypatch):
-    """The results replace the file in one step (os.replace of a temporary file beside it): a failed write
-    leaves the old file whole and no temporary file behind."""
-    from smolkit.__main__ import main
-
-    out = tmp_path / "advice.json"
-    assert main(["advice", "--out", str(out)]) == 0
-    assert json.loads(out.read_text())["seconds"] == 1.0
-    out.write_text('{"old": 1}')
-
-    def broken(*args):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", broken)
-    with pytest.raises(OSError, match="disk full"):
-        main(["advice", "--out", str(out), "--overwrite"])
-    assert json.loads(out.read_text()) == {"old": 1} and sorted(p.name for p in tmp_path.iterdir()) == [out.name]

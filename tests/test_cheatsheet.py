@@ -1,4 +1,4 @@
-"""The committed cheat sheet (environment/cheatsheet.html) says what the kit says, and prints on one A4 page."""
+"""The committed cheat sheet (workshop/cheatsheet.html) says what the kit says, and prints on one A4 page."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import subprocess
 from collections import defaultdict
 from pathlib import Path
 
@@ -184,3 +185,18 @@ def test_importing_the_kit_leaves_matplotlib_and_ipywidgets_for_the_figures():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["[]", "True"]
+
+
+def test_every_room_is_on_the_readme_map_and_the_package_reaches_into_none():
+    """Each tracked top-level folder has its line in the README's layout block (learners, facilitators and
+    maintainers find their part there), and the package imports nothing from the rooms around it: bench/ and
+    workshop/ use smolkit, never the other way."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Layout", 1)[1].split("```")[1]
+    mapped = {line.split()[0].rstrip("/") for line in block.strip().splitlines()}
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    folders = {path.split("/")[0] for path in tracked.splitlines() if "/" in path and not path.startswith(".")}
+    assert folders <= mapped, f"folders missing from the README's layout: {sorted(folders - mapped)}"
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"^\s*(from|import) (bench|workshop)\b", text, re.M), path

@@ -75,7 +75,7 @@ def test_an_unknown_section_names_the_notebook_and_its_sections(times, monkeypat
 def test_the_guide_shows_the_current_tables_and_links_the_cheat_sheet(times):
     guide = wp.GUIDE.read_text()
     assert wp.generated_block(times) in guide, "run python -m smolkit.workshop_paths --write"
-    for link in ("cheatsheet.html", "cheatsheet.pdf", "README.md"):
+    for link in ("cheatsheet.html", "cheatsheet.pdf", "SETUP.md"):
         assert f"]({link})" in guide, link
 
 

@@ -1,9 +1,9 @@
 """The workshop past one box, as far as the repository itself can be checked (no cluster, chart or Docker here):
-the Zero to JupyterHub values file says what environment/README.md promises, and the user image in binder/ pins
+the Zero to JupyterHub values file says what workshop/SETUP.md promises, and the user image in binder/ pins
 what requirements.txt pins, names files that exist and bakes in what the values file expects.
 
-Checked elsewhere, with the commands in environment/README.md ("Kubernetes"): the values against the chart's own
-schema (environment/k8s/validate_values.py --chart DIR, or helm template), and repo2docker reading binder/
+Checked elsewhere, with the commands in workshop/SETUP.md ("Kubernetes"): the values against the chart's own
+schema (workshop/k8s/validate_values.py --chart DIR, or helm template), and repo2docker reading binder/
 (repo2docker --no-build)."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import yaml
 
 from smolkit.gpu_share import memory_fraction
 
-REPO = Path(__file__).resolve().parents[1]
-K8S = REPO / "environment" / "k8s"
+REPO = Path(__file__).resolve().parents[2]
+K8S = REPO / "workshop" / "k8s"
 BINDER = REPO / "binder"
 CHART, CHART_HUB = "4.4.0", "5.5.0"  # Zero to JupyterHub's release and the JupyterHub its hub image runs
 

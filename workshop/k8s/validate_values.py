@@ -1,10 +1,10 @@
-"""Check environment/k8s/values.yaml against a Zero to JupyterHub chart's own schema, as Helm does on install: the
+"""Check workshop/k8s/values.yaml against a Zero to JupyterHub chart's own schema, as Helm does on install: the
 chart's defaults overlaid with ours, validated with the chart's values.schema.json (or .yaml, in its git repository).
 
     helm pull jupyterhub --repo https://hub.jupyter.org/helm-chart/ --version 4.4.0 --untar --untardir /tmp/z2jh
-    python environment/k8s/validate_values.py --chart /tmp/z2jh/jupyterhub
+    python workshop/k8s/validate_values.py --chart /tmp/z2jh/jupyterhub
 
-(`helm template smolkit /tmp/z2jh/jupyterhub --values environment/k8s/values.yaml` runs the same check and renders
+(`helm template smolkit /tmp/z2jh/jupyterhub --values workshop/k8s/values.yaml` runs the same check and renders
 the manifests.) Needs PyYAML and jsonschema, which the project's venv has.
 """
 

@@ -1,4 +1,4 @@
-"""environment/jupyterhub_config.py refuses, at start and naming the variable, settings that would lift the
+"""workshop/jupyterhub_config.py refuses, at start and naming the variable, settings that would lift the
 workshop's limits: no server cap (SMOLKIT_HUB_MAX_USERS=0), every spawn failing (-3), no process cap (NPROC=-1)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from traitlets.config import Config
 
-CONFIG = Path(__file__).resolve().parents[1] / "environment" / "jupyterhub_config.py"
+CONFIG = Path(__file__).resolve().parents[2] / "workshop" / "jupyterhub_config.py"
 SETTINGS = ("SMOLKIT_HUB_MAX_USERS", "SMOLKIT_HUB_NPROC", "SMOLKIT_HUB_CULL_IDLE_S", "SMOLKIT_HUB_CULL_SERVERS_S")
 
 

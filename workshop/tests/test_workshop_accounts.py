@@ -1,4 +1,4 @@
-"""environment/workshop.sh touches only the accounts and groups it made (issue 23, item 2), tried as the box's
+"""workshop/workshop.sh touches only the accounts and groups it made (issue 23, item 2), tried as the box's
 other accounts would meet it: an existing group named as the workshop's, an existing account added to a workshop
 group. Only `users` and `remove` run (no hub, no venv): a few seconds. Every account and group the test made is
 removed afterwards."""
@@ -18,7 +18,7 @@ import pytest
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="makes system accounts and groups (CI runs as root)")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def shadow(name: str) -> str:
@@ -44,7 +44,7 @@ def box():
     def run(*args: str, group: str | None = None) -> subprocess.CompletedProcess:
         env = {**os.environ, "SMOLKIT_WORKSHOP_DIR": str(workshop), "SMOLKIT_HUB_GROUP": group or names["group"],
                "SMOLKIT_HUB_ADMIN_GROUP": names["admin_group"]}  # fmt: skip
-        return subprocess.run(["bash", "environment/workshop.sh", *args], cwd=REPO, env=env, capture_output=True,
+        return subprocess.run(["bash", "workshop/workshop.sh", *args], cwd=REPO, env=env, capture_output=True,
                               text=True, timeout=60)  # fmt: skip
 
     try:

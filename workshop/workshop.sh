@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# The smolkit workshop hub (JupyterHub) on one box, each participant a system account. See environment/README.md.
+# The smolkit workshop hub (JupyterHub) on one box, each participant a system account. See workshop/SETUP.md.
 # Every command runs as root (sudo): it creates accounts, owns the shared cache and starts servers as others.
 #
-#   environment/workshop.sh prepare            the hub's proxy (npm ci), the shared model cache (root's, read-only
+#   workshop/workshop.sh prepare            the hub's proxy (npm ci), the shared model cache (root's, read-only
 #                                              for everybody), and a check that participants can run the venv
-#   environment/workshop.sh users NAME...      a system account per participant (home only they can read, no login
+#   workshop/workshop.sh users NAME...      a system account per participant (home only they can read, no login
 #                                              shell) with a fresh generated password; prints "name password" lines
 #                                              and keeps them in $SMOLKIT_WORKSHOP_DIR/hub/passwords.txt (root only)
-#   environment/workshop.sh users --admin NAME...   the same for facilitators (they see and open every server)
-#   environment/workshop.sh start              run the hub in the foreground (Ctrl-C stops it and every server)
-#   environment/workshop.sh remove NAME...     delete those accounts and their homes (only workshop accounts)
-#   environment/workshop.sh remove --all       delete every workshop account, home and both groups
-#   environment/workshop.sh capacity [ARGS]    measure this GPU (or CPU) for a minute or two: how many participants
+#   workshop/workshop.sh users --admin NAME...   the same for facilitators (they see and open every server)
+#   workshop/workshop.sh start              run the hub in the foreground (Ctrl-C stops it and every server)
+#   workshop/workshop.sh remove NAME...     delete those accounts and their homes (only workshop accounts)
+#   workshop/workshop.sh remove --all       delete every workshop account, home and both groups
+#   workshop/workshop.sh capacity [ARGS]    measure this GPU (or CPU) for a minute or two: how many participants
 #                                              it holds within the budgets, the SMOLKIT_HUB_MAX_USERS to set
 #                                              (bench/capacity.py; ARGS e.g. --n 8,16,32 --seconds 30)
 #
@@ -30,7 +30,7 @@
 #                            (default smolkit-admin): only members of these two may log in
 #   SMOLKIT_WORKSHOP_MODELS  prepare: Hub models to put in the cache too, space-separated (needs the network), e.g.
 #                            "HuggingFaceTB/SmolVLM-256M-Instruct HuggingFaceTB/SmolVLM-500M-Instruct"
-#   start reads the SMOLKIT_HUB_* settings listed at the top of environment/jupyterhub_config.py;
+#   start reads the SMOLKIT_HUB_* settings listed at the top of workshop/jupyterhub_config.py;
 #   SMOLKIT_HUB_CONFIG names another config file (one that load_subconfig()s this one and adds to it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,9 +53,9 @@ die() { echo "$*" >&2; exit 1; }
 as_nobody() { runuser -u nobody -- "$@"; }
 
 prepare() {
-    echo "== the hub's proxy: configurable-http-proxy (environment/proxy/package-lock.json)"
+    echo "== the hub's proxy: configurable-http-proxy (workshop/proxy/package-lock.json)"
     command -v npm >/dev/null || die "npm is missing: apt-get install -y npm (Node.js 20 or newer)"
-    npm ci --prefix environment/proxy --no-audit --no-fund --loglevel=error
+    npm ci --prefix workshop/proxy --no-audit --no-fund --loglevel=error
 
     install -d -m 0755 -o root -g root "$WORKSHOP" "$HOMES"
     install -d -m 0700 -o root -g root "$STATE"
@@ -185,7 +185,7 @@ start() {
     [ -x "$VENV/bin/jupyterhub" ] || die "no workshop venv in $VENV: run \`$0 prepare\` first"
     export SMOLKIT_WORKSHOP_DIR="$WORKSHOP" SMOLKIT_WORKSHOP_CACHE="$CACHE" SMOLKIT_HUB_GROUP="$GROUP"
     export SMOLKIT_HUB_ADMIN_GROUP="$ADMIN_GROUP"
-    exec "$VENV/bin/jupyterhub" -f "${SMOLKIT_HUB_CONFIG:-environment/jupyterhub_config.py}"
+    exec "$VENV/bin/jupyterhub" -f "${SMOLKIT_HUB_CONFIG:-workshop/jupyterhub_config.py}"
 }
 
 capacity() {

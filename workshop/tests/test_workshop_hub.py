@@ -1,7 +1,7 @@
 """The workshop hub as participants use it, and as a hostile participant tries it, on loopback.
 
-environment/workshop.sh prepares the hub, makes two participants and a facilitator (system accounts with generated
-passwords) and starts JupyterHub with environment/jupyterhub_config.py. Each participant logs in with their own
+workshop/workshop.sh prepares the hub, makes two participants and a facilitator (system accounts with generated
+passwords) and starts JupyterHub with workshop/jupyterhub_config.py. Each participant logs in with their own
 password and runs notebook 00 in the smolkit kernel of their own server, which runs as their own account. Then
 participant A tries what the issue lists: B's files, B's server and kernels (A's token against B's URLs, through
 the hub, the proxy and B's server's own port), B's login, the hub's secrets, database and processes, the shared
@@ -44,7 +44,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="makes system accounts and runs the hub as root (CI runs as root)"),
 ]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def others_can_use(repo: Path, venv: Path) -> bool:
@@ -70,9 +70,9 @@ def staged_kit(repo: Path) -> Path:
         if (repo / name).is_file():
             (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(repo / name, source / name)
-    modules = repo / "environment" / "proxy" / "node_modules"
+    modules = repo / "workshop" / "proxy" / "node_modules"
     if modules.is_dir():  # the proxy make test installed: prepare's npm ci then has nothing to fetch
-        shutil.copytree(modules, source / "environment" / "proxy" / "node_modules", symlinks=True)
+        shutil.copytree(modules, source / "workshop" / "proxy" / "node_modules", symlinks=True)
     subprocess.run(["chmod", "-R", "go-w,a+rX", str(place)], check=True)
     return source
 
@@ -190,7 +190,7 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int, int]]:
 
 
 def workshop_sh(env: dict, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    command = ["bash", "environment/workshop.sh", *args]
+    command = ["bash", "workshop/workshop.sh", *args]
     done = subprocess.run(command, cwd=kit()[0], env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"workshop.sh {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done
@@ -209,7 +209,7 @@ def accounts_of_the_test() -> list[str]:
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    """The workshop hub on 127.0.0.1, prepared and started by environment/workshop.sh with the test's accounts;
+    """The workshop hub on 127.0.0.1, prepared and started by workshop/workshop.sh with the test's accounts;
     always stopped, and the accounts, groups and homes removed."""
     private = tmp_path_factory.mktemp("hub-test")  # root-only: the test's config with its service token
     workshop = Path(tempfile.mkdtemp(prefix="smolkit-workshop-"))  # homes must be reachable by their owners
@@ -222,7 +222,7 @@ def hub(tmp_path_factory):
     token = secrets.token_hex(24)
     ports = {name: free_port() for name in ("SMOLKIT_HUB_PORT", "SMOLKIT_HUB_API_PORT", "SMOLKIT_HUB_PROXY_API_PORT")}
     config = private / "test_config.py"
-    config.write_text(TEST_CONFIG.format(config=str(kit()[0] / "environment" / "jupyterhub_config.py"), token=token))
+    config.write_text(TEST_CONFIG.format(config=str(kit()[0] / "workshop" / "jupyterhub_config.py"), token=token))
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(OUTSIDE_SETTINGS)},
         **{k: str(v) for k, v in ports.items()},
@@ -251,7 +251,7 @@ def hub(tmp_path_factory):
                 for line in workshop_sh(env, "users", *args).stdout.splitlines():
                     name, password = line.split()
                     passwords[name] = password
-            server = start(["bash", "environment/workshop.sh", "start"], log, env, cwd=kit()[0])
+            server = start(["bash", "workshop/workshop.sh", "start"], log, env, cwd=kit()[0])
             wait_for(
                 "the hub to answer through its proxy",
                 lambda: requests.get(f"{url}/hub/api/", timeout=5).ok,

@@ -1,12 +1,12 @@
 """JupyterHub for a smolkit workshop on one (GPU) box, for participants who need not trust each other.
 
-Every participant is a system account of their own (made by `environment/workshop.sh users`, with a generated
+Every participant is a system account of their own (made by `workshop/workshop.sh users`, with a generated
 password), logs in with that password (JupyterHub's PAMAuthenticator) and gets a JupyterLab server that runs as
 that account (JupyterHub's LocalProcessSpawner), in a home folder only they can read, with the smolkit kernel and
 their own copy of the notebooks. All read one model cache that root owns and nobody can write. The hub runs as
 root (it must, to start servers as other accounts and to check passwords); its state is root's alone.
 
-Start it with `environment/workshop.sh start` (after `prepare` and `users`); see environment/README.md. Settings
+Start it with `workshop/workshop.sh start` (after `prepare` and `users`); see workshop/SETUP.md. Settings
 come from the environment, so the same file serves the workshop and its test:
 
   SMOLKIT_WORKSHOP_DIR        hub state, participants' homes, shared cache (default /srv/smolkit-workshop)
@@ -25,7 +25,7 @@ come from the environment, so the same file serves the workshop and its test:
   SMOLKIT_HUB_IP, _PORT       where participants connect (default 127.0.0.1:8000; TLS with _SSL_CERT and _SSL_KEY)
   SMOLKIT_HUB_API_PORT        the hub's internal API on 127.0.0.1 (default 8081)
   SMOLKIT_HUB_PROXY_API_PORT  the proxy's internal API on 127.0.0.1 (default 8001)
-  SMOLKIT_HUB_PROXY           configurable-http-proxy (default: environment/proxy/node_modules/.bin/...)
+  SMOLKIT_HUB_PROXY           configurable-http-proxy (default: workshop/proxy/node_modules/.bin/...)
 """
 
 import os
@@ -66,19 +66,19 @@ GPU_FRACTION = number("SMOLKIT_GPU_MEMORY_FRACTION", f"{0.85 / MAX_USERS:.4f}", 
 CULL_IDLE_S = number("SMOLKIT_HUB_CULL_IDLE_S", "1800", least=0)
 CULL_SERVERS_S = number("SMOLKIT_HUB_CULL_SERVERS_S", "3600", least=0)
 NPROC = number("SMOLKIT_HUB_NPROC", "1024", least=1)  # -1 would mean no cap (RLIM_INFINITY)
-PROXY = Path(env("SMOLKIT_HUB_PROXY") or REPO / "environment/proxy/node_modules/.bin/configurable-http-proxy")
+PROXY = Path(env("SMOLKIT_HUB_PROXY") or REPO / "workshop/proxy/node_modules/.bin/configurable-http-proxy")
 
 if os.geteuid() != 0:
     raise SystemExit(
         "the workshop hub runs as root: it starts each participant's server as that participant's own account and "
-        "checks their passwords (PAM); run `sudo environment/workshop.sh start`. For one person, `make lab` suffices"
+        "checks their passwords (PAM); run `sudo workshop/workshop.sh start`. For one person, `make lab` suffices"
     )
 if not 0 < GPU_FRACTION <= 1:
     raise SystemExit(f"SMOLKIT_GPU_MEMORY_FRACTION must be in (0, 1], got {GPU_FRACTION}")
 if not (CACHE / "smolkit").is_dir():
-    raise SystemExit(f"no shared model cache in {CACHE}: run `environment/workshop.sh prepare` first")
+    raise SystemExit(f"no shared model cache in {CACHE}: run `workshop/workshop.sh prepare` first")
 if not PROXY.is_file():
-    raise SystemExit(f"configurable-http-proxy not found at {PROXY}: run `environment/workshop.sh prepare` first")
+    raise SystemExit(f"configurable-http-proxy not found at {PROXY}: run `workshop/workshop.sh prepare` first")
 STATE.mkdir(mode=0o700, parents=True, exist_ok=True)
 STATE.chmod(0o700)  # the database, the cookie secret and the password list: root's alone
 
@@ -117,7 +117,7 @@ class WorkshopSpawner(LocalProcessSpawner):
     counted per account, hard limit set before the switch so the participant cannot raise it), first in line for
     the kernel's out-of-memory killer (oom_score_adj 500, which an unprivileged process cannot lower), and bash in
     JupyterLab's terminals although the account's login shell is nologin (no ssh or su with that password).
-    Memory and CPU caps per participant need cgroups: SystemdSpawner where systemd runs (environment/README.md)."""
+    Memory and CPU caps per participant need cgroups: SystemdSpawner where systemd runs (workshop/SETUP.md)."""
 
     def make_preexec_fn(self, name):
         switch_user = super().make_preexec_fn(name)
