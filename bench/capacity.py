@@ -106,7 +106,7 @@ def measure(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
     scratch = Path(tempfile.mkdtemp(prefix="smolkit-capacity-"))
     load.compile_cache, rows = scratch / "inductor", []
     try:
-        first = workshop_load.warm_compile_cache(load, scratch)
+        first = workshop_load.warm_up(load, scratch)
         print(f"first kernel alone: {first['elapsed_s']:.1f} s on {first['gpu'] or 'CPU'}", flush=True)
         for row in workshop_load.ramp(load.n, load.variants[0], load, scratch):
             rows.append(row)

@@ -17,7 +17,9 @@ first N where something gave (--keep-going runs every N), or when --minutes woul
 --variants compares remedies at the same N (each N runs once per variant): ``plain`` keeps the fast path in its
 plain tier (SMOLKIT_COMPILE_AFTER_S=never, what the hub can set), ``mps`` runs the kernels as clients of NVIDIA's
 Multi-Process Service (a control daemon of this run's own, private pipe and log directories), ``lazy``,
-``threads1`` and ``conn1`` are cheap environment settings (see REMEDIES). The GPU memory of a kernel is reported
+``threads1`` and ``conn1`` are cheap environment settings (see REMEDIES), and ``accounts`` runs each kernel as a
+system account of its own, as the hub does (as root; the kit, the model cache and the MPS pipes staged where the
+accounts can read them): ``plain+mps+accounts`` is the hub with MPS. The GPU memory of a kernel is reported
 as torch's peak (max_allocated) and, with its CUDA context, as what nvidia-smi's figure grew by per kernel.
 --overload starts more kernels than fit and reports, per kernel, whether it worked, saw the kit's message
 (GpuShareExhausted) or a raw CUDA error; the kernels that came up play their window meanwhile.
@@ -154,6 +156,7 @@ REMEDIES = {
     "threads1": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},  # one CPU thread per kernel
     "conn1": {"CUDA_DEVICE_MAX_CONNECTIONS": "1"},  # one hardware work queue per kernel instead of 8
     "mps": {},  # NVIDIA's Multi-Process Service: one GPU context shared by every kernel (mps_daemon)
+    "accounts": {},  # each kernel a system account of its own, as the hub runs participants (load_accounts)
 }
 
 
@@ -222,6 +225,60 @@ def remedy_env(variant: tuple[str, ...], scratch: Path):
         yield {**env, **mps}
 
 
+ACCOUNT_PREFIX = "smk-load-"
+
+
+class AccountsUnavailable(RuntimeError):
+    """The variant needs root (useradd) to make an account per kernel: reported as such, the sweep goes on."""
+
+
+@contextlib.contextmanager
+def load_accounts(n: int, scratch: Path):
+    """``n`` system accounts (no login, no home of their own), one per kernel as the hub's participants, removed
+    afterwards; yields their (uid, gid) pairs."""
+    import pwd
+
+    if os.geteuid() != 0:
+        raise AccountsUnavailable("the accounts variant makes a system account per kernel: run as root")
+    names = [f"{ACCOUNT_PREFIX}{i}" for i in range(n)]
+    try:
+        for name in names:
+            subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                           check=True, capture_output=True)  # fmt: skip
+        yield [(pwd.getpwnam(name).pw_uid, pwd.getpwnam(name).pw_gid) for name in names]
+    finally:
+        for name in names:
+            subprocess.run(["userdel", name], capture_output=True)
+            subprocess.run(["groupdel", name], capture_output=True)
+
+
+def stage_for_accounts(scratch: Path) -> dict[str, str]:
+    """What other accounts must read, staged in ``scratch`` (made readable): this script and the package (the
+    repository may sit in root's private home) and the converted model cache (root's, read-only to them, as
+    `workshop.sh prepare` leaves the shared cache). Returns the environment that points kernels at them."""
+    from smolkit.embedded import cache_dir
+
+    kit, cache = scratch / "kit", scratch / "model-cache"
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(REPO / "smolkit", kit / "smolkit", ignore=ignore)
+    (kit / "bench").mkdir()
+    shutil.copy2(Path(__file__), kit / "bench" / "workshop_load.py")
+    shutil.copytree(cache_dir(), cache, ignore=shutil.ignore_patterns("*.lock", ".tmp*"))
+    for path in [scratch, *scratch.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return {"SMOLKIT_CACHE_DIR": str(cache), "SMOLKIT_LOAD_KIT": str(kit)}
+
+
+@contextlib.contextmanager
+def accounts_for(variant: tuple[str, ...], n: int, scratch: Path):
+    """The accounts of ``n`` kernels when ``variant`` asks for them (``load_accounts``), else None."""
+    if "accounts" not in variant:
+        yield None
+        return
+    with load_accounts(n, scratch) as owners:
+        yield owners
+
+
 # -- kernels --------------------------------------------------------------------------------------------------------
 
 
@@ -246,18 +303,29 @@ def kernel_env(n: int, home: Path, args: argparse.Namespace, extra: dict[str, st
 
 
 def start_kernels(indices: range, n: int, args: argparse.Namespace, scratch: Path,
-                  extra: dict[str, str] | None = None) -> list[dict[str, Any]]:  # fmt: skip
-    """Start the kernels ``indices`` at once (shares for ``n``); each gets a thread that queues its JSON lines."""
+                  extra: dict[str, str] | None = None, owners: list | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Start the kernels ``indices`` at once (shares for ``n``), each as the account ``owners[index]`` (uid, gid)
+    when given; each gets a thread that queues its JSON lines."""
     kernels = []
     for index in indices:
         home = scratch / f"home-{index}"
         home.mkdir(parents=True, exist_ok=True)
         log_path = scratch / f"kernel-{index}.log"
         log = open(log_path, "w")  # noqa: SIM115 (closed in stop_kernels)
-        cmd = [sys.executable, __file__, "--worker", "--index", str(index), *worker_args(args)]
+        env, script, who = kernel_env(n, home, args, extra), Path(__file__), {}
+        if owners:
+            uid, gid = owners[index]
+            os.chown(home, uid, gid)
+            home.chmod(0o700)
+            kit = Path(args.staged["SMOLKIT_LOAD_KIT"])
+            script = kit / "bench" / "workshop_load.py"
+            env.update(args.staged, PYTHONPATH=env["PYTHONPATH"].replace(str(REPO), str(kit)),
+                       TORCHINDUCTOR_CACHE_DIR=str(home / "inductor"))  # fmt: skip
+            who = {"user": uid, "group": gid, "extra_groups": []}
+        cmd = [sys.executable, str(script), "--worker", "--index", str(index), *worker_args(args)]
         proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
-            env=kernel_env(n, home, args, extra), cwd=home, start_new_session=True,
+            env=env, cwd=home, start_new_session=True, **who,
         )  # fmt: skip
         lines: queue.Queue = queue.Queue()
         threading.Thread(target=pump, args=(proc.stdout, lines), daemon=True).start()
@@ -460,9 +528,9 @@ def run_n(n: int, variant: tuple[str, ...], args: argparse.Namespace, scratch: P
     what every kernel saw, and the window played by those that came up)."""
     scratch = scratch / f"n{n}-{variant_name(variant)}"
     try:
-        with remedy_env(variant, scratch) as extra:
+        with remedy_env(variant, scratch) as extra, accounts_for(variant, n, scratch) as owners:
             before = gpu_used_gb()
-            kernels = start_kernels(range(n), n, args, scratch, extra)
+            kernels = start_kernels(range(n), n, args, scratch, extra, owners)
             try:
                 failures = wait_ready(kernels, args)
                 results, used = [], None
@@ -477,8 +545,8 @@ def run_n(n: int, variant: tuple[str, ...], args: argparse.Namespace, scratch: P
                     row["per_kernel"] = seen
             finally:
                 stop_kernels(kernels)
-    except MpsUnavailable as err:
-        row = summarise(n, [], [], [f"MPS: {err}"], {}, args)
+    except (MpsUnavailable, AccountsUnavailable) as err:
+        row = summarise(n, [], [], [f"{type(err).__name__}: {err}"], {}, args)
     row["variant"] = variant_name(variant)
     return row
 
@@ -488,13 +556,13 @@ def ramp(ns: list[int], variant: tuple[str, ...], args: argparse.Namespace, scra
     row of each step. The capacity planner's loop (bench/capacity.py): it stops at the first N over budget."""
     scratch = scratch / f"ramp-{variant_name(variant)}"
     kernels: list[dict[str, Any]] = []
-    with remedy_env(variant, scratch) as extra:
+    with remedy_env(variant, scratch) as extra, accounts_for(variant, max(ns), scratch) as owners:
         before = gpu_used_gb()
         try:
             for n in ns:
                 # the new kernels get the share a hub for n participants gives (those up keep theirs: a share only
                 # matters to a kernel that would pass it, and every kernel runs the same script)
-                kernels += start_kernels(range(len(kernels), n), n, args, scratch, extra)
+                kernels += start_kernels(range(len(kernels), n), n, args, scratch, extra, owners)
                 failures = wait_ready([k for k in kernels if not (k["events"].get("ready") or k.get("failed"))], args)
                 results, more, used = play_window(kernels, args) if not failures else ([], [], None)
                 row = summarise(n, kernels, results, failures + more, {"before": before, "under_load": used}, args)
@@ -520,13 +588,21 @@ def warm_compile_cache(args: argparse.Namespace, scratch: Path) -> dict[str, Any
     return {**ready, "elapsed_s": time.perf_counter() - started}
 
 
+def warm_up(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+    """``warm_compile_cache``, then, when a variant runs kernels as accounts, what they must read staged for them."""
+    warm = warm_compile_cache(args, scratch)
+    if any("accounts" in v for v in args.variants) and os.geteuid() == 0:
+        args.staged = stage_for_accounts(scratch)
+    return warm
+
+
 def sweep(args: argparse.Namespace) -> dict[str, Any]:
     """Every N of --n, each under every variant of --variants (the same N side by side), within --minutes."""
     scratch = Path(tempfile.mkdtemp(prefix="smolkit-workshop-load-"))
     args.compile_cache = args.compile_cache or scratch / "inductor"
     started, rows, stop = time.perf_counter(), [], False
     try:
-        warm = warm_compile_cache(args, scratch)
+        warm = warm_up(args, scratch)
         print(f"first kernel alone (model cache checked, compile cache filled): {warm['elapsed_s']:.1f} s, "
               f"{warm['gpu'] or 'CPU'}", flush=True)  # fmt: skip
         for n in args.n:
