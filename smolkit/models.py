@@ -2,7 +2,8 @@
 
 ``load_model("embedded")`` needs no network: it reads SmolLM2-135M-Instruct from the kit's converted cache
 (``smolkit.embedded``). SmolVLM's own text decoder was initialised from SmolLM2 and trained further, so the
-embedded model teaches the same parameters on the same vocabulary, but it is not SmolVLM's decoder.
+embedded model teaches the same parameters on the same vocabulary (SmolVLM's adds tokens that mark images), but it
+is not SmolVLM's decoder.
 """
 
 from __future__ import annotations
