@@ -140,8 +140,8 @@ EXERCISES: dict[str, Exercise] = {
                     "sure.with_params(top_p=...).surviving()", accepts=_last_alone),
     "04c": Exercise(("dist",), None, "the table of section 3 brackets it; try values in between with "
                     "dist.with_params(top_p=...).surviving()", accepts=_three_kept),
-    "05a": Exercise(("flat",), lambda flat: flat.with_params(top_k=5).kept_mass(),
-                    "section 2 prints it", tolerance=0.01),
+    "05a": Exercise(("flat",), lambda flat: flat.with_params(top_k=20).kept_mass(),
+                    "kept_mass is that share: try flat.with_params(top_k=...).kept_mass()", tolerance=0.01),
     "05b": Exercise(("flat",), lambda flat: _first_where(range(1, 1000), lambda k: flat.with_params(top_k=k)
                                                          .kept_mass() >= 0.8),
                     "kept_mass grows with k: narrow it down, e.g. try [10, 30, 50], then values in between"),
