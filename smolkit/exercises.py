@@ -134,8 +134,8 @@ EXERCISES: dict[str, Exercise] = {
                     "look at the 'top' column of the table in section 4, or at the formula in section 1"),
     "03c": Exercise(("dist",), None, "lower temperatures sharpen: try a few with dist.with_params(temperature=...)"
                     " and read the top probability", accepts=_sharp_enough),
-    "04a": Exercise(("dist",), lambda dist: dist.with_params(top_p=0.5).surviving(),
-                    "set top_p to 0.50 and read '... tokens kept' above the picture"),
+    "04a": Exercise(("dist",), lambda dist: dist.with_params(top_p=0.7).surviving(),
+                    "set top_p to 0.70 and read '... tokens kept' above the picture"),
     "04b": Exercise(("sure",), None, "try your value and the next one up (0.01 more) with "
                     "sure.with_params(top_p=...).surviving()", accepts=_last_alone),
     "04c": Exercise(("dist",), None, "the table of section 3 brackets it; try values in between with "
