@@ -134,14 +134,14 @@ EXERCISES: dict[str, Exercise] = {
                     "look at the 'top' column of the table in section 4, or at the formula in section 1"),
     "03c": Exercise(("dist",), None, "lower temperatures sharpen: try a few with dist.with_params(temperature=...)"
                     " and read the top probability", accepts=_sharp_enough),
-    "04a": Exercise(("dist",), lambda dist: dist.with_params(top_p=0.5).surviving(),
-                    "set top_p to 0.50 and read '... tokens kept' above the picture"),
+    "04a": Exercise(("dist",), lambda dist: dist.with_params(top_p=0.7).surviving(),
+                    "set top_p to 0.70 and read '... tokens kept' above the picture"),
     "04b": Exercise(("sure",), None, "try your value and the next one up (0.01 more) with "
                     "sure.with_params(top_p=...).surviving()", accepts=_last_alone),
     "04c": Exercise(("dist",), None, "the table of section 3 brackets it; try values in between with "
                     "dist.with_params(top_p=...).surviving()", accepts=_three_kept),
-    "05a": Exercise(("flat",), lambda flat: flat.with_params(top_k=5).kept_mass(),
-                    "section 2 prints it", tolerance=0.01),
+    "05a": Exercise(("flat",), lambda flat: flat.with_params(top_k=20).kept_mass(),
+                    "kept_mass is that share: try flat.with_params(top_k=...).kept_mass()", tolerance=0.01),
     "05b": Exercise(("flat",), lambda flat: _first_where(range(1, 1000), lambda k: flat.with_params(top_k=k)
                                                          .kept_mass() >= 0.8),
                     "kept_mass grows with k: narrow it down, e.g. try [10, 30, 50], then values in between"),
