@@ -223,8 +223,9 @@ def beam_snippet(
             "from vllm.sampling_params import BeamSearchParams",
             "",
             *vllm_llm_lines(model),
-            "# vLLM divides a beam's log-probability by (prompt + generated tokens) ** length_penalty, transformers by",
-            "# the generated tokens alone: the same length_penalty can rank the beams differently",
+            "# vLLM scores a beam as log-probability / length ** length_penalty, its length counting",
+            "# prompt + generated tokens (a final end-of-text token not counted); transformers counts the",
+            "# generated tokens alone (end-of-text included): the same length_penalty can rank beams differently",
             f"params = BeamSearchParams(beam_width={source('num_beams', num_beams)}, "
             f"max_tokens={source('max_new_tokens', max_new_tokens)}, "
             f"length_penalty={source('length_penalty', length_penalty)})",

@@ -45,3 +45,19 @@ def test_visible_and_format():
 def test_text_must_be_a_string(lm):
     with pytest.raises(TypeError, match="text must be a string"):
         split_tokens(lm, 42)
+
+
+def test_stop_ids_are_tokens_not_text(lm):
+    """Notebook 08's claims: `."`, `.)` and `...` are tokens of their own (a stop on `.` misses them), a blank line is
+    another token than a newline, and convert_tokens_to_ids does not find the newline by its spelling."""
+
+    def encoded(text):
+        return lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    period = lm.tokenizer.convert_tokens_to_ids(".")
+    assert encoded(".") == [period]
+    for text in ('."', ".)", "..."):
+        assert len(encoded(text)) == 1 and encoded(text) != [period], text
+    (newline,) = encoded("\n")
+    assert lm.tokenizer.convert_tokens_to_ids("\n") != newline
+    assert len(encoded("\n\n")) == 1 and encoded("\n\n") != [newline]
