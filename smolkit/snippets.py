@@ -85,6 +85,12 @@ EMBEDDED_NOTE = (
 )
 
 
+VLLM_EMBEDDED_NOTE = (
+    "# the notebooks' model, offline: the GGUF file the kit ships, which vLLM computes on with its own 4-bit kernels "
+    "(close to the notebooks' numbers, not equal); the tokenizer from the kit's converted folder"
+)
+
+
 def snippet(
     params: SamplingParams,
     target: str,
@@ -141,7 +147,8 @@ def _vllm(params: SamplingParams, model: str, prompt: str) -> str:
             *_kwargs_lines(to_vllm(params)),
             ")",
             f"outputs = llm.chat({source('messages', messages)}, params)",
-            "print(outputs[0].outputs[0].text)",
+            "for completion in outputs[0].outputs:  # params.n of them",
+            "    print(completion.text)",
         ]
     )
 
@@ -156,7 +163,7 @@ def vllm_llm_lines(model: str) -> list[str]:
     return [
         "import smolkit  # only for where its files are",
         "",
-        EMBEDDED_NOTE,
+        VLLM_EMBEDDED_NOTE,
         "llm = LLM(model=str(smolkit.embedded.embedded_gguf_path()), tokenizer=smolkit.embedded_folder())",
     ]
 
