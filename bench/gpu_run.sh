@@ -8,6 +8,8 @@
 #   bench/gpu_run.sh startup    bench/profile_startup.py: a fresh process stage by stage, to the first tokens
 #   bench/gpu_run.sh notebooks  make test-gpu's second half: every notebook under nbval-lax on the GPU
 #   bench/gpu_run.sh workshop   bench/workshop_load.py: how many participants one GPU holds
+#   bench/gpu_run.sh accounts   the hub's own case, each kernel a system account (as root): MPS with two accounts,
+#                               then the capacity ramp without MPS (bench/capacity.py --variant plain+accounts)
 # Logs and JSON go to ${OUT:-bench/gpu-out}.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +30,11 @@ for what in "$@"; do
             stage notebooks "$py" -m pytest -q -p no:cacheprovider -o addopts= --nbval-lax --nbval-kernel-name smolkit \
                 --nbval-cell-timeout 900 --durations=0 notebooks ;;
         workshop) stage workshop "$py" bench/workshop_load.py --out "$out/results-workshop-gpu.json" ;;
+        accounts)
+            stage mps-accounts "$py" bench/workshop_load.py --n 2 --seconds 10 --startup-timeout 90 --keep-going \
+                --variants plain+accounts,plain+mps+accounts --out "$out/results-workshop-accounts.json"
+            stage capacity-accounts "$py" bench/capacity.py --variant plain+accounts --n 4,8,12,16,24 --seconds 20 \
+                --out "$out/results-capacity-accounts.json" ;;
         *) echo "unknown stage $what" >&2; exit 2 ;;
     esac
 done
