@@ -212,6 +212,21 @@ def mps_daemon(scratch: Path):
         print(f"  MPS control daemon stopped; its log: {tail}", flush=True)
 
 
+def mps_clients(env: dict[str, str]) -> dict[str, Any]:
+    """What the MPS control daemon of ``env`` serves now: its servers (one per user id) and each one's clients,
+    so a run shows whether its kernels really are MPS clients (CUDA falls back to no MPS, silently, when a client
+    cannot reach the daemon)."""
+    control = shutil.which("nvidia-cuda-mps-control")
+
+    def ask(command: str) -> list[str]:
+        done = subprocess.run([control], input=command + "\n", env={**os.environ, **env}, capture_output=True,
+                              text=True, timeout=30)  # fmt: skip
+        return done.stdout.split()
+
+    servers = ask("get_server_list")
+    return {"servers": len(servers), "clients": {pid: len(ask(f"get_client_list {pid}")) for pid in servers}}
+
+
 @contextlib.contextmanager
 def remedy_env(variant: tuple[str, ...], scratch: Path):
     """The environment a variant adds to every kernel's (MPS started for the variant's duration)."""
@@ -533,11 +548,15 @@ def run_n(n: int, variant: tuple[str, ...], args: argparse.Namespace, scratch: P
             kernels = start_kernels(range(n), n, args, scratch, extra, owners)
             try:
                 failures = wait_ready(kernels, args)
+                mps = mps_clients(extra) if "mps" in variant else None
                 results, used = [], None
                 if args.overload or not failures:
                     results, more, used = play_window(kernels, args)
                     failures += more
                 row = summarise(n, kernels, results, failures, {"before": before, "under_load": used}, args)
+                if mps is not None:
+                    row["mps"] = mps
+                    print(f"      MPS after warm-up: {mps}", flush=True)
                 if args.overload:
                     seen = {k["index"]: outcome(k) for k in kernels}
                     row["outcomes"] = {o: sum(1 for v in seen.values() if v == o)
