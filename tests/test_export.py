@@ -640,6 +640,46 @@ def test_vision_snippet_uses_the_processor():
     code = snippet(SamplingParams(temperature=0.5), "transformers", model="HuggingFaceTB/SmolVLM-256M-Instruct")
     assert "AutoProcessor" in code and "AutoModelForImageTextToText" in code and '"type": "text"' not in code
     assert "'type': 'text'" in code
+    assert "{'type': 'image', 'image': image}" in code and "smolkit.sample_image('red_ball')" in code
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n", [1, 2])
+def test_vision_snippet_describes_the_picture(tiny_vlm_dir, n, capsys):
+    """The transformers lines for SmolVLM (its architecture, the tiny random stand-in) run as printed and hand the
+    picture to generate: the processor's pixel values, one row per sample."""
+    params = SamplingParams(temperature=0.7, seed=1, n=n, max_new_tokens=3)
+    code = snippet(params, "transformers", model=str(tiny_vlm_dir), vision=True)
+    namespace: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exec(code, namespace)
+    assert namespace["inputs"]["pixel_values"].shape[0] == n
+    assert namespace["out"].shape[0] == n and len(capsys.readouterr().out.splitlines()) >= n
+
+
+def test_vllm_vision_snippet_passes_the_picture(monkeypatch, capsys):
+    params = SamplingParams(temperature=0.5)
+    seen = {}
+
+    class LLM:
+        def __init__(self, model):
+            seen["model"] = model
+
+        def chat(self, messages, sampling):
+            seen["messages"], seen["sampling"] = messages, sampling
+            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text="a red ball")])]
+
+    fake = types.ModuleType("vllm")
+    fake.LLM, fake.SamplingParams = LLM, lambda **kwargs: kwargs
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    exec(snippet(params, "vllm", model="HuggingFaceTB/SmolVLM-256M-Instruct", prompt="Describe it."), {})
+    (message,) = seen["messages"]
+    picture, text = message["content"]
+    assert picture["type"] == "image_pil"
+    assert picture["image_pil"].tobytes() == smolkit.sample_image("red_ball").tobytes()
+    assert text == {"type": "text", "text": "Describe it."} and seen["sampling"] == to_vllm(params)
+    assert seen["model"] == "HuggingFaceTB/SmolVLM-256M-Instruct" and capsys.readouterr().out == "a red ball\n"
 
 
 # -- explain -----------------------------------------------------------------------------------------------------
