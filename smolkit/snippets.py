@@ -110,10 +110,11 @@ def snippet(
     vision-language model (``vision``; by default when the name says SmolVLM or Idefics) the processor,
     AutoModelForImageTextToText and a picture (the kit's sample red ball) in the message. vLLM:
     ``SamplingParams(**to_vllm())`` and ``llm.chat`` (for a vision model the picture as an ``image_pil`` part,
-    vLLM's form for a PIL image in ``LLM.chat``). OpenAI (text only): the client's
-    ``chat.completions.create`` against a vLLM server, with ``extra_body``. ``lm``: the loaded model the preset
-    was explored on (its name is then the default ``model``; stages its generation config adds that vLLM cannot
-    carry are named in an ExportWarning). Raises ValueError for an unknown target, and what the export raises.
+    vLLM's form for a PIL image in ``LLM.chat``). OpenAI: the client's ``chat.completions.create`` against a vLLM
+    server, with ``extra_body`` (for a vision model the picture as a data URL in an ``image_url`` part). ``lm``: the
+    loaded model the preset was explored on (its name is then the default ``model``; stages its generation config
+    adds that vLLM cannot carry are named in an ExportWarning). Raises ValueError for an unknown target, and what
+    the export raises.
 
     >>> print(snippet(SamplingParams(temperature=0.7), "vllm").splitlines()[0])
     from vllm import LLM, SamplingParams
@@ -131,7 +132,7 @@ def snippet(
     if target == "vllm":
         return _vllm(params, model, prompt, vision)
     if target == "openai":
-        return _openai(params, DEFAULT_MODEL_ID if model == EMBEDDED_MODEL else model, prompt)
+        return _openai(params, DEFAULT_MODEL_ID if model == EMBEDDED_MODEL else model, prompt, vision)
     return _transformers(params, model, prompt, vision)
 
 
@@ -190,19 +191,36 @@ def vllm_llm_lines(model: str) -> list[str]:
     ]
 
 
-def _openai(params: SamplingParams, model: str, prompt: str) -> str:
+def _openai(params: SamplingParams, model: str, prompt: str, vision: bool = False) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExportWarning)  # said in a comment in the code instead
         body = to_openai(params, model=model, messages=[{"role": "user", "content": prompt}])
     extra = body.pop("extra_body")
+    picture: list[str] = []
+    if vision:  # the OpenAI API takes a picture as an image_url part: here a data URL of the PNG bytes
+        picture = [
+            *PICTURE_IMPORT,
+            PICTURE_LINE,
+            "buffer = io.BytesIO()",
+            'image.save(buffer, format="PNG")',
+            'url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()',
+            "messages = [{'role': 'user', 'content': [{'type': 'image_url', 'image_url': {'url': url}}, "
+            f"{source('prompt', {'type': 'text', 'text': prompt})}]}}]",
+        ]
+    arguments = [
+        "    messages=messages," if vision and name == "messages" else f"    {name}={source(name, value)},"
+        for name, value in body.items()
+    ]
     return code(
         [
+            *(["import base64", "import io", ""] if vision else []),
             "from openai import OpenAI",
             "",
+            *picture,
             "# a vLLM server for the model below, started with: vllm serve <model>",
             'client = OpenAI(base_url="http://localhost:8000/v1", api_key="EMPTY")',
             "response = client.chat.completions.create(",
-            *_kwargs_lines(body),
+            *arguments,
             "    # vLLM's extensions: the client merges extra_body into the request's JSON; a plain OpenAI",
             "    # endpoint rejects them: drop extra_body there",
             f"    extra_body={source('extra_body', extra)},",

@@ -682,6 +682,41 @@ def test_vllm_vision_snippet_passes_the_picture(monkeypatch, capsys):
     assert seen["model"] == "HuggingFaceTB/SmolVLM-256M-Instruct" and capsys.readouterr().out == "a red ball\n"
 
 
+def test_openai_vision_snippet_sends_the_picture_as_a_data_url(monkeypatch, capsys):
+    import base64
+    import io
+
+    from PIL import Image
+
+    params = SamplingParams(temperature=0.5, min_p=0.1)
+    seen = {}
+
+    class Completions:
+        def create(self, **kwargs):
+            seen.update(kwargs)
+            return types.SimpleNamespace(choices=[types.SimpleNamespace(message=types.SimpleNamespace(content="ok"))])
+
+    class OpenAI:
+        def __init__(self, base_url, api_key):
+            self.chat = types.SimpleNamespace(completions=Completions())
+
+    fake = types.ModuleType("openai")
+    fake.OpenAI = OpenAI
+    monkeypatch.setitem(sys.modules, "openai", fake)
+    exec(snippet(params, "openai", model="HuggingFaceTB/SmolVLM-256M-Instruct", prompt="Describe it."), {})
+    (message,) = seen.pop("messages")
+    picture, text = message["content"]
+    prefix = "data:image/png;base64,"
+    assert picture["type"] == "image_url" and picture["image_url"]["url"].startswith(prefix)
+    sent = Image.open(io.BytesIO(base64.b64decode(picture["image_url"]["url"][len(prefix) :])))
+    assert sent.convert("RGB").tobytes() == smolkit.sample_image("red_ball").tobytes()
+    assert text == {"type": "text", "text": "Describe it."}
+    with pytest.warns(ExportWarning):
+        expected = to_openai(params, model="HuggingFaceTB/SmolVLM-256M-Instruct", messages=[])
+    assert seen == {k: v for k, v in expected.items() if k != "messages"}
+    assert capsys.readouterr().out == "ok\n"
+
+
 # -- explain -----------------------------------------------------------------------------------------------------
 
 EXPLAINED = [
