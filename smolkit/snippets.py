@@ -84,6 +84,13 @@ EMBEDDED_NOTE = (
     f"{DEFAULT_MODEL_ID!r} has the original weights and gives other numbers"
 )
 
+SAMPLE_PICTURE = "red_ball"
+"""The picture a vision snippet describes: one of the kit's sample images, so the lines run offline as printed."""
+
+PICTURE_IMPORT = ["import smolkit  # only for its sample picture", ""]
+PICTURE_LINE = f"image = smolkit.sample_image({SAMPLE_PICTURE!r})  # your own: PIL.Image.open('photo.png')"
+"""The line that makes ``image`` in a vision snippet (a PIL image, which both transformers and vLLM take)."""
+
 
 VLLM_EMBEDDED_NOTE = (
     "# the notebooks' model, offline: the GGUF file the kit ships, which vLLM computes on with its own 4-bit kernels "
@@ -106,11 +113,14 @@ def snippet(
 
     transformers: a GenerationConfig with every sampling field set (so neither the model's generation_config.json
     nor transformers' top_k=50 leaks in), smolkit's processors for presence/frequency penalties, the seed; for a
-    vision-language model (``vision``; by default when the name says SmolVLM or Idefics) the processor and
-    AutoModelForImageTextToText. vLLM: ``SamplingParams(**to_vllm())`` and ``llm.chat``. OpenAI: the client's
-    ``chat.completions.create`` against a vLLM server, with ``extra_body``. ``lm``: the loaded model the preset
-    was explored on (its name is then the default ``model``; stages its generation config adds that vLLM cannot
-    carry are named in an ExportWarning). Raises ValueError for an unknown target, and what the export raises.
+    vision-language model (``vision``; by default when the name says SmolVLM or Idefics) the processor,
+    AutoModelForImageTextToText and a picture (the kit's sample red ball) in the message. vLLM:
+    ``SamplingParams(**to_vllm())`` and ``llm.chat`` (for a vision model the picture as an ``image_pil`` part,
+    vLLM's form for a PIL image in ``LLM.chat``). OpenAI: the client's ``chat.completions.create`` against a vLLM
+    server, with ``extra_body`` (for a vision model the picture as a data URL in an ``image_url`` part). ``lm``: the
+    loaded model the preset was explored on (its name is then the default ``model``; stages its generation config
+    adds that vLLM cannot carry are named in an ExportWarning). Raises ValueError for an unknown target, and what
+    the export raises.
 
     >>> print(snippet(SamplingParams(temperature=0.7), "vllm").splitlines()[0])
     from vllm import LLM, SamplingParams
@@ -126,9 +136,9 @@ def snippet(
         vision = any(word in model.lower() for word in ("smolvlm", "idefics"))
     vision = _checks.boolean("vision", vision)
     if target == "vllm":
-        return _vllm(params, model, prompt)
+        return _vllm(params, model, prompt, vision)
     if target == "openai":
-        return _openai(params, DEFAULT_MODEL_ID if model == EMBEDDED_MODEL else model, prompt)
+        return _openai(params, DEFAULT_MODEL_ID if model == EMBEDDED_MODEL else model, prompt, vision)
     return _transformers(params, model, prompt, vision)
 
 
@@ -136,21 +146,41 @@ def _kwargs_lines(kwargs: Mapping[str, Any], indent: str = "    ") -> list[str]:
     return [f"{indent}{name}={source(name, value)}," for name, value in kwargs.items()]
 
 
-def _vllm(params: SamplingParams, model: str, prompt: str) -> str:
-    messages = [{"role": "user", "content": prompt}]
+def _vllm(params: SamplingParams, model: str, prompt: str, vision: bool = False) -> str:
+    if vision:  # vLLM's LLM.chat takes a PIL image as an "image_pil" part of the message
+        imports, picture = PICTURE_IMPORT, [PICTURE_LINE, vision_messages_line(prompt, "image_pil")]
+        call = "outputs = llm.chat(messages, params)"
+    else:
+        imports, picture = [], []
+        call = f"outputs = llm.chat({source('messages', [{'role': 'user', 'content': prompt}])}, params)"
     return code(
         [
             "from vllm import LLM, SamplingParams",
             "",
+            *imports,
             *vllm_llm_lines(model),
+            *picture,
             "params = SamplingParams(",
             *_kwargs_lines(to_vllm(params)),
             ")",
-            f"outputs = llm.chat({source('messages', messages)}, params)",
+            call,
             "for completion in outputs[0].outputs:  # params.n of them",
             "    print(completion.text)",
         ]
     )
+
+
+def vision_messages_line(prompt: str, image_key: str) -> str:
+    """The line ``messages = [...]`` of a vision snippet: one user message, the picture (the variable ``image``)
+    first and the prompt after it, as SmolVLM's model card orders them. ``image_key``: "image" for transformers'
+    processor (``apply_chat_template`` takes a PIL image under it), "image_pil" for vLLM's ``LLM.chat``.
+
+    >>> vision_messages_line("Hi", "image")
+    "messages = [{'role': 'user', 'content': [{'type': 'image', 'image': image}, {'type': 'text', 'text': 'Hi'}]}]"
+    """
+    key = _checks.choice("image_key", image_key, ("image", "image_pil"))
+    text = source("prompt", {"type": "text", "text": prompt})
+    return f"messages = [{{'role': 'user', 'content': [{{'type': {key!r}, {key!r}: image}}, {text}]}}]"
 
 
 def vllm_llm_lines(model: str) -> list[str]:
@@ -168,19 +198,36 @@ def vllm_llm_lines(model: str) -> list[str]:
     ]
 
 
-def _openai(params: SamplingParams, model: str, prompt: str) -> str:
+def _openai(params: SamplingParams, model: str, prompt: str, vision: bool = False) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExportWarning)  # said in a comment in the code instead
         body = to_openai(params, model=model, messages=[{"role": "user", "content": prompt}])
     extra = body.pop("extra_body")
+    picture: list[str] = []
+    if vision:  # the OpenAI API takes a picture as an image_url part: here a data URL of the PNG bytes
+        picture = [
+            *PICTURE_IMPORT,
+            PICTURE_LINE,
+            "buffer = io.BytesIO()",
+            'image.save(buffer, format="PNG")',
+            'url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()',
+            "messages = [{'role': 'user', 'content': [{'type': 'image_url', 'image_url': {'url': url}}, "
+            f"{source('prompt', {'type': 'text', 'text': prompt})}]}}]",
+        ]
+    arguments = [
+        "    messages=messages," if vision and name == "messages" else f"    {name}={source(name, value)},"
+        for name, value in body.items()
+    ]
     return code(
         [
+            *(["import base64", "import io", ""] if vision else []),
             "from openai import OpenAI",
             "",
+            *picture,
             "# a vLLM server for the model below, started with: vllm serve <model>",
             'client = OpenAI(base_url="http://localhost:8000/v1", api_key="EMPTY")',
             "response = client.chat.completions.create(",
-            *_kwargs_lines(body),
+            *arguments,
             "    # vLLM's extensions: the client merges extra_body into the request's JSON; a plain OpenAI",
             "    # endpoint rejects them: drop extra_body there",
             f"    extra_body={source('extra_body', extra)},",
@@ -203,7 +250,7 @@ def _transformers(params: SamplingParams, model: str, prompt: str, vision: bool)
             "",
             *_transformers_load(model, prompt, vision),
             *_transformers_config(fields, params.stop_token_ids),
-            *_transformers_generate(penalties, params.n, params.seed),
+            *_transformers_generate(penalties, params.n, params.seed, vision),
         ]
     )
 
@@ -220,14 +267,18 @@ def _transformers_imports(vision: bool, penalty_classes: list[str]) -> list[str]
 
 
 def _transformers_load(model: str, prompt: str, vision: bool) -> list[str]:
-    if vision:  # SmolVLM: a processor reads images and text; the message content is a list of parts
-        content: Any = [{"type": "text", "text": prompt}]
-        lines = [
-            f"tokenizer = AutoProcessor.from_pretrained({model!r})  # SmolVLM's processor",
+    if vision:  # SmolVLM: a processor reads the picture and the text, given as parts of the message
+        return [
+            *PICTURE_IMPORT,
+            f"processor = AutoProcessor.from_pretrained({model!r})  # SmolVLM's processor: tiles and text",
             f"model = AutoModelForImageTextToText.from_pretrained({model!r})",
+            PICTURE_LINE,
+            vision_messages_line(prompt, "image"),
+            "inputs = processor.apply_chat_template(",
+            '    messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"',
+            ")",
         ]
-    elif model == EMBEDDED_MODEL:
-        content = prompt
+    if model == EMBEDDED_MODEL:
         lines = [
             "import smolkit  # only for where its converted model is",
             "",
@@ -236,14 +287,13 @@ def _transformers_load(model: str, prompt: str, vision: bool) -> list[str]:
             "model = AutoModelForCausalLM.from_pretrained(smolkit.embedded_folder())",
         ]
     else:
-        content = prompt
         lines = [
             f"tokenizer = AutoTokenizer.from_pretrained({model!r})",
             f"model = AutoModelForCausalLM.from_pretrained({model!r})",
         ]
     return [
         *lines,
-        f"messages = {source('messages', [{'role': 'user', 'content': content}])}",
+        f"messages = {source('messages', [{'role': 'user', 'content': prompt}])}",
         "inputs = tokenizer.apply_chat_template(",
         '    messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"',
         ")",
@@ -261,7 +311,10 @@ def _transformers_config(fields: dict[str, Any], stop_token_ids: tuple[int, ...]
     return [*lines, ")"]
 
 
-def _transformers_generate(penalties: list[tuple[str, float]], n: int, seed: int | None) -> list[str]:
+def _transformers_generate(
+    penalties: list[tuple[str, float]], n: int, seed: int | None, vision: bool = False
+) -> list[str]:
+    reader = "processor" if vision else "tokenizer"
     call = "out = model.generate(**inputs, generation_config=gc"
     lines = []
     if penalties:
@@ -269,7 +322,10 @@ def _transformers_generate(penalties: list[tuple[str, float]], n: int, seed: int
         lines.append(f"processors = LogitsProcessorList([{procs}])  # they find where each prompt ends")
         call += ", logits_processor=processors"
     if n > 1:
-        lines.append(f"inputs = {{k: v.repeat({n}, 1) for k, v in inputs.items()}}  # n={n} samples")
+        if vision:  # the picture's tensors have more dimensions than the token ids: repeat along the batch
+            lines.append(f"inputs = {{k: v.repeat_interleave({n}, dim=0) for k, v in inputs.items()}}  # n={n} samples")
+        else:
+            lines.append(f"inputs = {{k: v.repeat({n}, 1) for k, v in inputs.items()}}  # n={n} samples")
     if seed is not None:
         lines.append(f"torch.manual_seed({seed})")
     return [
@@ -277,5 +333,5 @@ def _transformers_generate(penalties: list[tuple[str, float]], n: int, seed: int
         call + ")",
         "prompt_length = inputs['input_ids'].shape[1]",
         "for row in out:",
-        "    print(tokenizer.decode(row[prompt_length:], skip_special_tokens=True))",
+        f"    print({reader}.decode(row[prompt_length:], skip_special_tokens=True))",
     ]

@@ -204,3 +204,26 @@ def test_bad_inputs_fail_before_model_work(lm, model_work):
         with pytest.raises(ValueError, match="stage must be one of"):
             next_token_distribution(lm, "Hello", SamplingParams()).top(3, stage="nonsense")
         assert work.calls == 1  # only the last, valid call ran the model
+
+
+@pytest.mark.slow
+def test_what_notebook_09_says_of_its_stages_and_its_grid(lm):
+    """The sentences of notebook 09 (sections 2 and 4) that read its outputs, held here so that regenerated outputs
+    cannot leave them behind: the repetition penalty lowers " dragon" (it is in the prompt); at top_p 0.9 the table
+    keeps the three nearly tied favourites at T 0.3 and thousands at T 2; no cell keeps a single token, and top_p
+    0.5 at T 0.3 keeps two."""
+    params = SamplingParams(repetition_penalty=1.1, presence_penalty=0.5, temperature=0.8, top_k=50, top_p=0.9,
+                            min_p=0.05)  # fmt: skip
+    dist = next_token_distribution(lm, "Write a short story about a dragon.", params,
+                                   generated="Once upon a time, there was a")  # fmt: skip
+    dragon = lm.tokenizer.encode(" dragon")[0]
+    assert dist.prob_of(dragon, "repetition_penalty") < dist.prob_of(dragon, "raw")
+    plain = dist.with_params(SamplingParams())
+    assert [t.token for t in plain.top(3)] == [" brave", " magnificent", " dragon"]
+
+    def kept(temperature: float, top_p: float) -> int:
+        return plain.with_params(temperature=temperature, top_p=top_p).surviving()
+
+    assert kept(0.3, 0.9) == 3 and kept(2.0, 0.9) >= 1000
+    grid = [kept(t, p) for t in (0.3, 0.5, 0.7, 1.0, 1.3, 1.6, 2.0) for p in (0.5, 0.8, 0.9, 0.95, 1.0)]
+    assert min(grid) == kept(0.3, 0.5) == 2

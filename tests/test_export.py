@@ -640,6 +640,81 @@ def test_vision_snippet_uses_the_processor():
     code = snippet(SamplingParams(temperature=0.5), "transformers", model="HuggingFaceTB/SmolVLM-256M-Instruct")
     assert "AutoProcessor" in code and "AutoModelForImageTextToText" in code and '"type": "text"' not in code
     assert "'type': 'text'" in code
+    assert "{'type': 'image', 'image': image}" in code and "smolkit.sample_image('red_ball')" in code
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n", [1, 2])
+def test_vision_snippet_describes_the_picture(tiny_vlm_dir, n, capsys):
+    """The transformers lines for SmolVLM (its architecture, the tiny random stand-in) run as printed and hand the
+    picture to generate: the processor's pixel values, one row per sample."""
+    params = SamplingParams(temperature=0.7, seed=1, n=n, max_new_tokens=3)
+    code = snippet(params, "transformers", model=str(tiny_vlm_dir), vision=True)
+    namespace: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exec(code, namespace)
+    assert namespace["inputs"]["pixel_values"].shape[0] == n
+    assert namespace["out"].shape[0] == n and len(capsys.readouterr().out.splitlines()) >= n
+
+
+def test_vllm_vision_snippet_passes_the_picture(monkeypatch, capsys):
+    params = SamplingParams(temperature=0.5)
+    seen = {}
+
+    class LLM:
+        def __init__(self, model):
+            seen["model"] = model
+
+        def chat(self, messages, sampling):
+            seen["messages"], seen["sampling"] = messages, sampling
+            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text="a red ball")])]
+
+    fake = types.ModuleType("vllm")
+    fake.LLM, fake.SamplingParams = LLM, lambda **kwargs: kwargs
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    exec(snippet(params, "vllm", model="HuggingFaceTB/SmolVLM-256M-Instruct", prompt="Describe it."), {})
+    (message,) = seen["messages"]
+    picture, text = message["content"]
+    assert picture["type"] == "image_pil"
+    assert picture["image_pil"].tobytes() == smolkit.sample_image("red_ball").tobytes()
+    assert text == {"type": "text", "text": "Describe it."} and seen["sampling"] == to_vllm(params)
+    assert seen["model"] == "HuggingFaceTB/SmolVLM-256M-Instruct" and capsys.readouterr().out == "a red ball\n"
+
+
+def test_openai_vision_snippet_sends_the_picture_as_a_data_url(monkeypatch, capsys):
+    import base64
+    import io
+
+    from PIL import Image
+
+    params = SamplingParams(temperature=0.5, min_p=0.1)
+    seen = {}
+
+    class Completions:
+        def create(self, **kwargs):
+            seen.update(kwargs)
+            return types.SimpleNamespace(choices=[types.SimpleNamespace(message=types.SimpleNamespace(content="ok"))])
+
+    class OpenAI:
+        def __init__(self, base_url, api_key):
+            self.chat = types.SimpleNamespace(completions=Completions())
+
+    fake = types.ModuleType("openai")
+    fake.OpenAI = OpenAI
+    monkeypatch.setitem(sys.modules, "openai", fake)
+    exec(snippet(params, "openai", model="HuggingFaceTB/SmolVLM-256M-Instruct", prompt="Describe it."), {})
+    (message,) = seen.pop("messages")
+    picture, text = message["content"]
+    prefix = "data:image/png;base64,"
+    assert picture["type"] == "image_url" and picture["image_url"]["url"].startswith(prefix)
+    sent = Image.open(io.BytesIO(base64.b64decode(picture["image_url"]["url"][len(prefix) :])))
+    assert sent.convert("RGB").tobytes() == smolkit.sample_image("red_ball").tobytes()
+    assert text == {"type": "text", "text": "Describe it."}
+    with pytest.warns(ExportWarning):
+        expected = to_openai(params, model="HuggingFaceTB/SmolVLM-256M-Instruct", messages=[])
+    assert seen == {k: v for k, v in expected.items() if k != "messages"}
+    assert capsys.readouterr().out == "ok\n"
 
 
 # -- explain -----------------------------------------------------------------------------------------------------
