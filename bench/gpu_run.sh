@@ -8,6 +8,7 @@
 #   bench/gpu_run.sh startup    bench/profile_startup.py: a fresh process stage by stage, to the first tokens
 #   bench/gpu_run.sh notebooks  make test-gpu's second half: every notebook under nbval-lax on the GPU
 #   bench/gpu_run.sh workshop   bench/workshop_load.py: how many participants one GPU holds
+#   bench/gpu_run.sh late       overload as a workshop meets it: 32 kernels up, 16 more arrive while they play
 #   bench/gpu_run.sh accounts   the hub's own case, each kernel a system account (as root): MPS with two accounts,
 #                               then the capacity ramp without MPS (bench/capacity.py --variant plain+accounts)
 # Logs and JSON go to ${OUT:-bench/gpu-out}.
@@ -30,6 +31,8 @@ for what in "$@"; do
             stage notebooks "$py" -m pytest -q -p no:cacheprovider -o addopts= --nbval-lax --nbval-kernel-name smolkit \
                 --nbval-cell-timeout 900 --durations=0 notebooks ;;
         workshop) stage workshop "$py" bench/workshop_load.py --out "$out/results-workshop-gpu.json" ;;
+        late) stage late "$py" bench/workshop_load.py --n 48 --overload --overload-after 32 --fraction 0.0266 \
+                --seconds 20 --variants plain --out "$out/results-workshop-late.json" ;;
         accounts)
             stage mps-accounts "$py" bench/workshop_load.py --n 2 --seconds 10 --startup-timeout 90 --keep-going \
                 --variants plain+accounts,plain+mps+accounts --out "$out/results-workshop-accounts.json"

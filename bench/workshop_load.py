@@ -505,7 +505,8 @@ def summarise(n: int, kernels: list[dict[str, Any]], results: list[dict], failur
 
 
 def outcome(kernel: dict[str, Any]) -> str:
-    """What one kernel saw under overload: "worked", "kit" (smolkit's GpuShareExhausted), "raw" (an
+    """What one kernel saw under overload: "worked", "kit" (smolkit's GpuShareExhausted, or its refusal of a
+    request that does not fit what is free, naming what would), "raw" (an
     out-of-memory or CUDA error in another form: what participants must never see) or "other"."""
     if "result" in kernel["events"] and not kernel.get("failed"):
         return "worked"
@@ -513,6 +514,8 @@ def outcome(kernel: dict[str, Any]) -> str:
     if error is not None:
         if error["type"] == "GpuShareExhausted" or error["message"].startswith("GPU out of memory"):
             return "kit"
+        if error["type"] == "ValueError" and "GiB available" in error["message"]:
+            return "kit"  # generation.check_fits: the request does not fit what is free now, and what would
         text = f"{error['type']}: {error['message']}"
     else:
         text = log_tail(kernel["log_path"], 30)
@@ -545,9 +548,12 @@ def run_n(n: int, variant: tuple[str, ...], args: argparse.Namespace, scratch: P
     try:
         with remedy_env(variant, scratch) as extra, accounts_for(variant, n, scratch) as owners:
             before = gpu_used_gb()
-            kernels = start_kernels(range(n), n, args, scratch, extra, owners)
+            first = args.overload_after or n
+            kernels = start_kernels(range(first), n, args, scratch, extra, owners)
             try:
                 failures = wait_ready(kernels, args)
+                if first < n:  # the rest arrive at a full GPU while the first ones play
+                    return late_arrivals(kernels, range(first, n), n, args, scratch, extra, owners, variant)
                 mps = mps_clients(extra) if "mps" in variant else None
                 results, used = [], None
                 if args.overload or not failures:
@@ -568,6 +574,32 @@ def run_n(n: int, variant: tuple[str, ...], args: argparse.Namespace, scratch: P
         row = summarise(n, [], [], [f"{type(err).__name__}: {err}"], {}, args)
     row["variant"] = variant_name(variant)
     return row
+
+
+def late_arrivals(first: list[dict[str, Any]], late: range, n: int, args: argparse.Namespace, scratch: Path,
+                  extra: dict[str, str], owners: list | None, variant: tuple[str, ...]) -> dict[str, Any]:  # fmt: skip
+    """The kernels ``first`` (up) play a window while the kernels ``late`` start: what each group saw. The claim it
+    checks: participants who arrive at a full GPU get the kit's message, and those already working keep working."""
+    live = [k for k in first if not k.get("failed")]
+    for kernel in live:
+        send(kernel, "go")
+    newcomers = start_kernels(late, n, args, scratch, extra, owners)
+    try:
+        wait_ready(newcomers, args)
+        results = [wait_event(k, "result", args.seconds + args.generate_timeout) for k in live]
+        for kernel, message in zip(live, results, strict=True):
+            kernel["failed"] = message is None or message["event"] == "error"
+        good = [m for m in results if m is not None and m["event"] != "error"]
+        row = summarise(n, first, good, [], {"before": None, "under_load": gpu_used_gb()}, args)
+        for name, group in (("first", first), ("late", newcomers)):
+            seen = [outcome(k) for k in group]
+            row[f"outcomes_{name}"] = {o: seen.count(o) for o in ("worked", "kit", "raw", "other")}
+        row["variant"] = variant_name(variant)
+        print(f"      overload after {len(first)}: first {row['outcomes_first']}, late {row['outcomes_late']}",
+              flush=True)  # fmt: skip
+        return row
+    finally:
+        stop_kernels(newcomers)
 
 
 def ramp(ns: list[int], variant: tuple[str, ...], args: argparse.Namespace, scratch: Path):
@@ -679,6 +711,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="more kernels than fit: every N runs even past failures, kernels that failed keep what they\n"
                         "hold (as a participant's does), and each kernel's outcome is reported: worked, kit (the\n"
                         "kit's GpuShareExhausted), raw (a raw CUDA error) or other; give --fraction (e.g. 0.85/32)")
+    p.add_argument("--overload-after", type=int, default=0,
+                   help="with --overload: start this many kernels first, and the rest of N while those play\n"
+                        "(participants who arrive at a full GPU): outcomes reported for each group apart")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--hold-on-error", action="store_true", help=argparse.SUPPRESS)
@@ -693,6 +728,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(str(err))
     extras = {name for name in ("plain", "mps", "lazy") if getattr(args, name)}
     args.variants = list(dict.fromkeys(tuple(sorted((set(v) - {"base"}) | extras)) or ("base",) for v in variants))
+    if args.overload_after and not (args.overload and 0 < args.overload_after < min(args.n)):
+        p.error(f"--overload-after needs --overload and 0 < it < every N, got {args.overload_after}")
     args.keep_going = args.keep_going or args.overload
     return args
 
