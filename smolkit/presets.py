@@ -20,10 +20,10 @@ PRESETS: dict[str, SamplingParams] = {
 """Each preset turns one knob, as the measurement in ``smolkit/data/advice.json`` advises (notebook 09 shows it, and
 tests/test_advice.py holds these values to the file's recommendation). factual: greedy, the most accurate recipe on
 the kit's 42 factual questions (30 right; the source README's recipe, temperature 0.2 with top_p 0.3 and
-repetition_penalty 1.3, got 24 right, both answering each question the same way every time). Per question those
-two intervals overlap (about 0.57-0.83 and 0.43-0.71); whether the paired comparison separates them is in the file's
-``vs low``/``vs high`` columns (``advice_rows``), and where it does not, 42 questions cannot tell the two apart:
-greedy is then chosen as the simpler recipe, not as the proven better one. creative: temperature 0.69 alone, at the
+repetition_penalty 1.3, got 24 right, both answering each question the same way every time). Per question their
+intervals overlap (0.57-0.86 and 0.43-0.71), and compared question by question (``advice_rows``: ``vs low``,
+``vs high``) the difference, -0.14 (-0.31 to 0.02), holds 0: 42 questions cannot tell the two apart, so
+greedy is chosen as the simpler recipe, not as the proven better one. creative: temperature 0.69 alone, at the
 entropy of the source README's creative recipe (temperature 0.85 with top_p 0.9); the rule prefers, among the
 settings eight prompts cannot separate from the lowest off-topic rate, the fewest tokens outside the model's top 5.
 balanced: temperature 0.5, between the two (not measured)."""

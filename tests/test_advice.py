@@ -162,3 +162,23 @@ def test_the_presets_follow_the_numbers(results):
     for name, measured in (("factual", factual), ("creative", creative)):
         preset = PRESETS[name].to_dict()
         assert {f: preset[f] for f in SAMPLING_FIELDS} == {f: measured[f] for f in SAMPLING_FIELDS}, name
+
+
+def test_notebook_09_reads_the_committed_numbers_as_they_are(results):
+    """09 §5 and §7 describe the committed measurement in words; these are the readings, held to the file: greedy
+    as accurate as any recipe, the README's factual recipe below it at every point of its ranges, the model as
+    trained (T 1) the one recipe the questions separate, the least accurate and the most changeable; no creative
+    setting separated from the lowest off-topic rate."""
+    from smolkit.advice import advice_rows
+
+    factual = {r["recipe"]: r for r in advice_rows(results, "factual")}
+    greedy = factual["greedy"]
+    assert greedy["accuracy"] == max(r["accuracy"] for r in factual.values())
+    readme = [r for name, r in factual.items() if name.startswith("README factual")]
+    assert len(readme) == 3 and all(r["accuracy"] < greedy["accuracy"] for r in readme)
+    separated = [name for name, r in factual.items() if r["separated"]]
+    assert separated == ["T 1 (the model as trained)"]
+    trained = factual[separated[0]]
+    assert trained["accuracy"] == min(r["accuracy"] for r in factual.values())
+    assert trained["distinct"] == max(r["distinct"] for r in factual.values())
+    assert not any(r["separated"] for r in advice_rows(results, "creative"))
