@@ -29,7 +29,7 @@ from typing import Any
 
 from smolkit import params as params_module
 from smolkit import vllm_rules
-from smolkit.advice import README_ADVICE, load_advice
+from smolkit.advice import README_ADVICE, advice_rows, load_advice
 from smolkit.distribution import Distribution, next_token_distribution
 from smolkit.generation import generate
 from smolkit.hf import library_defaults
@@ -235,12 +235,17 @@ def parameter_rows(lm: LoadedModel) -> list[dict[str, str]]:
 
 def advice_summary(results: Mapping[str, Any]) -> dict[str, list[str]]:
     """The measured side of the README's advice, in short lines: each factual recipe's accuracy, each creative
-    setting's off-topic rate and diversity, and what the numbers recommend."""
+    setting's off-topic rate and diversity, what the numbers recommend, and which rows the questions (or requests)
+    tell apart from the best one, compared one by one (``advice_rows``' ``separated``): the rest are within what
+    the question set can tell."""
     factual = [f"{r['recipe']}: {r['accuracy']:.0%} correct" for r in results["factual"]]
     creative = [f"{r['setting']}: {r['off_topic_rate']:.0%} off-topic, diversity {r['diversity']:.2f}"
                 for r in results["creative"]]  # fmt: skip
+    apart = {part: [r["recipe" if part == "factual" else "setting"] for r in advice_rows(results, part)
+                    if r["separated"]] or ["none"] for part in ("factual", "creative")}  # fmt: skip
     return {"factual": factual, "creative": creative,
-            "recommended": [f"{k}: {v}" for k, v in results["recommended"].items()]}  # fmt: skip
+            "recommended": [f"{k}: {v}" for k, v in results["recommended"].items()],
+            "separated": [f"{part}: {', '.join(names)}" for part, names in apart.items()]}  # fmt: skip
 
 
 CSS = """
@@ -289,6 +294,9 @@ def _advice_html(results: Mapping[str, Any]) -> str:
         f"<b>Factual, {len(results['questions'])} questions with known answers:</b> "
         f"{html.escape('; '.join(measured['factual']))}.<br>"
         f"<b>Creative, every setting tuned to the same entropy:</b> {html.escape('; '.join(measured['creative']))}."
+        f"<br><b>Told apart from the best, one question (or request) at a time, 95 %:</b> "
+        f"{html.escape('; '.join(measured['separated']))}; every other difference is within what "
+        f"{len(results['questions'])} questions and {len(results['creative_prompts'])} requests can tell."
         f"<br><b>What the numbers recommend:</b> {html.escape('; '.join(measured['recommended']))}."
         f"<p class=small>{html.escape(env['model'])}, {html.escape(env['machine'])}; "
         f"<code>{html.escape(results['command'])}</code>. How sure each difference is: notebook 09.</p></div></div>"

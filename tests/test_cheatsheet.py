@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from smolkit import cheatsheet, vllm_rules
-from smolkit.advice import README_ADVICE, load_advice
+from smolkit.advice import README_ADVICE, advice_rows, load_advice
 from smolkit.params import SamplingParams
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,6 +110,9 @@ def test_the_measured_advice_is_the_committed_measurement(page):
     for part, pick in results["recommended"].items():
         assert f"{part}: {pick}" in shown
     assert f"{len(results['questions'])} questions" in shown
+    for part, key in (("factual", "recipe"), ("creative", "setting")):
+        apart = [r[key] for r in advice_rows(results, part) if r["separated"]]
+        assert f"{part}: {', '.join(apart) or 'none'}" in shown.split("Told apart from the best")[1]
 
 
 def test_the_engines_and_stage_orders_are_the_kits_sources(rows, page):
