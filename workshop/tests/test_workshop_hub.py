@@ -353,6 +353,12 @@ def test_each_participant_logs_in_with_their_own_password_only(hub, participants
         assert whoami.ok and whoami.json()["name"] == name, (name, whoami.status_code, whoami.text[:200])
 
 
+@pytest.fixture(scope="module")
+def lm():
+    """The embedded model on the CPU, the test's own reference (tests/conftest.py's fixtures stay in that room)."""
+    return smolkit.load_model("embedded", device="cpu")
+
+
 def test_the_notebook_runs_in_each_participants_own_server_and_account(hub, kernels, lm):
     cache = hub["cache"]
     writable = [p for p in [cache, *cache.rglob("*")] if p.stat().st_mode & 0o222 or p.stat().st_uid != 0]
