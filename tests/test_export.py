@@ -592,15 +592,17 @@ def test_vllm_snippet_passes_the_exported_values(monkeypatch, capsys):
     assert capsys.readouterr().out == "ok\n"
 
 
-def test_openai_snippet_passes_the_exported_body(monkeypatch, capsys):
-    params = SamplingParams(temperature=0.7, top_k=40, repetition_penalty=1.1, n=2)
+@pytest.fixture
+def openai_request(monkeypatch):
+    """A stand-in ``openai`` module: the client records what ``chat.completions.create`` is sent (the dict
+    returned here) and answers "ok" once per requested completion (``n``)."""
     seen = {}
 
     class Completions:
         def create(self, **kwargs):
             seen.update(kwargs)
             message = types.SimpleNamespace(content="ok")
-            return types.SimpleNamespace(choices=[types.SimpleNamespace(message=message)] * 2)
+            return types.SimpleNamespace(choices=[types.SimpleNamespace(message=message)] * kwargs.get("n", 1))
 
     class OpenAI:
         def __init__(self, base_url, api_key):
@@ -609,6 +611,12 @@ def test_openai_snippet_passes_the_exported_body(monkeypatch, capsys):
     fake = types.ModuleType("openai")
     fake.OpenAI = OpenAI
     monkeypatch.setitem(sys.modules, "openai", fake)
+    return seen
+
+
+def test_openai_snippet_passes_the_exported_body(openai_request, capsys):
+    params = SamplingParams(temperature=0.7, top_k=40, repetition_penalty=1.1, n=2)
+    seen = openai_request
     exec(snippet(params, "openai", model="smol", prompt="Hi"), {})
     with pytest.warns(ExportWarning):
         assert seen == to_openai(params, model="smol", messages=[{"role": "user", "content": "Hi"}])
@@ -682,27 +690,14 @@ def test_vllm_vision_snippet_passes_the_picture(monkeypatch, capsys):
     assert seen["model"] == "HuggingFaceTB/SmolVLM-256M-Instruct" and capsys.readouterr().out == "a red ball\n"
 
 
-def test_openai_vision_snippet_sends_the_picture_as_a_data_url(monkeypatch, capsys):
+def test_openai_vision_snippet_sends_the_picture_as_a_data_url(openai_request, capsys):
     import base64
     import io
 
     from PIL import Image
 
     params = SamplingParams(temperature=0.5, min_p=0.1)
-    seen = {}
-
-    class Completions:
-        def create(self, **kwargs):
-            seen.update(kwargs)
-            return types.SimpleNamespace(choices=[types.SimpleNamespace(message=types.SimpleNamespace(content="ok"))])
-
-    class OpenAI:
-        def __init__(self, base_url, api_key):
-            self.chat = types.SimpleNamespace(completions=Completions())
-
-    fake = types.ModuleType("openai")
-    fake.OpenAI = OpenAI
-    monkeypatch.setitem(sys.modules, "openai", fake)
+    seen = openai_request
     exec(snippet(params, "openai", model="HuggingFaceTB/SmolVLM-256M-Instruct", prompt="Describe it."), {})
     (message,) = seen.pop("messages")
     picture, text = message["content"]
