@@ -522,6 +522,12 @@ def outcome(kernel: dict[str, Any]) -> str:
     return "raw" if any(sign in text for sign in ("out of memory", "CUDA error", "CUBLAS_STATUS")) else "other"
 
 
+def tally(outcomes) -> dict[str, int]:
+    """How many kernels saw each ``outcome``, every kind named (0 where none)."""
+    seen = list(outcomes)
+    return {kind: seen.count(kind) for kind in ("worked", "kit", "raw", "other")}
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     def fmt(value, spec):
         return "-".rjust(int(spec.split(".")[0])) if value is None else format(value, spec)
@@ -565,8 +571,7 @@ def run_n(n: int, variant: tuple[str, ...], args: argparse.Namespace, scratch: P
                     print(f"      MPS after warm-up: {mps}", flush=True)
                 if args.overload:
                     seen = {k["index"]: outcome(k) for k in kernels}
-                    row["outcomes"] = {o: sum(1 for v in seen.values() if v == o)
-                                       for o in ("worked", "kit", "raw", "other")}  # fmt: skip
+                    row["outcomes"] = tally(seen.values())
                     row["per_kernel"] = seen
             finally:
                 stop_kernels(kernels)
@@ -592,8 +597,7 @@ def late_arrivals(first: list[dict[str, Any]], late: range, n: int, args: argpar
         good = [m for m in results if m is not None and m["event"] != "error"]
         row = summarise(n, first, good, [], {"before": None, "under_load": gpu_used_gb()}, args)
         for name, group in (("first", first), ("late", newcomers)):
-            seen = [outcome(k) for k in group]
-            row[f"outcomes_{name}"] = {o: seen.count(o) for o in ("worked", "kit", "raw", "other")}
+            row[f"outcomes_{name}"] = tally(outcome(k) for k in group)
         row["variant"] = variant_name(variant)
         print(f"      overload after {len(first)}: first {row['outcomes_first']}, late {row['outcomes_late']}",
               flush=True)  # fmt: skip
