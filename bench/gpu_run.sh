@@ -9,8 +9,9 @@
 #   bench/gpu_run.sh notebooks  make test-gpu's second half: every notebook under nbval-lax on the GPU
 #   bench/gpu_run.sh workshop   bench/workshop_load.py: how many participants one GPU holds
 #   bench/gpu_run.sh late       overload as a workshop meets it: 32 kernels up, 16 more arrive while they play
-#   bench/gpu_run.sh accounts   the hub's own case, each kernel a system account (as root): MPS with two accounts,
-#                               then the capacity ramp without MPS (bench/capacity.py --variant plain+accounts)
+#   bench/gpu_run.sh mps-accounts  MPS with two kernels as two system accounts (as root): do both become clients?
+#   bench/gpu_run.sh timeslice  32 kernels time-sharing the GPU without MPS (the hub's case): plain beside compiled
+#   bench/gpu_run.sh accounts   the capacity ramp without MPS, each kernel a system account (as root), both tiers
 # Logs and JSON go to ${OUT:-bench/gpu-out}.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,11 +34,15 @@ for what in "$@"; do
         workshop) stage workshop "$py" bench/workshop_load.py --out "$out/results-workshop-gpu.json" ;;
         late) stage late "$py" bench/workshop_load.py --n 48 --overload --overload-after 32 --fraction 0.0266 \
                 --seconds 20 --variants plain --out "$out/results-workshop-late.json" ;;
+        mps-accounts) stage mps-accounts "$py" bench/workshop_load.py --n 2 --seconds 10 --startup-timeout 90 \
+                --keep-going --variants plain+accounts,plain+mps+accounts --out "$out/results-workshop-accounts.json" ;;
+        timeslice) stage timeslice "$py" bench/workshop_load.py --n 32 --seconds 40 --keep-going \
+                --variants plain,compiled --out "$out/results-workshop-timeslice.json" ;;
         accounts)
-            stage mps-accounts "$py" bench/workshop_load.py --n 2 --seconds 10 --startup-timeout 90 --keep-going \
-                --variants plain+accounts,plain+mps+accounts --out "$out/results-workshop-accounts.json"
-            stage capacity-accounts "$py" bench/capacity.py --variant plain+accounts --n 4,8,12,16,24 --seconds 20 \
-                --out "$out/results-capacity-accounts.json" ;;
+            stage capacity-accounts "$py" bench/capacity.py --variant plain+accounts --n 8,12,16,24 --seconds 20 \
+                --out "$out/results-capacity-accounts.json"
+            stage capacity-compiled "$py" bench/capacity.py --variant compiled+accounts --n 16,24,32,40 --seconds 20 \
+                --out "$out/results-capacity-compiled.json" ;;
         *) echo "unknown stage $what" >&2; exit 2 ;;
     esac
 done
