@@ -538,6 +538,20 @@ def outcome(kernel: dict[str, Any]) -> str:
     return "raw" if any(sign in text for sign in ("out of memory", "CUDA error", "CUBLAS_STATUS")) else "other"
 
 
+def unexplained(kernels: list[dict[str, Any]], most: int = 6) -> dict[int, str]:
+    """What the first ``most`` kernels that neither worked nor got the kit's message saw (their error, else their
+    log's tail): the row says why, not only how many."""
+    seen = {}
+    for kernel in kernels:
+        if outcome(kernel) in ("raw", "other") and len(seen) < most:
+            error = kernel["events"].get("error")
+            if error is not None:
+                seen[kernel["index"]] = f"{error['stage']}: {error['type']}: {error['message'][:300]}"
+            else:
+                seen[kernel["index"]] = f"no answer ({kernel['proc'].poll()}): {log_tail(kernel['log_path'], 4)}"
+    return seen
+
+
 def tally(outcomes) -> dict[str, int]:
     """How many kernels saw each ``outcome``, every kind named (0 where none)."""
     seen = list(outcomes)
@@ -589,6 +603,7 @@ def run_n(n: int, variant: tuple[str, ...], args: argparse.Namespace, scratch: P
                     seen = {k["index"]: outcome(k) for k in kernels}
                     row["outcomes"] = tally(seen.values())
                     row["per_kernel"] = seen
+                    row["seen_otherwise"] = unexplained(kernels)
             finally:
                 stop_kernels(kernels)
     except (MpsUnavailable, AccountsUnavailable) as err:
@@ -614,6 +629,7 @@ def late_arrivals(first: list[dict[str, Any]], late: range, n: int, args: argpar
         row = summarise(n, first, good, [], {"before": None, "under_load": gpu_used_gb()}, args)
         for name, group in (("first", first), ("late", newcomers)):
             row[f"outcomes_{name}"] = tally(outcome(k) for k in group)
+        row["seen_otherwise"] = unexplained(first + newcomers)
         row["variant"] = variant_name(variant)
         print(f"      overload after {len(first)}: first {row['outcomes_first']}, late {row['outcomes_late']}",
               flush=True)  # fmt: skip
@@ -723,7 +739,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile-cache", type=Path, default=None, help="shared TORCHINDUCTOR_CACHE_DIR (a temp dir)")
     p.add_argument("--variants", default="base",
                    help="remedies to compare at every N, comma-separated, each a '+'-joined set of: base (the hub\n"
-                        "before issue 27: compiles mid-session), plain (SMOLKIT_COMPILE_AFTER_S=never), mps (NVIDIA\n"
+                        "before issue 27: compiles mid-session), plain (SMOLKIT_COMPILE_AFTER_S=never), compiled (at\n"
+                        "warm-up, SMOLKIT_COMPILE_AFTER_S=0), accounts (a system account per kernel), mps (NVIDIA\n"
                         "MPS daemon with private pipe/log dirs), lazy (CUDA_MODULE_LOADING=LAZY), threads1\n"
                         "(OMP_NUM_THREADS=1), conn1 (CUDA_DEVICE_MAX_CONNECTIONS=1); e.g. base,plain,plain+mps")
     for name in ("plain", "mps", "lazy"):
