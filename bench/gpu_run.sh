@@ -32,7 +32,7 @@ for what in "$@"; do
             stage notebooks "$py" -m pytest -q -p no:cacheprovider -o addopts= --nbval-lax --nbval-kernel-name smolkit \
                 --nbval-cell-timeout 900 --durations=0 notebooks ;;
         workshop) stage workshop "$py" bench/workshop_load.py --out "$out/results-workshop-gpu.json" ;;
-        late) stage late "$py" bench/workshop_load.py --n 48 --overload --overload-after 32 --fraction 0.0266 \
+        late) stage late "$py" bench/workshop_load.py --n 48 --overload --overload-after 32 --fraction 0.0266 --startup-timeout 120 \
                 --seconds 20 --variants plain --out "$out/results-workshop-late.json" ;;
         mps-accounts) stage mps-accounts "$py" bench/workshop_load.py --n 2 --seconds 10 --startup-timeout 90 \
                 --keep-going --variants plain+accounts,plain+mps+accounts --out "$out/results-workshop-accounts.json" ;;
