@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -89,3 +90,44 @@ def test_an_overloaded_kernel_is_told_apart_kit_raw_or_worked(tmp_path):
     died = "Traceback ...\ntorch.AcceleratorError: CUDA error: out of memory"
     assert outcome(kernel({}, True, log=died, tmp_path=tmp_path)) == "raw"
     assert outcome(kernel({}, True, log="Killed", tmp_path=tmp_path)) == "other"
+
+
+def test_an_overload_row_says_what_the_unexplained_kernels_saw(tmp_path):
+    raw = {"stage": "warm-up", "type": "AcceleratorError", "message": "CUDA error: out of memory"}
+    kernels = [
+        {**kernel({"result": {}}, tmp_path=tmp_path), "index": 0},
+        {**kernel({"error": raw}, True, tmp_path=tmp_path), "index": 1},
+        {**kernel({}, True, log="loading\nstill loading", tmp_path=tmp_path), "index": 2, "proc": FakeProc(None)},
+    ]
+    seen = workshop_load.unexplained(kernels)
+    assert seen == {1: "warm-up: AcceleratorError: CUDA error: out of memory",
+                    2: "no answer (None): loading | still loading"}  # fmt: skip
+    many = [{**kernels[1], "index": i} for i in range(5)]
+    assert list(workshop_load.unexplained(many, most=3)) == [0, 1, 2]  # the first ``most``, not every one
+
+
+class FakeProc:
+    def __init__(self, code):
+        self.code = code
+
+    def poll(self):
+        return self.code
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving the copy to another account (chown) needs root")
+def test_each_account_gets_its_own_copy_of_the_warm_compile_cache(tmp_path):
+    import pwd
+
+    warm = tmp_path / "inductor"
+    (warm / "fxgraph").mkdir(parents=True)
+    (warm / "fxgraph" / "entry").write_text("compiled")
+    (warm / "locks").mkdir()
+    (warm / "locks" / "a.lock").write_text("")
+    nobody = pwd.getpwnam("nobody")
+    args = workshop_load.parse(["--n", "2", "--compile-cache", str(warm)])
+    own = workshop_load.own_compile_cache(tmp_path / "home-0", nobody.pw_uid, nobody.pw_gid, args)
+    assert (own / "fxgraph" / "entry").read_text() == "compiled"
+    assert not (own / "locks" / "a.lock").exists()  # a lock is the warming process's, not the account's
+    assert {p.stat().st_uid for p in [own, *own.rglob("*")]} == {nobody.pw_uid}
+    (warm / "fxgraph" / "entry").write_text("changed")  # the account's copy is its own
+    assert (own / "fxgraph" / "entry").read_text() == "compiled"
