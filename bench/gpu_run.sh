@@ -34,9 +34,9 @@ for what in "$@"; do
         workshop) stage workshop "$py" bench/workshop_load.py --out "$out/results-workshop-gpu.json" ;;
         late) stage late "$py" bench/workshop_load.py --n 48 --overload --overload-after 32 --fraction 0.0266 --startup-timeout 120 \
                 --seconds 20 --variants plain --out "$out/results-workshop-late.json" ;;
-        mps-accounts) stage mps-accounts "$py" bench/workshop_load.py --n 2 --seconds 10 --startup-timeout 90 \
+        mps-accounts) stage mps-accounts "$py" bench/workshop_load.py --n 2 --seconds 10 --startup-timeout 60 \
                 --keep-going --variants plain+accounts,plain+mps+accounts --out "$out/results-workshop-accounts.json" ;;
-        timeslice) stage timeslice "$py" bench/workshop_load.py --n 32 --seconds 40 --keep-going \
+        timeslice) stage timeslice "$py" bench/workshop_load.py --n 32 --seconds 30 --keep-going \
                 --variants plain,compiled --out "$out/results-workshop-timeslice.json" ;;
         accounts)
             stage capacity-accounts "$py" bench/capacity.py --variant plain+accounts --n 8,12,16,24 --seconds 20 \
