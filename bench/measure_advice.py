@@ -41,6 +41,7 @@ from smolkit.advice import (
     summarise_creative,
 )
 from smolkit.distribution import entropy_bits
+from smolkit.files import write_text_atomically
 from smolkit.generation import generate
 from smolkit.models import LoadedModel
 from smolkit.params import SamplingParams
@@ -198,19 +199,6 @@ def check_out(path: Path, overwrite: bool) -> Path:
     return path
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file beside it and ``os.replace``: a reader (or an
-    interrupted run) sees the old file or the new one, never half of one."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Measure the source README's advice on the embedded model.")
     parser.add_argument("--out", type=Path, default=RESULTS_PATH, help=f"results file (default {RESULTS_PATH})")
@@ -226,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lm = load_model(device="cpu")
     command = "python bench/measure_advice.py" + (f" --out {out}" if out != RESULTS_PATH else " --overwrite")
     results = run(lm, command=command, progress=True)
-    write_atomically(out, json.dumps(results, indent=1) + "\n")
+    write_text_atomically(out, json.dumps(results, indent=1) + "\n")
     print(f"{out}: {results['seconds']:.0f} s; recommended {results['recommended']}")
     return 0
 

@@ -12,12 +12,13 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+
+from smolkit.files import write_text_atomically
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -61,27 +62,9 @@ def execute(path: Path, timeout: int) -> float:
 
 
 def write_atomically(nb: nbformat.NotebookNode, path: Path) -> None:
-    """Write ``nb`` to ``path`` through a temporary file in the same folder and a rename, so that a crash leaves
-    the old notebook or the new one, never half of one. It gets the mode a plain write would give (0644 under the
-    usual umask 022), not mkstemp's 0600, which would hide it from the other users of a shared workshop folder."""
-    mode = 0o666 & ~_umask()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".ipynb.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            nbformat.write(nb, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # the only portable way to read the umask is to set it
-    os.umask(mask)
-    return mask
+    """Write ``nb`` to ``path`` whole or not at all (a crash leaves the old notebook), readable by the other
+    accounts of a shared workshop folder: ``smolkit.files.write_text_atomically``."""
+    write_text_atomically(path, nbformat.writes(nb))
 
 
 def main(argv: list[str] | None = None) -> int:

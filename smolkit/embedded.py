@@ -46,6 +46,8 @@ from typing import Any
 
 import torch
 
+from smolkit.files import write_text_atomically
+
 __all__ = [
     "EMBEDDED_DESCRIPTION",
     "CacheError",
@@ -319,19 +321,8 @@ def _remember_verified(folder: Path, manifest: dict[str, Any], checked: dict[str
         current.setdefault("verified", {}).update(
             {name: identity for name, identity in checked.items() if _identity(folder / name) == identity}
         )
-        _write_json_atomically(folder / MANIFEST, current)
-
-
-def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.chmod(tmp, 0o644)  # readable by every workshop participant when the cache is shared
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        # readable by every workshop participant when the cache is shared
+        write_text_atomically(folder / MANIFEST, json.dumps(current, indent=2), mode=0o644)
 
 
 # -- can it be written? ------------------------------------------------------------------------------------------
