@@ -285,11 +285,12 @@ def available_bytes(device: torch.device) -> int:
     return free if left is None else min(free, left)
 
 
-def check_fits(lm: LoadedModel, need: int, what: str, remedy: str) -> None:
+def check_fits(lm: LoadedModel, need: int, what: str, remedy: str, free: int | None = None) -> None:
     """The memory rule of every call that runs the model: refuse, before any model work, ``what`` when it is
     planned to ``need`` more than MEMORY_SHARE of the memory available (it would end in a killed kernel, or an
-    allocation failure deep in the forward pass); the error says what to lower (``remedy``)."""
-    free = available_bytes(lm.device)
+    allocation failure deep in the forward pass); the error says what to lower (``remedy``). ``free``: the memory
+    available as the caller read it to word ``remedy`` (on a GPU that others fill, a second reading differs)."""
+    free = available_bytes(lm.device) if free is None else free
     if need <= MEMORY_SHARE * free:
         return
     where = "GPU" if lm.device.type == "cuda" else "machine"
@@ -302,11 +303,11 @@ def check_fits(lm: LoadedModel, need: int, what: str, remedy: str) -> None:
 def check_memory(lm: LoadedModel, params: SamplingParams, prompt_length: int, fast: bool) -> None:
     """``check_fits`` for a generate call: n rows of max_new_tokens; the error says how many rows fit now."""
     need = planned_bytes(lm, params, prompt_length, fast)
-    per_row = need / params.n
-    fits = max(int(MEMORY_SHARE * available_bytes(lm.device) // per_row), 0)
+    per_row, free = need / params.n, available_bytes(lm.device)  # one reading for the check and the advice
+    fits = max(int(MEMORY_SHARE * free // per_row), 0)
     check_fits(lm, need, f"n={params.n} x max_new_tokens={params.max_new_tokens}",
                f"{per_row / 2**20:.0f} MiB a sample; lower n (at most {fits} fit now) or max_new_tokens"
-               + ("; on a GPU the fast path keeps far less" if not fast else ""))  # fmt: skip
+               + ("; on a GPU the fast path keeps far less" if not fast else ""), free)  # fmt: skip
 
 
 def uses_fast_path(lm: LoadedModel, fast: bool | None) -> bool:

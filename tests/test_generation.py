@@ -142,6 +142,18 @@ def test_progress_bar_counts_the_steps(lm, monkeypatch, fast):
         generate(lm, STORY, SamplingParams(max_new_tokens=3), progress="yes")
 
 
+def test_the_refusal_reads_the_free_memory_once(lm, monkeypatch):
+    """On a GPU that other kernels fill, two readings differ: the lent H100 refused n=8 saying "has 0.1 GiB
+    available ... lower n (at most 19 fit now)". The check and its advice now share one reading: here the first
+    (1 GiB, room for 8 samples), so the call runs; the old code refused it on the second (1 MiB)."""
+    from smolkit import generation
+
+    readings = iter([2**30, 2**20])  # the GPU fills between two readings
+    monkeypatch.setattr(generation, "available_bytes", lambda device: next(readings))
+    result = generate(lm, "Hello", SamplingParams(n=8, max_new_tokens=2, seed=0))
+    assert len(result.samples) == 8
+
+
 def test_work_beyond_the_memory_is_refused_before_it_starts(lm, monkeypatch, model_work):
     """n=256 x 64 tokens was killed at an 8 GiB limit with no message (a dead kernel in Jupyter); n=10**6 failed
     inside the forward pass asking for 78 GB. Now: a ValueError naming n, the need and the memory, no model work."""
