@@ -8,10 +8,11 @@
 #   bench/gpu_run.sh startup    bench/profile_startup.py: a fresh process stage by stage, to the first tokens
 #   bench/gpu_run.sh notebooks  make test-gpu's second half: every notebook under nbval-lax on the GPU
 #   bench/gpu_run.sh workshop   bench/workshop_load.py: how many participants one GPU holds
-#   bench/gpu_run.sh late       overload as a workshop meets it: 32 kernels up, 16 more arrive while they play
-#   bench/gpu_run.sh mps-accounts  MPS with two kernels as two system accounts (as root): do both become clients?
-#   bench/gpu_run.sh timeslice  32 kernels time-sharing the GPU without MPS (the hub's case): plain beside compiled
-#   bench/gpu_run.sh accounts   the capacity ramp without MPS, each kernel a system account (as root), both tiers
+#   bench/gpu_run.sh hub        the hub's own case for 5 minutes (as root): 32 kernels, each a system account of its
+#                               own, sharing the GPU through one MPS server in multi-user mode (-M), as the hub runs it
+#   bench/gpu_run.sh late       overload as a workshop meets it: 32 kernels up under MPS, 16 more arrive while they play
+#   bench/gpu_run.sh timeslice  32 kernels time-sharing the GPU without MPS: the plain tier beside the compiled one
+#   bench/gpu_run.sh capacity   the capacity planner as the hub runs (as root): accounts and MPS, 24 / 32 / 40
 # Logs and JSON go to ${OUT:-bench/gpu-out}.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,17 +33,14 @@ for what in "$@"; do
             stage notebooks "$py" -m pytest -q -p no:cacheprovider -o addopts= --nbval-lax --nbval-kernel-name smolkit \
                 --nbval-cell-timeout 900 --durations=0 notebooks ;;
         workshop) stage workshop "$py" bench/workshop_load.py --out "$out/results-workshop-gpu.json" ;;
-        late) stage late "$py" bench/workshop_load.py --n 48 --overload --overload-after 32 --fraction 0.0266 --startup-timeout 120 \
-                --seconds 20 --variants plain --out "$out/results-workshop-late.json" ;;
-        mps-accounts) stage mps-accounts "$py" bench/workshop_load.py --n 2 --seconds 10 --startup-timeout 60 \
-                --keep-going --variants plain+accounts,plain+mps+accounts --out "$out/results-workshop-accounts.json" ;;
+        hub) stage hub "$py" bench/workshop_load.py --n 32 --seconds 300 --startup-timeout 90 --generate-timeout 30 \
+                --keep-going --variants plain+mps+accounts --out "$out/results-workshop-hub.json" ;;
+        late) stage late "$py" bench/workshop_load.py --n 48 --overload --overload-after 32 --fraction 0.0266 \
+                --startup-timeout 90 --seconds 20 --variants plain+mps --out "$out/results-workshop-late.json" ;;
         timeslice) stage timeslice "$py" bench/workshop_load.py --n 32 --seconds 30 --keep-going \
                 --variants plain,compiled --out "$out/results-workshop-timeslice.json" ;;
-        accounts)
-            stage capacity-accounts "$py" bench/capacity.py --variant plain+accounts --n 8,12,16,24 --seconds 20 \
-                --out "$out/results-capacity-accounts.json"
-            stage capacity-compiled "$py" bench/capacity.py --variant compiled+accounts --n 16,24,32,40 --seconds 20 \
-                --out "$out/results-capacity-compiled.json" ;;
+        capacity) stage capacity "$py" bench/capacity.py --variant plain+mps+accounts --n 24,32,40 --seconds 20 \
+                --out "$out/results-capacity-hub.json" ;;
         *) echo "unknown stage $what" >&2; exit 2 ;;
     esac
 done

@@ -20,7 +20,8 @@ compile cache the first kernel filled (SMOLKIT_COMPILE_AFTER_S=0), ``mps`` runs 
 Multi-Process Service (a control daemon of this run's own, private pipe and log directories), ``lazy``,
 ``threads1`` and ``conn1`` are cheap environment settings (see REMEDIES), and ``accounts`` runs each kernel as a
 system account of its own, as the hub does (as root; the kit, the model cache and the MPS pipes staged where the
-accounts can read them): ``plain+mps+accounts`` is the hub with MPS. The GPU memory of a kernel is reported
+accounts can read them): ``plain+mps+accounts`` is the hub with MPS (its daemon in multi-user mode, ``-M``, as the
+hub runs it: one MPS server for every account). The GPU memory of a kernel is reported
 as torch's peak (max_allocated) and, with its CUDA context, as what nvidia-smi's figure grew by per kernel.
 --overload starts more kernels than fit and reports, per kernel, whether it worked, saw the kit's message
 (GpuShareExhausted) or a raw CUDA error; the kernels that came up play their window meanwhile.
@@ -191,9 +192,11 @@ class MpsUnavailable(RuntimeError):
 
 
 @contextlib.contextmanager
-def mps_daemon(scratch: Path):
+def mps_daemon(scratch: Path, multiuser: bool = False):
     """Start NVIDIA's MPS control daemon with private pipe and log directories (so that it touches no other
-    user's MPS), yield the environment its clients need, and quit it afterwards."""
+    user's MPS), yield the environment its clients need, and quit it afterwards. ``multiuser`` (root only): one
+    MPS server for clients of every account (``-M``, as the hub runs it), where by default a server serves one
+    user and another user's client waits until it exits."""
     control = shutil.which("nvidia-cuda-mps-control")
     if control is None:
         raise MpsUnavailable("nvidia-cuda-mps-control is not on PATH: this machine has no MPS (NVIDIA's driver "
@@ -202,11 +205,13 @@ def mps_daemon(scratch: Path):
     for path in env.values():
         Path(path).mkdir(parents=True, exist_ok=True)
     full = {**os.environ, **env}
-    started = subprocess.run([control, "-d"], env=full, capture_output=True, text=True, timeout=30)
+    flags = ["-d", "-M"] if multiuser else ["-d"]
+    started = subprocess.run([control, *flags], env=full, capture_output=True, text=True, timeout=30)
     if started.returncode != 0:
-        raise MpsUnavailable(f"nvidia-cuda-mps-control -d failed ({started.returncode}): "
+        raise MpsUnavailable(f"nvidia-cuda-mps-control {' '.join(flags)} failed ({started.returncode}): "
                              f"{(started.stderr or started.stdout).strip()[:300]}")  # fmt: skip
-    print(f"  MPS control daemon started (pipe {env['CUDA_MPS_PIPE_DIRECTORY']})", flush=True)
+    print(f"  MPS control daemon started{' (multi-user)' if multiuser else ''} (pipe {env['CUDA_MPS_PIPE_DIRECTORY']})",
+          flush=True)  # fmt: skip
     try:
         yield env
     finally:
@@ -240,7 +245,7 @@ def remedy_env(variant: tuple[str, ...], scratch: Path):
     if "mps" not in variant:
         yield env
         return
-    with mps_daemon(scratch) as mps:
+    with mps_daemon(scratch, multiuser="accounts" in variant) as mps:  # accounts: one server for all, as the hub
         yield {**env, **mps}
 
 
