@@ -18,6 +18,9 @@ come from the environment, so the same file serves the workshop and its test:
                               kernel applies it itself (smolkit.gpu_share), see the GPU section of the README
   SMOLKIT_HUB_GPU_DEVICES     optional file of "name device" lines: the GPU (or MIG instance UUID) each
                               participant's server sees as CUDA_VISIBLE_DEVICES; others see SMOLKIT_HUB_GPU_DEFAULT
+  SMOLKIT_HUB_MPS             auto, on or off: every kernel a client of one NVIDIA MPS server (multi-user), so
+                              kernels share the GPU at once (default auto: where the box has a GPU and MPS);
+                              workshop/mps_service.py
   SMOLKIT_COMPILE_AFTER_S     the fast path's compiled tier in participants' kernels (default never: plain tier)
   SMOLKIT_HUB_CULL_IDLE_S     shut down kernels idle this long, open tab or not, freeing their memory (1800; 0 never)
   SMOLKIT_HUB_CULL_SERVERS_S  stop servers idle this long (jupyterhub-idle-culler; default 3600; 0 = never)
@@ -28,6 +31,7 @@ come from the environment, so the same file serves the workshop and its test:
   SMOLKIT_HUB_PROXY           configurable-http-proxy (default: workshop/proxy/node_modules/.bin/...)
 """
 
+import importlib.util
 import os
 import pwd
 import resource
@@ -224,3 +228,28 @@ if CULL_SERVERS_S > 0:
         "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
         "services": ["idle-culler"],
     })  # fmt: skip
+
+
+# -- NVIDIA MPS: kernels of every account share the GPU at once (workshop/mps_service.py) ----------------------------
+def load_mps_service():
+    spec = importlib.util.spec_from_file_location("smolkit_mps_service", REPO / "workshop" / "mps_service.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+mps_service = load_mps_service()
+try:
+    MPS = mps_service.wanted_here()
+except ValueError as err:
+    raise SystemExit(str(err)) from None
+if MPS:
+    MPS_DIRS = {"CUDA_MPS_PIPE_DIRECTORY": WORKSHOP / "mps/pipe", "CUDA_MPS_LOG_DIRECTORY": WORKSHOP / "mps/log"}
+    for folder in MPS_DIRS.values():
+        folder.mkdir(mode=0o755, parents=True, exist_ok=True)  # participants' kernels connect through the pipes
+    c.JupyterHub.services.append({
+        "name": "mps",  # JupyterHub starts it with the hub, restarts it if it dies and stops it with the hub
+        "command": [sys.executable, str(REPO / "workshop" / "mps_service.py"), "serve"],
+        "environment": {name: str(folder) for name, folder in MPS_DIRS.items()},
+    })  # fmt: skip
+    c.Spawner.environment["CUDA_MPS_PIPE_DIRECTORY"] = str(MPS_DIRS["CUDA_MPS_PIPE_DIRECTORY"])

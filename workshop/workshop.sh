@@ -13,7 +13,8 @@
 #   workshop/workshop.sh remove --all       delete every workshop account, home and both groups
 #   workshop/workshop.sh capacity [ARGS]    measure this GPU (or CPU) for a minute or two: how many participants
 #                                              it holds within the budgets, the SMOLKIT_HUB_MAX_USERS to set
-#                                              (bench/capacity.py; ARGS e.g. --n 8,16,32 --seconds 30)
+#                                              (bench/capacity.py, through MPS where the hub starts it, see
+#                                              SMOLKIT_HUB_MPS; ARGS e.g. --n 8,16,32 --seconds 30)
 #
 # It touches only what it made: the accounts and the two groups it created are recorded in
 # $SMOLKIT_WORKSHOP_DIR/hub/accounts.txt and groups.txt (root only). A group that already exists and is not
@@ -190,6 +191,10 @@ start() {
 
 capacity() {
     [ -x "$PY" ] || die "no workshop venv in $VENV: run \`$0 prepare\` first"
+    # the GPU shared as the hub will share it: through MPS where the hub starts it (workshop/mps_service.py)
+    local mps
+    mps=$("$PY" workshop/mps_service.py wanted) || exit 2
+    [ "$mps" = yes ] && set -- --variant plain+mps "$@"  # ARGS' own --variant, given later, wins
     SMOLKIT_CACHE_DIR="$CACHE/smolkit" HF_HOME="$CACHE/hf" "$PY" bench/capacity.py "$@"
 }
 
