@@ -518,6 +518,18 @@ def test_the_facilitator_sees_and_opens_both_servers(hub, participants):
     assert users[FACILITATOR]["admin"] and not any(users[name]["admin"] for name in PARTICIPANTS)
 
 
+def test_past_max_users_a_newcomer_gets_jupyterhubs_answer_and_the_running_servers_stay(hub, participants):
+    """SMOLKIT_HUB_MAX_USERS is JupyterHub's active_server_limit: with both participants' servers up, a third
+    server is refused with JupyterHub's own message, what a newcomer sees past the capacity the facilitator set
+    (`workshop.sh capacity`), rather than a kernel starting on a full GPU; the running servers are untouched."""
+    url = hub["url"]
+    third = requests.post(f"{url}/hub/api/users/{FACILITATOR}/server", headers=auth(hub["token"]), timeout=60)
+    assert third.status_code == 429 and "Active user limit exceeded" in third.text, (third.status_code, third.text)
+    users = {u["name"]: u for u in requests.get(f"{url}/hub/api/users", headers=auth(hub["token"]), timeout=30).json()}
+    assert not users[FACILITATOR]["servers"]
+    assert all(users[name]["servers"][""]["ready"] for name in PARTICIPANTS)
+
+
 def test_idle_kernels_are_culled_and_the_server_culler_runs(hub, participants, kernels):
     """Kernels idle for SMOLKIT_HUB_CULL_IDLE_S are shut down by each server (their memory, GPU included, goes
     with the process); servers idle for an hour are stopped by jupyterhub-idle-culler, a hub service that runs as
