@@ -31,10 +31,10 @@ come from the environment, so the same file serves the workshop and its test:
   SMOLKIT_HUB_PROXY           configurable-http-proxy (default: workshop/proxy/node_modules/.bin/...)
 """
 
-import importlib.util
 import os
 import pwd
 import resource
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -231,16 +231,8 @@ if CULL_SERVERS_S > 0:
 
 
 # -- NVIDIA MPS: kernels of every account share the GPU at once (workshop/mps_service.py) ----------------------------
-def load_mps_service():
-    spec = importlib.util.spec_from_file_location("smolkit_mps_service", REPO / "workshop" / "mps_service.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-mps_service = load_mps_service()
 try:
-    MPS = mps_service.wanted_here()
+    MPS = runpy.run_path(str(REPO / "workshop" / "mps_service.py"))["wanted_here"]()
 except ValueError as err:
     raise SystemExit(str(err)) from None
 if MPS:
