@@ -64,7 +64,8 @@ def execute(path: Path, timeout: int) -> float:
 def write_atomically(nb: nbformat.NotebookNode, path: Path) -> None:
     """Write ``nb`` to ``path`` whole or not at all (a crash leaves the old notebook), readable by the other
     accounts of a shared workshop folder: ``smolkit.files.write_text_atomically``."""
-    write_text_atomically(path, nbformat.writes(nb))
+    text = nbformat.writes(nb)
+    write_text_atomically(path, text if text.endswith("\n") else text + "\n")  # as nbformat.write ends a file
 
 
 def main(argv: list[str] | None = None) -> int:

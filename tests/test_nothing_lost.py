@@ -121,6 +121,10 @@ def test_written_notebooks_are_readable_by_others(tmp_path):
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
     assert nbformat.read(path, as_version=4).cells[0].source == "print(2)"
+    nb, reference = tiny_notebook(("print(3)", "3\n")), tmp_path / "reference.ipynb"
+    execute_notebooks.write_atomically(nb, path)
+    nbformat.write(nb, reference)
+    assert path.read_bytes() == reference.read_bytes()  # byte for byte what nbformat.write gives, final newline too
 
 
 def _git(repo: Path, *args: str) -> str:
