@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import json
 import os
 import queue
@@ -71,6 +72,7 @@ def sync(device) -> None:
 def worker(args: argparse.Namespace) -> None:
     """One kernel: load, warm up, say "ready", then for every "go" line play a participant for --seconds and print
     the result as JSON (the capacity planner sends several); stops at "stop" or when stdin closes."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # a kernel that goes silent: its stack, into its log
     import torch
 
     import smolkit
@@ -232,8 +234,11 @@ def mps_clients(env: dict[str, str]) -> dict[str, Any]:
                               text=True, timeout=30)  # fmt: skip
         return done.stdout.split()
 
-    servers = ask("get_server_list")
-    return {"servers": len(servers), "clients": {pid: len(ask(f"get_client_list {pid}")) for pid in servers}}
+    try:
+        servers = ask("get_server_list")
+        return {"servers": len(servers), "clients": {pid: len(ask(f"get_client_list {pid}")) for pid in servers}}
+    except subprocess.TimeoutExpired:  # a daemon that does not answer is a finding, not the end of the run
+        return {"error": "the MPS control daemon gave no answer in 30 s"}
 
 
 @contextlib.contextmanager
@@ -351,11 +356,15 @@ def start_kernels(indices: range, n: int, args: argparse.Namespace, scratch: Pat
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
             env=env, cwd=home, start_new_session=True, **who,
         )  # fmt: skip
-        lines: queue.Queue = queue.Queue()
-        threading.Thread(target=pump, args=(proc.stdout, lines), daemon=True).start()
-        kernels.append({"index": index, "proc": proc, "lines": lines, "log": log, "log_path": log_path,
-                        "events": {}})  # fmt: skip
+        kernels.append(start_reader({"index": index, "proc": proc, "log": log, "log_path": log_path, "events": {}}))
     return kernels
+
+
+def start_reader(kernel: dict[str, Any]) -> dict[str, Any]:
+    """Give ``kernel`` (a started process under "proc") a queue of its stdout lines, filled by a thread of its own."""
+    kernel["lines"] = queue.Queue()
+    threading.Thread(target=pump, args=(kernel["proc"].stdout, kernel["lines"]), daemon=True).start()
+    return kernel
 
 
 def own_compile_cache(home: Path, uid: int, gid: int, args: argparse.Namespace) -> Path:
@@ -465,6 +474,15 @@ def describe_failure(kernel, message, stage: str) -> str:
     return f"kernel {kernel['index']}, {stage}: {why}: {log_tail(kernel['log_path'])}"
 
 
+def gpu_name() -> str | None:
+    """The first GPU's name, from nvidia-smi (no CUDA context in this process); None without it."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", "0"],
+                         capture_output=True, text=True, timeout=30)  # fmt: skip
+    return out.stdout.strip() or None
+
+
 def gpu_used_gb() -> float | None:
     """The GPU's memory in use (GB, the first GPU, every process), from nvidia-smi; None without it."""
     if shutil.which("nvidia-smi") is None:
@@ -552,9 +570,20 @@ def unexplained(kernels: list[dict[str, Any]], most: int = 6) -> dict[int, str]:
             error = kernel["events"].get("error")
             if error is not None:
                 seen[kernel["index"]] = f"{error['stage']}: {error['type']}: {error['message'][:300]}"
+            elif kernel["proc"].poll() is None:
+                seen[kernel["index"]] = f"no answer, alive; its stack: {stack_of(kernel)}"
             else:
-                seen[kernel["index"]] = f"no answer ({kernel['proc'].poll()}): {log_tail(kernel['log_path'], 4)}"
+                seen[kernel["index"]] = f"no answer, exited {kernel['proc'].poll()}: {log_tail(kernel['log_path'], 4)}"
     return seen
+
+
+def stack_of(kernel: dict[str, Any]) -> str:
+    """Where a kernel that gives no answer is: its Python stack, which the worker's faulthandler writes into its log
+    on SIGUSR1 (the last lines: the innermost frames come first, the thread waiting on the GPU among them)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(kernel["proc"].pid, signal.SIGUSR1)
+    time.sleep(1.0)
+    return log_tail(kernel["log_path"], 20)
 
 
 def tally(outcomes) -> dict[str, int]:
@@ -634,6 +663,8 @@ def late_arrivals(first: list[dict[str, Any]], late: range, n: int, args: argpar
         row = summarise(n, first, good, [], {"before": None, "under_load": gpu_used_gb()}, args)
         for name, group in (("first", first), ("late", newcomers)):
             row[f"outcomes_{name}"] = tally(outcome(k) for k in group)
+        if "mps" in variant:
+            row["mps"] = mps_clients(extra)
         row["seen_otherwise"] = unexplained(first + newcomers)
         row["variant"] = variant_name(variant)
         print(f"      overload after {len(first)}: first {row['outcomes_first']}, late {row['outcomes_late']}",

@@ -1,0 +1,126 @@
+"""How many clients one MPS server takes on this GPU, and what the next one meets: told, or left waiting?
+
+A workshop past capacity showed newcomers that neither worked nor got the kit's message: alive, silent, their logs
+ending before the kit's first GPU work (bench/RESULTS.md, "late arrivals"). This probe asks the question without
+the model: CUDA processes (torch only) are started at once, each imports torch and waits; then, one after another,
+each is told to create its CUDA context (a one-element tensor on the GPU) and hold it, as a participant's kernel
+holds its own. It records how long each took, the first that did not answer within --timeout seconds (and its
+Python stack, which faulthandler prints on SIGUSR1), the MPS daemon's own count of clients, and whether the waiting
+one goes on once a client exits. It runs a private MPS control daemon (bench/workshop_load.py's), in multi-user mode
+with --multiuser (as root, as the hub runs it).
+
+    python3 bench/mps_clients.py --most 64 --out bench/results-mps-clients.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import workshop_load  # bench/ is this script's own directory: its MPS daemon and the daemon's client list
+
+CLIENT = """
+import faulthandler, json, signal, sys, time
+faulthandler.register(signal.SIGUSR1, all_threads=True)
+import torch
+print(json.dumps({"event": "imported"}), flush=True)
+sys.stdin.readline()
+started = time.perf_counter()
+try:
+    torch.ones(1, device="cuda").add_(1)
+    torch.cuda.synchronize()
+    print(json.dumps({"event": "ready", "s": time.perf_counter() - started}), flush=True)
+except Exception as err:
+    print(json.dumps({"event": "error", "type": type(err).__name__, "message": str(err)[:500]}), flush=True)
+sys.stdin.read()
+"""
+
+
+def start(count: int, env: dict[str, str], scratch: Path) -> list[dict]:
+    """``count`` client processes, each with a log (its stderr) and a reader of its JSON lines."""
+    clients = []
+    for index in range(count):
+        log_path = scratch / f"client-{index}.log"
+        log = open(log_path, "w")  # noqa: SIM115 (closed by workshop_load.stop_kernels)
+        proc = subprocess.Popen([sys.executable, "-c", CLIENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=log, text=True, env=env, start_new_session=True)  # fmt: skip
+        client = {"index": index, "proc": proc, "log": log, "log_path": log_path, "events": {}}
+        clients.append(workshop_load.start_reader(client))
+    return clients
+
+
+def stack(client: dict) -> str:
+    """The Python stack of a client that gives no answer (faulthandler, on SIGUSR1, into its log)."""
+    os.kill(client["proc"].pid, signal.SIGUSR1)
+    time.sleep(1.0)
+    return workshop_load.log_tail(client["log_path"], 12)
+
+
+def probe(args: argparse.Namespace, env: dict[str, str], scratch: Path) -> dict:
+    clients = start(args.most, env, scratch)
+    rows, waiting = [], []
+    try:
+        for client in clients:
+            if workshop_load.wait_event(client, "imported", 120) is None:
+                raise RuntimeError(f"client {client['index']} did not import torch: "
+                                   f"{workshop_load.log_tail(client['log_path'])}")  # fmt: skip
+        for client in clients:
+            workshop_load.send(client, "go")
+            answer = workshop_load.wait_event(client, "ready", args.timeout)
+            rows.append({"client": client["index"], **(answer or {"event": "no answer"})})
+            print(f"  client {client['index']}: {rows[-1]}", flush=True)
+            if answer is None:
+                waiting.append(client)
+                rows[-1]["stack"] = stack(client)
+                if len(waiting) == args.stop_after:
+                    break
+        result = {"rows": rows, "mps": workshop_load.mps_clients(env)}
+        if waiting:  # does the first one waiting go on when a client that holds its context exits?
+            first_ready = next(c for c in clients if c["events"].get("ready"))
+            first_ready["proc"].kill()
+            answer = workshop_load.wait_event(waiting[0], "ready", args.timeout)
+            result["after_one_exits"] = answer or {"event": "no answer"}
+            print(f"  client {first_ready['index']} exited; client {waiting[0]['index']}: "
+                  f"{result['after_one_exits']}", flush=True)  # fmt: skip
+        return result
+    finally:
+        workshop_load.stop_kernels(clients)
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--most", type=int, default=64, help="clients to start (default 64)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds a client may take for its context")
+    p.add_argument("--stop-after", type=int, default=2, help="stop after this many clients gave no answer")
+    p.add_argument("--multiuser", action="store_true", help="the daemon in multi-user mode (-M, root only)")
+    p.add_argument("--out", type=Path)
+    args = p.parse_args(argv)
+    for name in ("most", "stop_after"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.timeout <= 0:
+        p.error(f"--timeout must be positive, got {args.timeout}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    workshop_load.exit_on_sigterm()
+    with tempfile.TemporaryDirectory(prefix="mps-clients-") as tmp, \
+            workshop_load.mps_daemon(Path(tmp), multiuser=args.multiuser) as mps:  # fmt: skip
+        result = probe(args, {**os.environ, **mps}, Path(tmp))
+    result["settings"] = {**vars(args), "out": str(args.out), "gpu": workshop_load.gpu_name()}
+    print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2, default=str))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
