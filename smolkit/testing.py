@@ -1,5 +1,6 @@
-"""Test plumbing: a tiny, randomly initialised Idefics3 (SmolVLM's architecture) built locally, and the
-chi-square statistic the GPU tests and benchmarks hold draws against a distribution with.
+"""Test plumbing: a tiny, randomly initialised Idefics3 (SmolVLM's architecture) built locally, the
+chi-square statistic the GPU tests and benchmarks hold draws against a distribution with, and the loader that
+imports the repository's scripts (bench/, environment/, workshop/: folders, not packages) in tests.
 
 SmolVLM cannot be downloaded in tests or CI, so the image path (processor, image splitting, generate with
 pixel_values) is tested on this stand-in. Its weights are random: it is never a real model and its text is noise.
@@ -8,13 +9,29 @@ Not part of the public API.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
 
 from smolkit.image_tokens import SMOLVLM_CHAT_TEMPLATE, smolvlm_tokenizer
+
+
+def load_script(path: str | Path, name: str | None = None) -> ModuleType:
+    """The script at ``path`` imported as the module ``name`` (default: the file's stem) and registered in
+    ``sys.modules`` under it, as an import would (dataclasses and pickle look a class's module up there)."""
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(name or path.stem, path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"path must be a Python file, got {str(path)!r}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def chi_square(counts: torch.Tensor, probs: torch.Tensor, bins: int = 20) -> float:

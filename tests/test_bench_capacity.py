@@ -3,24 +3,23 @@ bench/workshop_load.py it relies on: the remedies' variants and how an overloade
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from smolkit.testing import load_script
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 def load(name: str):
     """A bench script as a module (bench/ is no package: its scripts run as `python bench/NAME.py`)."""
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH / f"{name}.py", f"bench_{name}")
 
 
 capacity = load("capacity")
@@ -75,7 +74,7 @@ def test_variants_name_known_remedies_and_the_switches_add_to_each():
 
 
 def kernel(events: dict, failed: bool = False, log: str = "", tmp_path: Path | None = None) -> dict:
-    path = tmp_path / f"k{len(events)}{failed}.log"
+    path = tmp_path / f"kernel-{len(list(tmp_path.glob('kernel-*.log')))}.log"  # a log of its own
     path.write_text(log)
     return {"events": events, "failed": failed, "log_path": path}
 
@@ -92,16 +91,39 @@ def test_an_overloaded_kernel_is_told_apart_kit_raw_or_worked(tmp_path):
     assert outcome(kernel({}, True, log="Killed", tmp_path=tmp_path)) == "other"
 
 
+# A kernel that hangs where it waits: faulthandler prints its stack on SIGUSR1, as the bench's worker sets it up.
+SILENT = """
+import faulthandler, signal, sys, time
+faulthandler.register(signal.SIGUSR1, all_threads=True)
+def wait_for_the_gpu():
+    time.sleep(60)
+print("loading", file=sys.stderr, flush=True)
+wait_for_the_gpu()
+"""
+
+
 def test_an_overload_row_says_what_the_unexplained_kernels_saw(tmp_path):
     raw = {"stage": "warm-up", "type": "AcceleratorError", "message": "CUDA error: out of memory"}
-    kernels = [
-        {**kernel({"result": {}}, tmp_path=tmp_path), "index": 0},
-        {**kernel({"error": raw}, True, tmp_path=tmp_path), "index": 1},
-        {**kernel({}, True, log="loading\nstill loading", tmp_path=tmp_path), "index": 2, "proc": FakeProc(None)},
-    ]
-    seen = workshop_load.unexplained(kernels)
-    assert seen == {1: "warm-up: AcceleratorError: CUDA error: out of memory",
-                    2: "no answer (None): loading | still loading"}  # fmt: skip
+    silent = kernel({}, True, tmp_path=tmp_path)
+    with open(silent["log_path"], "w") as log:
+        proc = subprocess.Popen([sys.executable, "-c", SILENT], stderr=log)
+    try:
+        while "loading" not in silent["log_path"].read_text():  # its handler is registered
+            time.sleep(0.05)
+        kernels = [
+            {**kernel({"result": {}}, tmp_path=tmp_path), "index": 0},
+            {**kernel({"error": raw}, True, tmp_path=tmp_path), "index": 1},
+            {**silent, "index": 2, "proc": proc},
+            {**kernel({}, True, log="loading\nKilled", tmp_path=tmp_path), "index": 3, "proc": FakeProc(-9)},
+        ]
+        seen = workshop_load.unexplained(kernels)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert seen[1] == "warm-up: AcceleratorError: CUDA error: out of memory"
+    assert seen[2].startswith("no answer, alive; its stack: loading | ")  # where it waits, not only that it does
+    assert "in wait_for_the_gpu" in seen[2]
+    assert seen[3] == "no answer, exited -9: loading | Killed"
     many = [{**kernels[1], "index": i} for i in range(5)]
     assert list(workshop_load.unexplained(many, most=3)) == [0, 1, 2]  # the first ``most``, not every one
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import http.server
-import importlib.util
 import os
 import re
 import secrets
@@ -20,6 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 from servers import family, free_port, start, stop, wait_for
+
+from smolkit.testing import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 LAB = str(REPO / "environment" / "lab.sh")
@@ -134,10 +135,7 @@ def test_the_real_lab_serves_the_url_it_printed_and_ps_never_shows_the_token(tmp
 
 
 def _waiter():
-    spec = importlib.util.spec_from_file_location("wait_for_lab", REPO / "environment" / "wait_for_lab.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "environment" / "wait_for_lab.py")
 
 
 class _Status(http.server.BaseHTTPRequestHandler):

@@ -7,7 +7,6 @@ the committed notebooks or the real model cache.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -33,18 +32,12 @@ from smolkit.embedded import (
     embedded_gguf_path,
     leftovers,
 )
+from smolkit.testing import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("execute_notebooks", REPO / "environment" / "execute_notebooks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-execute_notebooks = _load_script()
+execute_notebooks = load_script(REPO / "environment" / "execute_notebooks.py")
 
 
 def tiny_notebook(*cells: tuple[str, str | None]) -> nbformat.NotebookNode:

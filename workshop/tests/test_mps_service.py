@@ -4,7 +4,6 @@ records its calls), and what jupyterhub_config.py makes of it."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import runpy
 import signal
@@ -15,11 +14,11 @@ from pathlib import Path
 import pytest
 from traitlets.config import Config
 
+from smolkit.testing import load_script
+
 WORKSHOP = Path(__file__).resolve().parents[1]
 SERVICE = WORKSHOP / "mps_service.py"
-spec = importlib.util.spec_from_file_location("mps_service", SERVICE)
-mps_service = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(mps_service)
+mps_service = load_script(SERVICE)
 CONTROL = "/usr/bin/nvidia-cuda-mps-control"
 
 
