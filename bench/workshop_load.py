@@ -666,12 +666,29 @@ def late_arrivals(first: list[dict[str, Any]], late: range, n: int, args: argpar
         if "mps" in variant:
             row["mps"] = mps_clients(extra)
         row["seen_otherwise"] = unexplained(first + newcomers)
+        row["silent_after_others_left"] = after_others_leave(newcomers, args)
         row["variant"] = variant_name(variant)
         print(f"      overload after {len(first)}: first {row['outcomes_first']}, late {row['outcomes_late']}",
               flush=True)  # fmt: skip
         return row
     finally:
         stop_kernels(newcomers)
+
+
+def after_others_leave(newcomers: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, int] | None:
+    """Newcomers that gave no answer: do they go on once the newcomers that got the kit's message (and, as a
+    participant's kernel does, kept what they hold) are shut down? How many then came up ("ready"), got a message
+    (``outcome``) or stayed silent; None if none was silent."""
+    silent = [k for k in newcomers if not k["events"] and k["proc"].poll() is None]
+    if not silent:
+        return None
+    stop_kernels([k for k in newcomers if outcome(k) == "kit"])
+    seen = {"ready": 0, "kit": 0, "raw": 0, "other": 0, "silent": 0}
+    deadline = time.monotonic() + args.startup_timeout  # one for all, as in wait_ready
+    for kernel in silent:
+        answer = wait_event(kernel, "ready", max(0.1, deadline - time.monotonic()))
+        seen["silent" if answer is None else "ready" if answer["event"] == "ready" else outcome(kernel)] += 1
+    return seen
 
 
 def ramp(ns: list[int], variant: tuple[str, ...], args: argparse.Namespace, scratch: Path):
