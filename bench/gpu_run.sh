@@ -36,7 +36,7 @@ for what in "$@"; do
         hub) stage hub "$py" bench/workshop_load.py --n 32 --seconds 300 --startup-timeout 90 --generate-timeout 30 \
                 --keep-going --variants plain+mps+accounts --out "$out/results-workshop-hub.json" ;;
         late) stage late "$py" bench/workshop_load.py --n 48 --overload --overload-after 32 --fraction 0.0266 \
-                --startup-timeout 90 --seconds 20 --variants plain+mps --out "$out/results-workshop-late.json" ;;
+                --startup-timeout 150 --seconds 20 --variants plain+mps --out "$out/results-workshop-late.json" ;;
         timeslice) stage timeslice "$py" bench/workshop_load.py --n 32 --seconds 30 --keep-going \
                 --variants plain,compiled --out "$out/results-workshop-timeslice.json" ;;
         capacity) stage capacity "$py" bench/capacity.py --variant plain+mps+accounts --n 24,32,40 --seconds 20 \

@@ -547,8 +547,8 @@ def outcome(kernel: dict[str, Any]) -> str:
     """What one kernel saw under overload: "worked", "kit" (smolkit's GpuShareExhausted, or its refusal of a
     request that does not fit what is free, naming what would), "raw" (an
     out-of-memory or CUDA error in another form: what participants must never see) or "other"."""
-    if "result" in kernel["events"] and not kernel.get("failed"):
-        return "worked"
+    if ("result" in kernel["events"] or "ready" in kernel["events"]) and not kernel.get("failed"):
+        return "worked"  # a late arrival that warmed up (model loaded, first generate done) counts: it plays no window
     error = kernel["events"].get("error")
     if error is not None:
         if error["type"] == "GpuShareExhausted" or error["message"].startswith("GPU out of memory"):
@@ -666,6 +666,8 @@ def late_arrivals(first: list[dict[str, Any]], late: range, n: int, args: argpar
         if "mps" in variant:
             row["mps"] = mps_clients(extra)
         row["seen_otherwise"] = unexplained(first + newcomers)
+        row["late_warmup_s"] = sorted(round(k["events"]["ready"]["warmup_s"], 1) for k in newcomers
+                                      if "ready" in k["events"])  # fmt: skip
         row["silent_after_others_left"] = after_others_leave(newcomers, args)
         row["variant"] = variant_name(variant)
         print(f"      overload after {len(first)}: first {row['outcomes_first']}, late {row['outcomes_late']}",

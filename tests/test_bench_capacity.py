@@ -84,6 +84,8 @@ def test_an_overloaded_kernel_is_told_apart_kit_raw_or_worked(tmp_path):
     kit = {"type": "GpuShareExhausted", "message": "GPU out of memory: the GPU is full. 0.20 GB of ..."}
     raw = {"type": "AcceleratorError", "message": "CUDA error: out of memory\nCUDA kernel errors might be ..."}
     assert outcome(kernel({"result": {}}, tmp_path=tmp_path)) == "worked"
+    assert outcome(kernel({"ready": {}}, tmp_path=tmp_path)) == "worked"  # a late arrival that came up
+    assert outcome(kernel({"ready": {}}, True, log="Killed", tmp_path=tmp_path)) == "other"  # up, then failed
     assert outcome(kernel({"error": kit}, True, tmp_path=tmp_path)) == "kit"
     assert outcome(kernel({"error": raw}, True, tmp_path=tmp_path)) == "raw"
     died = "Traceback ...\ntorch.AcceleratorError: CUDA error: out of memory"
