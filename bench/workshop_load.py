@@ -768,7 +768,8 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
                 break
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    keys = ("device", "seconds", "samples", "tokens", "generate_every", "slider_hz", "fraction", "n", "overload")
+    keys = ("device", "seconds", "samples", "tokens", "generate_every", "slider_hz", "fraction", "n", "overload",
+            "overload_after", "startup_timeout")  # fmt: skip
     found = {k: getattr(args, k) for k in keys} | {"cpus": os.cpu_count(), "gpu": warm["gpu"], "torch": warm["torch"],
                                                     "variants": [variant_name(v) for v in args.variants]}  # fmt: skip
     return {"settings": found, "first_kernel_s": warm["elapsed_s"], "total_s": time.perf_counter() - started,
