@@ -13,6 +13,7 @@
 #   bench/gpu_run.sh late       overload as a workshop meets it: 32 kernels up under MPS, 16 more arrive while they play
 #   bench/gpu_run.sh timeslice  32 kernels time-sharing the GPU without MPS: the plain tier beside the compiled one
 #   bench/gpu_run.sh capacity   the capacity planner as the hub runs (as root): accounts and MPS, 24 / 32 / 40
+#   bench/gpu_run.sh mps-clients  how many clients one MPS server (multi-user) takes, and what the next one meets
 # Logs and JSON go to ${OUT:-bench/gpu-out}.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +42,8 @@ for what in "$@"; do
                 --variants plain,compiled --out "$out/results-workshop-timeslice.json" ;;
         capacity) stage capacity "$py" bench/capacity.py --variant plain+mps+accounts --n 24,32,40 --seconds 20 \
                 --out "$out/results-capacity-hub.json" ;;
+        mps-clients) stage mps-clients "$py" bench/mps_clients.py --most 64 --multiuser \
+                --out "$out/results-mps-clients.json" ;;
         *) echo "unknown stage $what" >&2; exit 2 ;;
     esac
 done

@@ -18,12 +18,14 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 def load(name: str):
-    """A bench script as a module (bench/ is no package: its scripts run as `python bench/NAME.py`)."""
-    return load_script(BENCH / f"{name}.py", f"bench_{name}")
+    """A bench script as the module ``name``, as its neighbours import it (bench/ is no package: its scripts run as
+    `python bench/NAME.py`, their own folder on sys.path)."""
+    return load_script(BENCH / f"{name}.py")
 
 
 capacity = load("capacity")
 workshop_load = load("workshop_load")
+mps_clients = load("mps_clients")
 
 
 def row(n: int, failure: str | None = None, gb: float | None = 1.8, total: float | None = 80.0) -> dict:
@@ -155,3 +157,17 @@ def test_each_account_gets_its_own_copy_of_the_warm_compile_cache(tmp_path):
     assert {p.stat().st_uid for p in [own, *own.rglob("*")]} == {nobody.pw_uid}
     (warm / "fxgraph" / "entry").write_text("changed")  # the account's copy is its own
     assert (own / "fxgraph" / "entry").read_text() == "compiled"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--most", "0"], "--most must be at least 1, got 0"),
+        (["--stop-after", "0"], "--stop-after must be at least 1, got 0"),
+        (["--timeout", "-5"], "--timeout must be positive, got -5.0"),
+    ],
+)
+def test_the_mps_probe_names_a_bad_setting_and_its_value(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        mps_clients.parse(argv)
+    assert message in capsys.readouterr().err
