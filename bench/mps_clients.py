@@ -17,11 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import workshop_load  # bench/ is this script's own directory: its MPS daemon and the daemon's client list
@@ -56,13 +54,6 @@ def start(count: int, env: dict[str, str], scratch: Path) -> list[dict]:
     return clients
 
 
-def stack(client: dict) -> str:
-    """The Python stack of a client that gives no answer (faulthandler, on SIGUSR1, into its log)."""
-    os.kill(client["proc"].pid, signal.SIGUSR1)
-    time.sleep(1.0)
-    return workshop_load.log_tail(client["log_path"], 12)
-
-
 def probe(args: argparse.Namespace, env: dict[str, str], scratch: Path) -> dict:
     clients = start(args.most, env, scratch)
     rows, waiting = [], []
@@ -78,12 +69,13 @@ def probe(args: argparse.Namespace, env: dict[str, str], scratch: Path) -> dict:
             print(f"  client {client['index']}: {rows[-1]}", flush=True)
             if answer is None:
                 waiting.append(client)
-                rows[-1]["stack"] = stack(client)
+                rows[-1]["stack"] = workshop_load.stack_of(client)  # faulthandler, on SIGUSR1, into its log
                 if len(waiting) == args.stop_after:
                     break
         result = {"rows": rows, "mps": workshop_load.mps_clients(env)}
-        if waiting:  # does the first one waiting go on when a client that holds its context exits?
-            first_ready = next(c for c in clients if c["events"].get("ready"))
+        ready = [c for c in clients if c["events"].get("ready")]
+        if waiting and ready:  # does the first one waiting go on when a client that holds its context exits?
+            first_ready = ready[0]
             first_ready["proc"].kill()
             answer = workshop_load.wait_event(waiting[0], "ready", args.timeout)
             result["after_one_exits"] = answer or {"event": "no answer"}

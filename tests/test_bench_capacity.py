@@ -171,3 +171,40 @@ def test_the_mps_probe_names_a_bad_setting_and_its_value(argv, message, capsys):
     with pytest.raises(SystemExit):
         mps_clients.parse(argv)
     assert message in capsys.readouterr().err
+
+
+# A stand-in CUDA client for bench/mps_clients.py: the first to be told "go" gets its context, every later one waits
+# (as a client past an MPS server's limit would), its stack printable as the probe's real clients'.
+FIRST_ONLY = """
+import faulthandler, json, os, signal, sys, time
+faulthandler.register(signal.SIGUSR1, all_threads=True)
+print(json.dumps({"event": "imported"}), flush=True)
+sys.stdin.readline()
+def wait_for_a_context():
+    time.sleep(60)
+try:
+    os.close(os.open(os.environ["FIRST"], os.O_CREAT | os.O_EXCL))
+except FileExistsError:
+    wait_for_a_context()
+print(json.dumps({"event": "ready", "s": 0.0}), flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("first_taken", [False, True])
+def test_the_mps_probe_reports_where_a_waiting_client_waits(monkeypatch, tmp_path, first_taken):
+    first = tmp_path / "first"
+    if first_taken:  # no client gets a context: nothing to let go, and the probe says so rather than failing
+        first.write_text("")
+    monkeypatch.setattr(mps_clients, "CLIENT", FIRST_ONLY)
+    monkeypatch.setattr(mps_clients.workshop_load, "mps_clients", lambda env: {"servers": 1})
+    args = mps_clients.parse(["--most", "4", "--timeout", "3", "--stop-after", "2"])
+    result = mps_clients.probe(args, {**os.environ, "FIRST": str(first)}, tmp_path)
+    events = [row["event"] for row in result["rows"]]
+    assert events == (["no answer"] * 2 if first_taken else ["ready", "no answer", "no answer"])
+    assert all("in wait_for_a_context" in row["stack"] for row in result["rows"] if row["event"] == "no answer")
+    assert result["mps"] == {"servers": 1}
+    if first_taken:
+        assert "after_one_exits" not in result
+    else:  # the ready client exited; the one waiting here waits on a file, not on it, so it stays silent
+        assert result["after_one_exits"] == {"event": "no answer"}
