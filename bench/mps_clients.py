@@ -6,7 +6,8 @@ the model: CUDA processes (torch only) are started at once, each imports torch a
 each is told to create its CUDA context (a one-element tensor on the GPU) and hold it, as a participant's kernel
 holds its own. It records how long each took, the first that did not answer within --timeout seconds (and its
 Python stack, which faulthandler prints on SIGUSR1), the MPS daemon's own count of clients, and whether the waiting
-one goes on once a client exits. It runs a private MPS control daemon (bench/workshop_load.py's), in multi-user mode
+one goes on once a client exits. It runs a private MPS control daemon, started as the hub starts its own
+(workshop/mps_service.py, through bench/workshop_load.py), in multi-user mode
 with --multiuser (as root, as the hub runs it).
 
     python3 bench/mps_clients.py --most 64 --out bench/results-mps-clients.json

@@ -55,6 +55,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "workshop"))
+import mps_service  # noqa: E402  (workshop/, not a package) the hub's MPS daemon: the bench starts the one the hub does
+
 PROMPT = "Write a short story about a robot who learns to paint."
 SLIDER_PROMPT = "What is the capital of France?"
 
@@ -195,48 +198,38 @@ class MpsUnavailable(RuntimeError):
 
 @contextlib.contextmanager
 def mps_daemon(scratch: Path, multiuser: bool = False):
-    """Start NVIDIA's MPS control daemon with private pipe and log directories (so that it touches no other
-    user's MPS), yield the environment its clients need, and quit it afterwards. ``multiuser`` (root only): one
-    MPS server for clients of every account (``-M``, as the hub runs it), where by default a server serves one
-    user and another user's client waits until it exits."""
-    control = shutil.which("nvidia-cuda-mps-control")
+    """Start NVIDIA's MPS control daemon as the hub does (workshop/mps_service.py), with private pipe and log
+    directories (so that it touches no other user's MPS), yield the environment its clients need, and quit it
+    afterwards. ``multiuser`` (root only): one MPS server for clients of every account (``-M``, as the hub runs
+    it), where by default a server serves one user and another user's client waits until it exits."""
+    control = shutil.which(mps_service.CONTROL)
     if control is None:
-        raise MpsUnavailable("nvidia-cuda-mps-control is not on PATH: this machine has no MPS (NVIDIA's driver "
+        raise MpsUnavailable(f"{mps_service.CONTROL} is not on PATH: this machine has no MPS (NVIDIA's driver "
                              "utilities are needed); the variant was not run")  # fmt: skip
     env = {"CUDA_MPS_PIPE_DIRECTORY": str(scratch / "mps-pipe"), "CUDA_MPS_LOG_DIRECTORY": str(scratch / "mps-log")}
     for path in env.values():
         Path(path).mkdir(parents=True, exist_ok=True)
     full = {**os.environ, **env}
-    flags = ["-d", "-M"] if multiuser else ["-d"]
-    started = subprocess.run([control, *flags], env=full, capture_output=True, text=True, timeout=30)
+    started = mps_service.start_daemon(control, multiuser, full)
     if started.returncode != 0:
-        raise MpsUnavailable(f"nvidia-cuda-mps-control {' '.join(flags)} failed ({started.returncode}): "
+        raise MpsUnavailable(f"{mps_service.CONTROL} -d{' -M' if multiuser else ''} failed ({started.returncode}): "
                              f"{(started.stderr or started.stdout).strip()[:300]}")  # fmt: skip
     print(f"  MPS control daemon started{' (multi-user)' if multiuser else ''} (pipe {env['CUDA_MPS_PIPE_DIRECTORY']})",
           flush=True)  # fmt: skip
     try:
         yield env
     finally:
-        subprocess.run([control], input="quit\n", env=full, capture_output=True, text=True, timeout=60)
+        mps_service.ask(control, "quit", full)
         log = Path(env["CUDA_MPS_LOG_DIRECTORY"]) / "control.log"
         tail = log_tail(log, 3) if log.exists() else "no control.log"
         print(f"  MPS control daemon stopped; its log: {tail}", flush=True)
 
 
 def mps_clients(env: dict[str, str]) -> dict[str, Any]:
-    """What the MPS control daemon of ``env`` serves now: its servers (one per user id) and each one's clients,
-    so a run shows whether its kernels really are MPS clients (CUDA falls back to no MPS, silently, when a client
-    cannot reach the daemon)."""
-    control = shutil.which("nvidia-cuda-mps-control")
-
-    def ask(command: str) -> list[str]:
-        done = subprocess.run([control], input=command + "\n", env={**os.environ, **env}, capture_output=True,
-                              text=True, timeout=30)  # fmt: skip
-        return done.stdout.split()
-
+    """What the MPS control daemon of ``env`` serves now (mps_service.clients), as a row of the results."""
     try:
-        servers = ask("get_server_list")
-        return {"servers": len(servers), "clients": {pid: len(ask(f"get_client_list {pid}")) for pid in servers}}
+        servers = mps_service.clients(shutil.which(mps_service.CONTROL), {**os.environ, **env})
+        return {"servers": len(servers), "clients": servers}
     except subprocess.TimeoutExpired:  # a daemon that does not answer is a finding, not the end of the run
         return {"error": "the MPS control daemon gave no answer in 30 s"}
 

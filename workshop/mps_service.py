@@ -29,6 +29,7 @@ from pathlib import Path
 
 CONTROL = "nvidia-cuda-mps-control"
 CHOICES = ("auto", "on", "off")
+Done = subprocess.CompletedProcess
 
 
 def wanted(setting: str | None, gpu_devices: bool, control: str | None, gpus: bool) -> bool:
@@ -66,9 +67,25 @@ def wanted_here(environ: dict[str, str] | None = None) -> bool:
                   shutil.which(CONTROL), gpus)  # fmt: skip
 
 
-def ask(control: str, command: str) -> subprocess.CompletedProcess:
-    """Send one command to the running control daemon (its pipe directory from the environment)."""
-    return subprocess.run([control], input=command + "\n", capture_output=True, text=True, timeout=60)
+def start_daemon(control: str, multiuser: bool = True, env: dict[str, str] | None = None) -> Done:
+    """Start the control daemon in the background (``-d``), in multi-user mode (``-M``, root only) unless told
+    otherwise, with the pipe and log directories of ``env`` (default: this process's environment). The bench
+    (bench/workshop_load.py) starts its daemons here too, so the hub runs what was measured."""
+    flags = ["-d", "-M"] if multiuser else ["-d"]
+    return subprocess.run([control, *flags], env=env, capture_output=True, text=True, timeout=60)
+
+
+def ask(control: str, command: str, env: dict[str, str] | None = None, timeout: float = 60) -> Done:
+    """Send one command (``get_server_list``, ``quit``, ...) to the control daemon of ``env``'s pipe directory."""
+    return subprocess.run([control], input=command + "\n", env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def clients(control: str, env: dict[str, str] | None = None) -> dict[str, int]:
+    """The daemon's MPS servers (one per user id, one in all in multi-user mode) and each one's client count,
+    by server pid: whether kernels really are MPS clients (CUDA falls back to no MPS, silently, when a client
+    cannot reach the daemon). subprocess.TimeoutExpired where the daemon gives no answer in 30 s."""
+    servers = ask(control, "get_server_list", env, timeout=30).stdout.split()
+    return {pid: len(ask(control, f"get_client_list {pid}", env, timeout=30).stdout.split()) for pid in servers}
 
 
 def serve() -> int:
@@ -78,7 +95,7 @@ def serve() -> int:
         print(f"smolkit mps: {CONTROL} is not on PATH; participants' kernels time-slice the GPU", file=sys.stderr)
         return 1
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})  # kept until sigwait below
-    started = subprocess.run([control, "-d", "-M"], capture_output=True, text=True, timeout=60)
+    started = start_daemon(control)
     adopted = started.returncode != 0 and ask(control, "get_server_list").returncode == 0  # one from before
     if started.returncode != 0 and not adopted:
         print(f"smolkit mps: {CONTROL} -d -M failed ({started.returncode}): "

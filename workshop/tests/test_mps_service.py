@@ -96,6 +96,30 @@ def test_serve_says_why_when_the_daemon_will_not_start(tmp_path):
     assert "quit" not in (tmp_path / "calls.log").read_text()
 
 
+def test_clients_counts_each_servers_clients_and_the_bench_starts_the_daemon_as_the_hub(monkeypatch, tmp_path):
+    """The daemon's answers to get_server_list and get_client_list become a count per server; and the bench's
+    daemon (bench/workshop_load.py) is started and quit with the hub's command lines, in its own pipe directory."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    control = bin_dir / "nvidia-cuda-mps-control"
+    control.write_text(f"""#!/bin/bash
+if [ $# -gt 0 ]; then echo "args $* pipe=$CUDA_MPS_PIPE_DIRECTORY" >> {tmp_path}/calls.log; exit 0; fi
+read -r line; echo "stdin $line" >> {tmp_path}/calls.log
+case "$line" in
+  get_server_list) printf '101\\n102\\n' ;;
+  "get_client_list 101") printf '201\\n202\\n203\\n' ;;
+esac
+""")
+    control.chmod(0o755)
+    assert mps_service.clients(str(control)) == {"101": 3, "102": 0}
+    workshop_load = load_script(WORKSHOP.parent / "bench" / "workshop_load.py")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    with workshop_load.mps_daemon(tmp_path / "scratch", multiuser=True) as env:
+        assert workshop_load.mps_clients(env) == {"servers": 2, "clients": {"101": 3, "102": 0}}
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert calls[3] == f"args -d -M pipe={tmp_path / 'scratch' / 'mps-pipe'}" and calls[-1] == "stdin quit"
+
+
 def hub_config(monkeypatch, tmp_path: Path, **settings: str):
     """Load workshop/jupyterhub_config.py as JupyterHub would (as root, a cache and a proxy in place), with a
     stand-in MPS program on PATH; its config object."""
