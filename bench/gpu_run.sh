@@ -14,7 +14,9 @@
 #   bench/gpu_run.sh timeslice  32 kernels time-sharing the GPU without MPS: the plain tier beside the compiled one
 #   bench/gpu_run.sh capacity   the capacity planner as the hub runs (as root): accounts and MPS, 24 / 32 / 40
 #   bench/gpu_run.sh mps-clients  how many clients one MPS server (multi-user) takes, and what the next one meets
-# Logs and JSON go to ${OUT:-bench/gpu-out}.
+# Logs and JSON go to ${OUT:-bench/gpu-out}. SMOLKIT_BENCH_GPU_MIB=81559 (an H100 80GB's total) on a bigger GPU: a
+# process holds the memory above that figure while the stages run, so that overload stages meet the memory of the
+# GPU named (compute and bandwidth stay the bigger GPU's: say so beside any figure).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-bench/gpu-out}
@@ -22,6 +24,20 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=PASSIVE
 py=${PYTHON:-python3}
 stage() { local name=$1; shift; echo "== $name: $*"; local t0=$SECONDS; "$@" 2>&1 | tee "$out/$name.log"; local rc=${PIPESTATUS[0]}; echo "== $name: exit $rc in $((SECONDS - t0)) s"; }
+ballast() {  # leave as much GPU memory free as a GPU of $1 MiB total would have; held until this script exits
+    local used; used=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0)
+    "$py" - "$1" "$used" <<'PY' &
+import sys, time, torch
+free, total = torch.cuda.mem_get_info()  # after this process's own CUDA context
+want_free = (int(sys.argv[1]) - int(sys.argv[2])) * 2**20  # that total, less what was used before this process
+held = torch.empty(max(free - want_free, 0), dtype=torch.uint8, device="cuda")
+print(f"ballast: holding {held.numel() >> 20} MiB of {total >> 20}; free {torch.cuda.mem_get_info()[0] >> 20} MiB",
+      flush=True)
+time.sleep(1e9)
+PY
+    ballast_pid=$!; trap 'kill $ballast_pid 2>/dev/null' EXIT; sleep 20
+}
+[ -n "${SMOLKIT_BENCH_GPU_MIB:-}" ] && ballast "$SMOLKIT_BENCH_GPU_MIB"
 for what in "$@"; do
     case "$what" in
         tests) stage tests "$py" -m pytest -q -p no:cacheprovider -o addopts= -m gpu --continue-on-collection-errors tests ;;
