@@ -275,16 +275,18 @@ def load_accounts(n: int, scratch: Path):
 
 
 def stage_for_accounts(scratch: Path) -> dict[str, str]:
-    """What other accounts must read, staged in ``scratch`` (made readable): this script and the package (the
-    repository may sit in root's private home) and the converted model cache (root's, read-only to them, as
-    `workshop.sh prepare` leaves the shared cache). Returns the environment that points kernels at them."""
+    """What other accounts must read, staged in ``scratch`` (made readable): this script, the hub's MPS service
+    (which it imports) and the package (the repository may sit in root's private home), and the converted model
+    cache (root's, read-only to them, as `workshop.sh prepare` leaves the shared cache). Returns the environment
+    that points kernels at them."""
     from smolkit.embedded import cache_dir
 
     kit, cache = scratch / "kit", scratch / "model-cache"
     ignore = shutil.ignore_patterns("__pycache__")
     shutil.copytree(REPO / "smolkit", kit / "smolkit", ignore=ignore)
-    (kit / "bench").mkdir()
-    shutil.copy2(Path(__file__), kit / "bench" / "workshop_load.py")
+    for script in (Path(__file__), REPO / "workshop" / "mps_service.py"):  # the one imports the other
+        (kit / script.parent.name).mkdir()
+        shutil.copy2(script, kit / script.parent.name / script.name)
     shutil.copytree(cache_dir(), cache, ignore=shutil.ignore_patterns("*.lock", ".tmp*"))
     for path in [scratch, *scratch.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)

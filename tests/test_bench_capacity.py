@@ -141,6 +141,20 @@ class FakeProc:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving the copy to another account (chown) needs root")
+def test_the_kit_staged_for_other_accounts_runs_from_where_it_is_staged(monkeypatch, tmp_path):
+    """A kernel of another account runs the staged copy of bench/workshop_load.py: everything it imports is there
+    (the hub's MPS service was not, once, and every kernel of the accounts variant died at its first line)."""
+    cache = tmp_path / "cache"
+    (cache / "model").mkdir(parents=True)
+    monkeypatch.setattr("smolkit.embedded.cache_dir", lambda: cache)
+    env = workshop_load.stage_for_accounts(tmp_path / "staged")
+    script = Path(env["SMOLKIT_LOAD_KIT"]) / "bench" / "workshop_load.py"
+    done = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": env["SMOLKIT_LOAD_KIT"]})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (Path(env["SMOLKIT_CACHE_DIR"]) / "model").is_dir()
+
+
 def test_each_account_gets_its_own_copy_of_the_warm_compile_cache(tmp_path):
     import pwd
 
