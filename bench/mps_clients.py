@@ -2,13 +2,14 @@
 
 A workshop past capacity showed newcomers that neither worked nor got the kit's message: alive, silent, their logs
 ending before the kit's first GPU work (bench/RESULTS.md, "late arrivals"). This probe asks the question without
-the model: CUDA processes (torch only) are started at once, each imports torch and waits; then, one after another,
-each is told to create its CUDA context (a one-element tensor on the GPU) and hold it, as a participant's kernel
-holds its own. It records how long each took, the first that did not answer within --timeout seconds (and its
-Python stack, which faulthandler prints on SIGUSR1), the MPS daemon's own count of clients, and whether the waiting
-one goes on once a client exits. It runs a private MPS control daemon, started as the hub starts its own
-(workshop/mps_service.py, through bench/workshop_load.py), in multi-user mode
-with --multiuser (as root, as the hub runs it).
+the model: CUDA processes (torch and the kit, no model) are started at once, each imports them and waits; then,
+one after another, each is told to create its CUDA context (a one-element tensor on the GPU, inside the kit's
+translation of GPU errors, as load_model creates it) and hold it, as a participant's kernel holds its own. It
+records how long each took, the first that did not answer within --timeout seconds (and its Python stack, which
+faulthandler prints on SIGUSR1), what the refused ones were told, the MPS daemon's own count of clients, and
+whether a waiting one goes on once a client exits. It runs a private MPS control daemon, started as the hub starts
+its own (workshop/mps_service.py, through bench/workshop_load.py), in multi-user mode with --multiuser (as root, as
+the hub runs it). On an H100 (2026-12-07): 48 clients, and the 49th is refused at once (bench/RESULTS.md).
 
     python3 bench/mps_clients.py --most 64 --out bench/results-mps-clients.json
 """
@@ -29,11 +30,13 @@ CLIENT = """
 import faulthandler, json, signal, sys, time
 faulthandler.register(signal.SIGUSR1, all_threads=True)
 import torch
+from smolkit.gpu_share import out_of_memory
 print(json.dumps({"event": "imported"}), flush=True)
 sys.stdin.readline()
 started = time.perf_counter()
 try:
-    torch.ones(1, device="cuda").add_(1)
+    with out_of_memory(torch.device("cuda")):  # as the kit's load_model does: what a refused kernel is told
+        torch.ones(1, device="cuda").add_(1)
     torch.cuda.synchronize()
     print(json.dumps({"event": "ready", "s": time.perf_counter() - started}), flush=True)
 except Exception as err:

@@ -82,7 +82,7 @@ def worker(args: argparse.Namespace) -> None:
     from smolkit.gpu_share import out_of_memory
 
     rng = random.Random(args.index)
-    stage = "load"
+    stage, device = "load", None
     try:
         started = time.perf_counter()
         lm = smolkit.load_model(device=args.device)
@@ -97,7 +97,8 @@ def worker(args: argparse.Namespace) -> None:
             sync(device)
             dist.with_params(temperature=0.7).top(10)
         gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-        report("ready", warmup_s=time.perf_counter() - started, gpu=gpu, torch=torch.__version__, pid=os.getpid())
+        report("ready", warmup_s=time.perf_counter() - started, gpu=gpu, torch=torch.__version__, pid=os.getpid(),
+               reserved_gb=memory(device)["reserved_gb"])  # fmt: skip
         stage = "workshop load"
         while sys.stdin.readline().strip() == "go":
             with out_of_memory(device):
@@ -105,7 +106,11 @@ def worker(args: argparse.Namespace) -> None:
             result.update(memory(device), tier=getattr(getattr(lm, "fast_decoder", None), "tier", None))
             report("result", **result)
     except Exception as err:  # the first failure is what the bench reports: keep its kind and message
-        report("error", stage=stage, type=type(err).__name__, message=str(err)[:2000], pid=os.getpid())
+        held = None
+        with contextlib.suppress(Exception):  # what this kernel's torch held when it failed (none: no context)
+            held = memory(device)["reserved_gb"]
+        report("error", stage=stage, type=type(err).__name__, message=str(err)[:2000], pid=os.getpid(),
+               reserved_gb=held)  # fmt: skip
         if args.hold_on_error:  # as a participant's kernel does: it keeps what it holds until it is stopped
             sys.stdin.read()
         sys.exit(1)
@@ -140,7 +145,7 @@ def memory(device) -> dict[str, Any]:
     import torch
 
     if device.type != "cuda":
-        return {"max_allocated_gb": None, "gpu_used_gb": None, "gpu_total_gb": None}
+        return {"max_allocated_gb": None, "reserved_gb": None, "gpu_used_gb": None, "gpu_total_gb": None}
     free, total = torch.cuda.mem_get_info(device)
     return {
         "max_allocated_gb": torch.cuda.max_memory_allocated(device) / 1e9,
@@ -539,14 +544,14 @@ def summarise(n: int, kernels: list[dict[str, Any]], results: list[dict], failur
 
 
 def outcome(kernel: dict[str, Any]) -> str:
-    """What one kernel saw under overload: "worked", "kit" (smolkit's GpuShareExhausted, or its refusal of a
-    request that does not fit what is free, naming what would), "raw" (an
-    out-of-memory or CUDA error in another form: what participants must never see) or "other"."""
+    """What one kernel saw under overload: "worked", "kit" (smolkit's GpuShareExhausted or GpuUnavailable, or its
+    refusal of a request that does not fit what is free, naming what would), "raw" (an out-of-memory or CUDA error
+    in another form: what participants must never see) or "other"."""
     if ("result" in kernel["events"] or "ready" in kernel["events"]) and not kernel.get("failed"):
         return "worked"  # a late arrival that warmed up (model loaded, first generate done) counts: it plays no window
     error = kernel["events"].get("error")
     if error is not None:
-        if error["type"] == "GpuShareExhausted" or error["message"].startswith("GPU out of memory"):
+        if error["type"] in ("GpuShareExhausted", "GpuUnavailable") or error["message"].startswith("GPU out of memory"):
             return "kit"
         if error["type"] == "ValueError" and "GiB available" in error["message"]:
             return "kit"  # generation.check_fits: the request does not fit what is free now, and what would
@@ -556,15 +561,17 @@ def outcome(kernel: dict[str, Any]) -> str:
     return "raw" if any(sign in text for sign in ("out of memory", "CUDA error", "CUBLAS_STATUS")) else "other"
 
 
-def unexplained(kernels: list[dict[str, Any]], most: int = 6) -> dict[int, str]:
-    """What the first ``most`` kernels that neither worked nor got the kit's message saw (their error, else their
-    log's tail): the row says why, not only how many."""
+def unexplained(kernels: list[dict[str, Any]], most: int = 6, kinds: tuple[str, ...] = ("raw", "other")) -> dict:
+    """What the first ``most`` kernels whose ``outcome`` is one of ``kinds`` (default: neither worked nor got the
+    kit's message) saw: their error (its stage, and the GB their torch held then), else their log's tail. The row
+    says why, not only how many."""
     seen = {}
     for kernel in kernels:
-        if outcome(kernel) in ("raw", "other") and len(seen) < most:
+        if outcome(kernel) in kinds and len(seen) < most:
             error = kernel["events"].get("error")
             if error is not None:
-                seen[kernel["index"]] = f"{error['stage']}: {error['type']}: {error['message'][:300]}"
+                held = f" (held {error['reserved_gb']:.2f} GB)" if error.get("reserved_gb") is not None else ""
+                seen[kernel["index"]] = f"{error['stage']}{held}: {error['type']}: {error['message'][:300]}"
             elif kernel["proc"].poll() is None:
                 seen[kernel["index"]] = f"no answer, alive; its stack: {stack_of(kernel)}"
             else:
@@ -661,6 +668,9 @@ def late_arrivals(first: list[dict[str, Any]], late: range, n: int, args: argpar
         if "mps" in variant:
             row["mps"] = mps_clients(extra)
         row["seen_otherwise"] = unexplained(first + newcomers)
+        row["seen_by_first"] = unexplained(first, most=8, kinds=("kit", "raw", "other"))  # those who were working
+        row["first_reserved_gb"] = sorted(round(k["events"]["ready"]["reserved_gb"], 2) for k in first
+                                          if k["events"].get("ready", {}).get("reserved_gb") is not None)  # fmt: skip
         row["late_warmup_s"] = sorted(round(k["events"]["ready"]["warmup_s"], 1) for k in newcomers
                                       if "ready" in k["events"])  # fmt: skip
         row["silent_after_others_left"] = after_others_leave(newcomers, args)

@@ -13,7 +13,9 @@ or the whole GPU, full of other kernels), how much this kernel holds, and what t
 torch keeps cached back to the GPU, so that the next, smaller cell can run. It also catches the raw CUDA errors a
 full GPU gives outside torch's allocator (``torch.AcceleratorError: CUDA error: out of memory`` when the CUDA context
 is created, cuBLAS's workspace, a CUDA graph's capture): every place a kernel first touches the GPU runs inside it
-(load_model, generate with the fast path's capture and compile, next_token_distribution, beams, sequences).
+(load_model, generate with the fast path's capture and compile, next_token_distribution, beams, sequences). And a
+GPU that takes no more CUDA contexts (an MPS server at its client limit, 48 on an H100) refuses the kernel at once
+with a raw "busy or unavailable": that becomes ``GpuUnavailable``, with what to do.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ __all__ = [
     "ENV",
     "GpuMemory",
     "GpuShareExhausted",
+    "GpuUnavailable",
     "apply_gpu_memory_cap",
+    "is_gpu_unavailable",
     "is_out_of_memory",
     "measure",
     "memory_fraction",
@@ -175,15 +179,43 @@ def is_out_of_memory(err: BaseException) -> bool:
     >>> is_out_of_memory(RuntimeError("CUDA error: an illegal memory access was encountered"))
     False
     """
+    return any(
+        isinstance(e, torch.OutOfMemoryError) or (isinstance(e, RuntimeError) and any(s in str(e) for s in _RAW_SIGNS))
+        for e in _chain(err)
+    )
+
+
+BUSY = (
+    "The GPU takes no more kernels right now: CUDA answered that the device is busy or unavailable. On the workshop "
+    "hub every open notebook's kernel shares the GPU through NVIDIA's Multi-Process Service, which serves a fixed "
+    "number of kernels at once (48 on an H100, measured). Shut down the kernels you no longer use (the Running "
+    "Terminals and Kernels panel, on the left), then Kernel > Restart Kernel here; if it stays so, tell the "
+    "facilitator. (Outside the hub: another program holds this GPU in exclusive mode; nvidia-smi shows which.)"
+)
+"""The message when the GPU refuses another CUDA context (cudaErrorDevicesUnavailable): an MPS server at its client
+limit (bench/mps_clients.py measured 48 on an H100: the 49th client gets this at once, it does not wait), or a GPU
+in exclusive-process mode that another process holds."""
+
+
+def is_gpu_unavailable(err: BaseException) -> bool:
+    """Whether ``err`` (or an error it was raised from) is CUDA refusing this process a context on the GPU.
+
+    >>> is_gpu_unavailable(RuntimeError("CUDA error: CUDA-capable device(s) is/are busy or unavailable"))
+    True
+    >>> is_gpu_unavailable(RuntimeError("CUDA error: out of memory"))
+    False
+    """
+    signs = ("busy or unavailable", "cudaErrorDevicesUnavailable")
+    return any(isinstance(e, RuntimeError) and any(sign in str(e) for sign in signs) for e in _chain(err))
+
+
+def _chain(err: BaseException | None) -> Iterator[BaseException]:
+    """``err`` and the errors it was raised from (its cause, else its context), each once."""
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
-        if isinstance(err, torch.OutOfMemoryError):
-            return True
-        if isinstance(err, RuntimeError) and any(sign in str(err) for sign in _RAW_SIGNS):
-            return True
+        yield err
         err = err.__cause__ or err.__context__
-    return False
 
 
 def _explain(device: torch.device, err: BaseException, measured: Callable[[torch.device], GpuMemory]) -> str:
@@ -200,19 +232,26 @@ class GpuShareExhausted(torch.OutOfMemoryError):
     """torch's out-of-memory error, explained (``out_of_memory_message``); still a ``torch.OutOfMemoryError``."""
 
 
+class GpuUnavailable(RuntimeError):
+    """CUDA's refusal of a context on the GPU (``is_gpu_unavailable``), explained (``BUSY``)."""
+
+
 @contextlib.contextmanager
 def out_of_memory(device: torch.device, measured: Callable[[torch.device], GpuMemory] = measure) -> Iterator[None]:
     """Turn an out-of-memory error raised inside (``is_out_of_memory``: torch's, or a raw CUDA one) into a
     ``GpuShareExhausted`` that says which limit was hit and what to do, after giving torch's cached memory back to
-    the GPU. Anything else passes through unchanged.
+    the GPU; and a GPU that refuses this kernel a context (``is_gpu_unavailable``) into ``GpuUnavailable``. Anything
+    else passes through unchanged.
 
     ``measured`` reads the GPU's figures (tests give their own; on the CPU there is no GPU to read).
     """
     try:
         yield
-    except GpuShareExhausted:
+    except (GpuShareExhausted, GpuUnavailable):
         raise
     except Exception as err:
+        if is_gpu_unavailable(err):
+            raise GpuUnavailable(BUSY) from err
         if not is_out_of_memory(err):
             raise
         raise GpuShareExhausted(_explain(device, err, measured)) from err

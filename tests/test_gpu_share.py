@@ -164,6 +164,18 @@ def test_when_the_gpus_figures_cannot_be_read_the_message_still_says_what_to_do(
     assert str(raised.value) == gpu_share.NO_ROOM
 
 
+def test_a_gpu_that_takes_no_more_contexts_gets_the_kits_answer_not_cudas(cuda_calls):
+    """The 49th client of an H100's MPS server is refused its context at once (bench/mps_clients.py): the learner
+    reads what happened and what to do, the raw error stays attached; the GPU's figures are not asked for."""
+    raw = getattr(torch, "AcceleratorError", RuntimeError)(
+        "CUDA error: CUDA-capable device(s) is/are busy or unavailable\nSearch for `cudaErrorDevicesUnavailable'"
+    )
+    with pytest.raises(gpu_share.GpuUnavailable) as raised, out_of_memory(CUDA, measured=lambda device: None):
+        raise raw
+    assert str(raised.value) == gpu_share.BUSY and raised.value.__cause__ is raw
+    assert "Shut down the kernels you no longer use" in str(raised.value) and cuda_calls == []
+
+
 def test_other_cuda_errors_pass_through_unchanged(cuda_calls):
     error = RuntimeError("CUDA error: an illegal memory access was encountered")
     with pytest.raises(RuntimeError) as raised, out_of_memory(CUDA, measured=lambda device: None):
