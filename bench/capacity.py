@@ -5,7 +5,8 @@ It ramps the scripted participants of bench/workshop_load.py (each a kernel as t
 keeping the kernels already up and adding the next ones, plays --seconds at each step, and stops at the first N
 over a budget (slider p95 > 50 ms, generate of 8 x 64 tokens p95 > 1 s) or with a failure. What it prints:
 the largest N within both budgets, the next N tried (over), the GPU memory per kernel and how many kernels the
-GPU's memory alone would allow. A minute or two on a GPU with the default ramp (about 30 s per step).
+GPU's memory alone would allow, and, with MPS, how many kernels its server takes (bench/mps_clients.py: 48 on an
+H100). A minute or two on a GPU with the default ramp (about 30 s per step).
 
     python bench/capacity.py                        # this GPU, the hub's settings (plain tier)
     python bench/capacity.py --n 8,16,24,32,40,48   # another ramp; --variant plain+mps with MPS running
@@ -38,20 +39,22 @@ class Plan:
     why: str | None
     gb_per_kernel: float | None
     memory_allows: int | None
+    mps_allows: int | None = None  # clients one MPS server takes on this GPU (measured; None: not limited, no MPS)
 
     @property
     def max_users(self) -> int:
-        """SMOLKIT_HUB_MAX_USERS: what held, never more than the GPU's memory allows."""
-        return self.holds if self.memory_allows is None else min(self.holds, self.memory_allows)
+        """SMOLKIT_HUB_MAX_USERS: what held, never more than the GPU's memory or its MPS server allows."""
+        return min(n for n in (self.holds, self.memory_allows, self.mps_allows) if n is not None)
 
 
-def plan(rows: list[dict[str, Any]], share_of_gpu: float = 0.85) -> Plan:
+def plan(rows: list[dict[str, Any]], share_of_gpu: float = 0.85, mps_allows: int | None = None) -> Plan:
     """The plan from the ramp's rows (bench/workshop_load.py's, in ramp order): the last N before the first row
-    with a ``first_failure``, and how many kernels of the measured size fit in ``share_of_gpu`` of the memory.
+    with a ``first_failure``, and how many kernels of the measured size fit in ``share_of_gpu`` of the memory;
+    ``mps_allows``, the MPS server's client limit where the hub shares the GPU through MPS (bench/mps_clients.py).
 
     >>> ok = {"first_failure": None, "gpu_gb_per_kernel": 1.8, "gpu_total_gb": 80.0}
     >>> plan([{**ok, "n": 8}, {**ok, "n": 16}, {**ok, "n": 24, "first_failure": "generate p95 1.40 s > 1 s"}])
-    Plan(holds=16, over=24, why='generate p95 1.40 s > 1 s', gb_per_kernel=1.8, memory_allows=37)
+    Plan(holds=16, over=24, why='generate p95 1.40 s > 1 s', gb_per_kernel=1.8, memory_allows=37, mps_allows=None)
     """
     holds, over, why = 0, None, None
     for row in rows:
@@ -63,7 +66,7 @@ def plan(rows: list[dict[str, Any]], share_of_gpu: float = 0.85) -> Plan:
     totals = [r["gpu_total_gb"] for r in rows if r.get("gpu_total_gb")]
     per_kernel = max(sizes) if sizes else None
     allows = math.floor(share_of_gpu * totals[0] / per_kernel) if per_kernel and totals else None
-    return Plan(holds, over, why, per_kernel, allows)
+    return Plan(holds, over, why, per_kernel, allows, mps_allows)
 
 
 def verdict(p: Plan, device: str) -> str:
@@ -84,6 +87,9 @@ def verdict(p: Plan, device: str) -> str:
     if p.gb_per_kernel is not None:
         lines.append(f"GPU memory: {p.gb_per_kernel:.2f} GB per kernel with its CUDA context; the memory alone "
                      f"would allow {p.memory_allows}.")  # fmt: skip
+    if p.mps_allows is not None:
+        lines.append(f"MPS: one server takes {p.mps_allows} kernels on this GPU (measured), the next is refused; "
+                     "every open notebook is one.")  # fmt: skip
     if p.max_users > 0:
         lines.append(f"Set SMOLKIT_HUB_MAX_USERS={p.max_users} (workshop/workshop.sh start reads it).")
     else:
@@ -91,9 +97,9 @@ def verdict(p: Plan, device: str) -> str:
     return "\n".join(lines)
 
 
-def measure(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
-    """Ramp the scripted participants (workshop_load.ramp) until the first step over budget; the rows and the
-    device's name."""
+def measure(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str, dict[str, Any] | None]:
+    """Ramp the scripted participants (workshop_load.ramp) until the first step over budget; the rows, the
+    device's name and, where the variant shares the GPU through MPS, its client limit (``mps_limit``)."""
     import workshop_load  # bench/ is this script's own directory: the load test's kernels and figures
 
     workshop_load.exit_on_sigterm()
@@ -113,9 +119,21 @@ def measure(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
             print(workshop_load.table([row]).splitlines()[-1], flush=True)
             if row["first_failure"]:
                 break
+        mps = mps_limit(args) if "mps" in args.variant.split("+") else None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return rows, first["gpu"] or "this CPU"
+    return rows, first["gpu"] or "this CPU", mps
+
+
+def mps_limit(args: argparse.Namespace) -> dict[str, Any]:
+    """How many kernels one MPS server takes here (bench/mps_clients.py, up to 64 contexts, about half a minute),
+    with its daemon in the mode the variant runs (multi-user with accounts, as the hub)."""
+    import mps_clients
+
+    probe = ["--most", "64", "--stop-after", "1"] + (["--multiuser"] if "accounts" in args.variant else [])
+    result = mps_clients.measure(mps_clients.parse(probe))
+    print(f"MPS clients: {result['limit'] or 'at least 64'} got a context", flush=True)
+    return result
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -142,13 +160,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     started = time.perf_counter()
-    rows, device = measure(args)
-    result = plan(rows)
+    rows, device, mps = measure(args)
+    result = plan(rows, mps_allows=mps["limit"] if mps else None)
     print(f"\n{verdict(result, device)}\n(measured in {time.perf_counter() - started:.0f} s: ramp {args.n}, "
           f"{args.seconds:g} s a step, variant {args.variant})")  # fmt: skip
     if args.out:
         record = {"device": device, "settings": vars(args), "rows": rows, "plan": dataclasses.asdict(result),
-                  "max_users": result.max_users}  # fmt: skip
+                  "max_users": result.max_users, "mps_clients": mps}  # fmt: skip
         args.out.write_text(json.dumps(record, indent=2, default=str) + "\n")
 
 

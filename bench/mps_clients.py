@@ -76,7 +76,7 @@ def probe(args: argparse.Namespace, env: dict[str, str], scratch: Path) -> dict:
                 rows[-1]["stack"] = workshop_load.stack_of(client)  # faulthandler, on SIGUSR1, into its log
                 if len(waiting) == args.stop_after:
                     break
-        result = {"rows": rows, "mps": workshop_load.mps_clients(env)}
+        result = {"rows": rows, "limit": limit(rows), "mps": workshop_load.mps_clients(env)}
         ready = [c for c in clients if c["events"].get("ready")]
         if waiting and ready:  # does the first one waiting go on when a client that holds its context exits?
             first_ready = ready[0]
@@ -88,6 +88,24 @@ def probe(args: argparse.Namespace, env: dict[str, str], scratch: Path) -> dict:
         return result
     finally:
         workshop_load.stop_kernels(clients)
+
+
+def limit(rows: list[dict]) -> int | None:
+    """How many clients got their context before the first that did not (refused, or no answer); None when every
+    client started got one (the limit, if any, is higher).
+
+    >>> limit([{"event": "ready"}, {"event": "ready"}, {"event": "error"}, {"event": "error"}])
+    2
+    >>> limit([{"event": "ready"}])
+    """
+    return next((i for i, row in enumerate(rows) if row["event"] != "ready"), None)
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """The probe, with a private control daemon of its own (multi-user with ``args.multiuser``)."""
+    with tempfile.TemporaryDirectory(prefix="mps-clients-") as tmp, \
+            workshop_load.mps_daemon(Path(tmp), multiuser=args.multiuser) as mps:  # fmt: skip
+        return probe(args, {**os.environ, **mps}, Path(tmp))
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -109,9 +127,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     workshop_load.exit_on_sigterm()
-    with tempfile.TemporaryDirectory(prefix="mps-clients-") as tmp, \
-            workshop_load.mps_daemon(Path(tmp), multiuser=args.multiuser) as mps:  # fmt: skip
-        result = probe(args, {**os.environ, **mps}, Path(tmp))
+    result = measure(args)
     result["settings"] = {**vars(args), "out": str(args.out), "gpu": workshop_load.gpu_name()}
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2, default=str))
     if args.out:

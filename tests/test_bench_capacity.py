@@ -51,6 +51,17 @@ def test_memory_caps_max_users_when_every_step_held():
     assert "holds at least 24" in capacity.verdict(result, "GPU") and "MAX_USERS=17" in capacity.verdict(result, "GPU")
 
 
+def test_the_mps_servers_client_limit_caps_max_users():
+    """Kernels small enough that 0.85 x 141 GB would hold 66, every step within budget up to 56: the MPS server
+    takes 48 clients (measured on an H100; the 49th is refused), so the hub may not admit more than 48."""
+    rows = [row(n, gb=1.8, total=141.0) for n in (40, 48, 56)]
+    result = capacity.plan(rows, mps_allows=48)
+    assert (result.holds, result.memory_allows, result.mps_allows, result.max_users) == (56, 66, 48, 48)
+    text = capacity.verdict(result, "NVIDIA H200")
+    assert "one server takes 48 kernels" in text and "SMOLKIT_HUB_MAX_USERS=48" in text
+    assert capacity.plan(rows).max_users == 56  # without MPS nothing limits the clients
+
+
 def test_on_the_cpu_there_is_no_memory_bound_and_no_step_held_says_so():
     result = capacity.plan([row(1, "generate p95 3.50 s > 1 s", gb=None, total=None)])
     assert (result.holds, result.memory_allows, result.max_users) == (0, None, 0)
@@ -60,7 +71,7 @@ def test_on_the_cpu_there_is_no_memory_bound_and_no_step_held_says_so():
 
 def test_main_prints_the_setting_and_writes_the_plan(monkeypatch, tmp_path, capsys):
     fake = [row(8), row(16), row(24, "generate p95 1.30 s > 1 s")]
-    monkeypatch.setattr(capacity, "measure", lambda args: (fake, "NVIDIA H100 80GB HBM3"))
+    monkeypatch.setattr(capacity, "measure", lambda args: (fake, "NVIDIA H100 80GB HBM3", None))
     out = tmp_path / "capacity.json"
     capacity.main(["--n", "8,16,24", "--out", str(out)])
     printed = capsys.readouterr().out
