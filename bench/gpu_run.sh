@@ -11,6 +11,7 @@
 #   bench/gpu_run.sh hub        the hub's own case for 5 minutes (as root): 32 kernels, each a system account of its
 #                               own, sharing the GPU through one MPS server in multi-user mode (-M), as the hub runs it
 #   bench/gpu_run.sh late       overload as a workshop meets it: 32 kernels up under MPS, 16 more arrive while they play
+#   bench/gpu_run.sh late-spread  the same, the 16 arriving one a second instead of at once
 #   bench/gpu_run.sh timeslice  32 kernels time-sharing the GPU without MPS: the plain tier beside the compiled one
 #   bench/gpu_run.sh capacity   the capacity planner as the hub runs (as root): accounts and MPS, 24 / 32 / 40
 #   bench/gpu_run.sh mps-clients  how many clients one MPS server (multi-user) takes, and what the next one meets
@@ -54,6 +55,9 @@ for what in "$@"; do
                 --keep-going --variants plain+mps+accounts --out "$out/results-workshop-hub.json" ;;
         late) stage late "$py" bench/workshop_load.py --n 48 --overload --overload-after 32 --fraction 0.0266 \
                 --startup-timeout 150 --seconds 20 --variants plain+mps --out "$out/results-workshop-late.json" ;;
+        late-spread) stage late-spread "$py" bench/workshop_load.py --n 48 --overload --overload-after 32 --fraction 0.0266 \
+                --arrive-every 1 --startup-timeout 150 --seconds 20 --variants plain+mps \
+                --out "$out/results-workshop-late-spread.json" ;;
         timeslice) stage timeslice "$py" bench/workshop_load.py --n 32 --seconds 30 --keep-going \
                 --variants plain,compiled --out "$out/results-workshop-timeslice.json" ;;
         capacity) stage capacity "$py" bench/capacity.py --variant plain+mps+accounts --n 24,32,40 --seconds 20 \

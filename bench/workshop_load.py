@@ -655,8 +655,11 @@ def late_arrivals(first: list[dict[str, Any]], late: range, n: int, args: argpar
     live = [k for k in first if not k.get("failed")]
     for kernel in live:
         send(kernel, "go")
-    newcomers = start_kernels(late, n, args, scratch, extra, owners)
+    newcomers: list[dict[str, Any]] = []
     try:
+        for index in late:  # at once (a burst: "everyone, open notebook 05"), or one every --arrive-every seconds
+            newcomers += start_kernels(range(index, index + 1), n, args, scratch, extra, owners)
+            time.sleep(args.arrive_every)
         wait_ready(newcomers, args)
         results = [wait_event(k, "result", args.seconds + args.generate_timeout) for k in live]
         for kernel, message in zip(live, results, strict=True):
@@ -774,7 +777,7 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     keys = ("device", "seconds", "samples", "tokens", "generate_every", "slider_hz", "fraction", "n", "overload",
-            "overload_after", "startup_timeout")  # fmt: skip
+            "overload_after", "arrive_every", "startup_timeout")  # fmt: skip
     found = {k: getattr(args, k) for k in keys} | {"cpus": os.cpu_count(), "gpu": warm["gpu"], "torch": warm["torch"],
                                                     "variants": [variant_name(v) for v in args.variants]}  # fmt: skip
     return {"settings": found, "first_kernel_s": warm["elapsed_s"], "total_s": time.perf_counter() - started,
@@ -813,6 +816,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--overload-after", type=int, default=0,
                    help="with --overload: start this many kernels first, and the rest of N while those play\n"
                         "(participants who arrive at a full GPU): outcomes reported for each group apart")
+    p.add_argument("--arrive-every", type=float, default=0.0,
+                   help="with --overload-after: seconds between one newcomer's start and the next (default 0: at once)")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--hold-on-error", action="store_true", help=argparse.SUPPRESS)
@@ -827,6 +832,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(str(err))
     extras = {name for name in ("plain", "mps", "lazy") if getattr(args, name)}
     args.variants = list(dict.fromkeys(tuple(sorted((set(v) - {"base"}) | extras)) or ("base",) for v in variants))
+    if args.arrive_every < 0:
+        p.error(f"--arrive-every must be 0 or more seconds, got {args.arrive_every}")
     if args.overload_after and not (args.overload and 0 < args.overload_after < min(args.n)):
         p.error(f"--overload-after needs --overload and 0 < it < every N, got {args.overload_after}")
     args.keep_going = args.keep_going or args.overload

@@ -41,6 +41,7 @@ __all__ = [
     "out_of_memory",
     "out_of_memory_message",
     "requested_bytes",
+    "require_room",
 ]
 
 ENV = "SMOLKIT_GPU_MEMORY_FRACTION"
@@ -100,6 +101,23 @@ def measure(device: torch.device) -> GpuMemory:
     """The figures of ``GpuMemory`` for a CUDA ``device``, from torch and the driver."""
     free, total = torch.cuda.mem_get_info(device)
     return GpuMemory(total=total, fraction=memory_fraction(), held=torch.cuda.memory_reserved(device), free=free)
+
+
+def require_room(device: torch.device, measured: Callable[[torch.device], GpuMemory] | None = None) -> None:
+    """Refuse to start on a GPU with less free memory than this kernel's share (``GpuShareExhausted``, before the
+    weights take any). The kernels already working may grow into what is free, up to their shares: a newcomer that
+    took the last of it would make their next cell fail rather than its own first one (measured on an H100 under
+    MPS, bench/RESULTS.md). Nothing to check on a CPU or without a share (one user, a GPU of their own)."""
+    if device.type != "cuda" or memory_fraction() is None:
+        return
+    memory = (measured or measure)(device)  # measure: this GPU's figures
+    if memory.share is not None and memory.free < memory.share:
+        raise GpuShareExhausted(
+            f"The GPU is full: {memory.free / GB:.2f} GB of its {memory.total / GB:.2f} GB are free, less than one "
+            f"kernel's share ({memory.share / GB:.2f} GB, {ENV}={memory.fraction:g}), so this kernel has not loaded "
+            "the model and the kernels already working keep room to work. Run this cell again in a moment; if the "
+            "GPU stays full, tell the facilitator (idle kernels are shut down, which frees their memory)."
+        )
 
 
 _SIZE = re.compile(r"Tried to allocate ([0-9.]+) ?(bytes|B|KiB|MiB|GiB|TiB)")
