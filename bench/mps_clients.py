@@ -45,10 +45,11 @@ sys.stdin.read()
 """
 
 
-def start(count: int, env: dict[str, str], scratch: Path) -> list[dict]:
-    """``count`` client processes, each with a log (its stderr) and a reader of its JSON lines."""
+def start(count: int, env: dict[str, str], scratch: Path, first: int = 0) -> list[dict]:
+    """``count`` client processes (numbered from ``first``), each with a log (its stderr) and a reader of its JSON
+    lines."""
     clients = []
-    for index in range(count):
+    for index in range(first, first + count):
         log_path = scratch / f"client-{index}.log"
         log = open(log_path, "w")  # noqa: SIM115 (closed by workshop_load.stop_kernels)
         proc = subprocess.Popen([sys.executable, "-c", CLIENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -85,6 +86,16 @@ def probe(args: argparse.Namespace, env: dict[str, str], scratch: Path) -> dict:
             result["after_one_exits"] = answer or {"event": "no answer"}
             print(f"  client {first_ready['index']} exited; client {waiting[0]['index']}: "
                   f"{result['after_one_exits']}", flush=True)  # fmt: skip
+        elif ready and any(row["event"] == "error" for row in rows):  # refused: is a seat free once one exits?
+            ready[0]["proc"].kill()
+            ready[0]["proc"].wait(timeout=30)
+            clients += start(1, env, scratch, first=len(clients))
+            if workshop_load.wait_event(clients[-1], "imported", 120) is not None:
+                workshop_load.send(clients[-1], "go")
+            answer = workshop_load.wait_event(clients[-1], "ready", args.timeout)
+            result["new_client_after_one_exits"] = answer or {"event": "no answer"}
+            print(f"  client {ready[0]['index']} exited; a new client: {result['new_client_after_one_exits']}",
+                  flush=True)  # fmt: skip
         return result
     finally:
         workshop_load.stop_kernels(clients)

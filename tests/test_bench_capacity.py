@@ -233,3 +233,40 @@ def test_the_mps_probe_reports_where_a_waiting_client_waits(monkeypatch, tmp_pat
         assert "after_one_exits" not in result
     else:  # the ready client exited; the one waiting here waits on a file, not on it, so it stays silent
         assert result["after_one_exits"] == {"event": "no answer"}
+
+
+# A stand-in for a GPU with two seats (as an H100's MPS server has 48): a client takes a seat that is free (no
+# file, or the file of a process that has exited) and holds it while it lives; one that finds none is refused at
+# once, as the 49th MPS client is.
+TWO_SEATS = """
+import json, os, sys
+print(json.dumps({"event": "imported"}), flush=True)
+sys.stdin.readline()
+def holder_alive(path):
+    try:
+        os.kill(int(open(path).read() or 0), 0)
+        return True
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return False
+for seat in ("a", "b"):
+    path = os.path.join(os.environ["SEATS"], seat)
+    if not holder_alive(path):
+        open(path, "w").write(str(os.getpid()))
+        print(json.dumps({"event": "ready", "s": 0.0}), flush=True)
+        break
+else:
+    print(json.dumps({"event": "error", "type": "GpuUnavailable", "message": "no seat"}), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_the_mps_probe_finds_the_limit_and_whether_a_seat_frees_when_a_client_exits(monkeypatch, tmp_path):
+    seats = tmp_path / "seats"
+    seats.mkdir()
+    monkeypatch.setattr(mps_clients, "CLIENT", TWO_SEATS)
+    monkeypatch.setattr(mps_clients.workshop_load, "mps_clients", lambda env: {"servers": 1})
+    result = mps_clients.probe(mps_clients.parse(["--most", "4", "--timeout", "5"]),
+                               {**os.environ, "SEATS": str(seats)}, tmp_path)  # fmt: skip
+    assert [row["event"] for row in result["rows"]] == ["ready", "ready", "error", "error"]
+    assert result["limit"] == 2 and result["rows"][2]["type"] == "GpuUnavailable"
+    assert result["new_client_after_one_exits"]["event"] == "ready"  # the first client's seat, freed by its exit
