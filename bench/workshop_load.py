@@ -672,6 +672,7 @@ def late_arrivals(first: list[dict[str, Any]], late: range, n: int, args: argpar
             row["mps"] = mps_clients(extra)
         row["seen_otherwise"] = unexplained(first + newcomers)
         row["seen_by_first"] = unexplained(first, most=8, kinds=("kit", "raw", "other"))  # those who were working
+        row["seen_by_late"] = unexplained(newcomers, most=16, kinds=("kit",))  # which of the kit's messages
         row["first_reserved_gb"] = sorted(round(k["events"]["ready"]["reserved_gb"], 2) for k in first
                                           if k["events"].get("ready", {}).get("reserved_gb") is not None)  # fmt: skip
         row["late_warmup_s"] = sorted(round(k["events"]["ready"]["warmup_s"], 1) for k in newcomers
