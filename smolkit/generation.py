@@ -275,10 +275,11 @@ def forward_bytes(lm: LoadedModel, positions: int, scored: int) -> int:
 
 
 def available_bytes(device: torch.device) -> int:
-    """Memory free for this process now: the GPU's free memory, or the machine's available RAM, lowered to what
-    this process's control group still allows (a container's or a workshop kernel's limit)."""
+    """Memory free for this process now: on a GPU what it can still allocate (its own cached memory, and the GPU's
+    free memory up to its share: ``gpu_share.usable``), or the machine's available RAM, lowered to what this
+    process's control group still allows (a container's or a workshop kernel's limit)."""
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+        return gpu_share.usable_bytes(device)
     with open("/proc/meminfo") as f:
         free = int(dict(line.split(":", 1) for line in f)["MemAvailable"].split()[0]) * 1024
     left = cgroups.memory_left()  # v2 or v1, the smallest limit on the process's cgroup path

@@ -42,6 +42,7 @@ __all__ = [
     "out_of_memory_message",
     "requested_bytes",
     "require_room",
+    "usable_bytes",
 ]
 
 ENV = "SMOLKIT_GPU_MEMORY_FRACTION"
@@ -103,11 +104,36 @@ def measure(device: torch.device) -> GpuMemory:
     return GpuMemory(total=total, fraction=memory_fraction(), held=torch.cuda.memory_reserved(device), free=free)
 
 
+def usable(free: int, reserved: int, allocated: int, share: int | None) -> int:
+    """What this process can still allocate on the GPU: the memory its torch keeps cached (``reserved`` less
+    ``allocated``, reused first) plus what the GPU has ``free``, the latter no more than its ``share`` leaves
+    (torch's cap counts reserved memory). A kernel on a GPU that others have filled still works within its cache.
+
+    >>> GB = 10**9
+    >>> usable(free=0, reserved=int(0.9 * GB), allocated=int(0.3 * GB), share=int(2.26 * GB)) / GB  # a full GPU
+    0.6
+    >>> usable(free=40 * GB, reserved=2 * GB, allocated=2 * GB, share=int(2.26 * GB)) / GB  # the share binds
+    0.26
+    >>> usable(free=5 * GB, reserved=GB, allocated=0, share=None) / GB
+    6.0
+    """
+    grow = free if share is None else max(0, min(free, share - reserved))
+    return max(0, reserved - allocated) + grow
+
+
+def usable_bytes(device: torch.device) -> int:
+    """``usable`` for a CUDA ``device``, from torch and the driver."""
+    memory = measure(device)
+    return usable(memory.free, memory.held, torch.cuda.memory_allocated(device), memory.share)
+
+
 def require_room(device: torch.device, measured: Callable[[torch.device], GpuMemory] | None = None) -> None:
     """Refuse to start on a GPU with less free memory than this kernel's share (``GpuShareExhausted``, before the
     weights take any). The kernels already working may grow into what is free, up to their shares: a newcomer that
-    took the last of it would make their next cell fail rather than its own first one (measured on an H100 under
-    MPS, bench/RESULTS.md). Nothing to check on a CPU or without a share (one user, a GPU of their own)."""
+    took the last of it would make their next cell fail rather than its own first one (7 of 32 working kernels
+    stopped so in one of seven runs on an H100 under MPS, bench/RESULTS.md). A check, not a reservation: kernels
+    that start within one load time of each other all see the same free memory (in those runs it refused none).
+    Nothing to check on a CPU or without a share (one user, a GPU of their own)."""
     if device.type != "cuda" or memory_fraction() is None:
         return
     memory = (measured or measure)(device)  # measure: this GPU's figures

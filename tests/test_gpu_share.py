@@ -263,3 +263,15 @@ def test_on_a_gpu_an_allocation_past_the_share_is_explained_and_the_kernel_goes_
     """In a process of its own: the cap is per process and would stay on for the other GPU tests."""
     done = subprocess.run([sys.executable, "-c", GPU_SCRIPT], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stdout + done.stderr
+
+
+def test_a_working_kernel_on_a_full_gpu_counts_its_own_cache_as_available(monkeypatch):
+    """On an H100 filled by newcomers (0 bytes free), a kernel that holds 0.9 GB of which 0.3 GB are in use can
+    still run what fits in the other 0.6 GB: the kit's memory check must not refuse it (it read only the GPU's free
+    memory before, and refused an 8 x 64 generate of 0.1 GiB with "this GPU has 0.0 GiB available")."""
+    from smolkit import generation
+
+    full = GpuMemory(total=85 * 10**9, fraction=0.0266, held=9 * 10**8, free=0)
+    monkeypatch.setattr(gpu_share, "measure", lambda device: full)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 3 * 10**8)
+    assert generation.available_bytes(CUDA) == 6 * 10**8
