@@ -191,10 +191,12 @@ start() {
 
 capacity() {
     [ -x "$PY" ] || die "no workshop venv in $VENV: run \`$0 prepare\` first"
-    # the GPU shared as the hub will share it: through MPS where the hub starts it (workshop/mps_service.py)
-    local mps
+    # the GPU shared as the hub will share it: through MPS where the hub starts it (workshop/mps_service.py), and,
+    # as root, with a system account per kernel under one multi-user MPS server, as the hub runs participants
+    local mps variant=plain+mps
     mps=$("$PY" workshop/mps_service.py wanted) || exit 2
-    [ "$mps" = yes ] && set -- --variant plain+mps "$@"  # ARGS' own --variant, given later, wins
+    [ "$(id -u)" = 0 ] && variant=plain+mps+accounts
+    [ "$mps" = yes ] && set -- --variant "$variant" "$@"  # ARGS' own --variant, given later, wins
     SMOLKIT_CACHE_DIR="$CACHE/smolkit" HF_HOME="$CACHE/hf" "$PY" bench/capacity.py "$@"
 }
 
