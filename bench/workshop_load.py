@@ -561,10 +561,10 @@ def outcome(kernel: dict[str, Any]) -> str:
     return "raw" if any(sign in text for sign in ("out of memory", "CUDA error", "CUBLAS_STATUS")) else "other"
 
 
-def unexplained(kernels: list[dict[str, Any]], most: int = 6, kinds: tuple[str, ...] = ("raw", "other")) -> dict:
-    """What the first ``most`` kernels whose ``outcome`` is one of ``kinds`` (default: neither worked nor got the
-    kit's message) saw: their error (its stage, and the GB their torch held then), else their log's tail. The row
-    says why, not only how many."""
+def seen_by(kernels: list[dict[str, Any]], most: int = 6, kinds: tuple[str, ...] = ("raw", "other")) -> dict:
+    """What the first ``most`` kernels whose ``outcome`` is one of ``kinds`` (default: the unexplained, that
+    neither worked nor got the kit's message) saw: their error (its stage, and the GB their torch held then), else
+    their log's tail. The row says why, not only how many."""
     seen = {}
     for kernel in kernels:
         if outcome(kernel) in kinds and len(seen) < most:
@@ -639,7 +639,7 @@ def run_n(n: int, variant: tuple[str, ...], args: argparse.Namespace, scratch: P
                     seen = {k["index"]: outcome(k) for k in kernels}
                     row["outcomes"] = tally(seen.values())
                     row["per_kernel"] = seen
-                    row["seen_otherwise"] = unexplained(kernels)
+                    row["seen_otherwise"] = seen_by(kernels)
             finally:
                 stop_kernels(kernels)
     except (MpsUnavailable, AccountsUnavailable) as err:
@@ -670,9 +670,9 @@ def late_arrivals(first: list[dict[str, Any]], late: range, n: int, args: argpar
             row[f"outcomes_{name}"] = tally(outcome(k) for k in group)
         if "mps" in variant:
             row["mps"] = mps_clients(extra)
-        row["seen_otherwise"] = unexplained(first + newcomers)
-        row["seen_by_first"] = unexplained(first, most=8, kinds=("kit", "raw", "other"))  # those who were working
-        row["seen_by_late"] = unexplained(newcomers, most=16, kinds=("kit",))  # which of the kit's messages
+        row["seen_otherwise"] = seen_by(first + newcomers)
+        row["seen_by_first"] = seen_by(first, most=8, kinds=("kit", "raw", "other"))  # those who were working
+        row["seen_by_late"] = seen_by(newcomers, most=16, kinds=("kit",))  # which of the kit's messages
         row["first_reserved_gb"] = sorted(round(k["events"]["ready"]["reserved_gb"], 2) for k in first
                                           if k["events"].get("ready", {}).get("reserved_gb") is not None)  # fmt: skip
         row["late_warmup_s"] = sorted(round(k["events"]["ready"]["warmup_s"], 1) for k in newcomers

@@ -131,7 +131,7 @@ def test_an_overload_row_says_what_the_unexplained_kernels_saw(tmp_path):
             {**silent, "index": 2, "proc": proc},
             {**kernel({}, True, log="loading\nKilled", tmp_path=tmp_path), "index": 3, "proc": FakeProc(-9)},
         ]
-        seen = workshop_load.unexplained(kernels)
+        seen = workshop_load.seen_by(kernels)
     finally:
         proc.kill()
         proc.wait()
@@ -140,7 +140,7 @@ def test_an_overload_row_says_what_the_unexplained_kernels_saw(tmp_path):
     assert "in wait_for_the_gpu" in seen[2]
     assert seen[3] == "no answer, exited -9: loading | Killed"
     many = [{**kernels[1], "index": i} for i in range(5)]
-    assert list(workshop_load.unexplained(many, most=3)) == [0, 1, 2]  # the first ``most``, not every one
+    assert list(workshop_load.seen_by(many, most=3)) == [0, 1, 2]  # the first ``most``, not every one
 
 
 class FakeProc:

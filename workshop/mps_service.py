@@ -29,7 +29,6 @@ from pathlib import Path
 
 CONTROL = "nvidia-cuda-mps-control"
 CHOICES = ("auto", "on", "off")
-Done = subprocess.CompletedProcess
 
 
 def wanted(setting: str | None, gpu_devices: bool, control: str | None, gpus: bool) -> bool:
@@ -67,7 +66,9 @@ def wanted_here(environ: dict[str, str] | None = None) -> bool:
                   shutil.which(CONTROL), gpus)  # fmt: skip
 
 
-def start_daemon(control: str, multiuser: bool = True, env: dict[str, str] | None = None) -> Done:
+def start_daemon(
+    control: str, multiuser: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Start the control daemon in the background (``-d``), in multi-user mode (``-M``, root only) unless told
     otherwise, with the pipe and log directories of ``env`` (default: this process's environment). The bench
     (bench/workshop_load.py) starts its daemons here too, so the hub runs what was measured."""
@@ -75,7 +76,9 @@ def start_daemon(control: str, multiuser: bool = True, env: dict[str, str] | Non
     return subprocess.run([control, *flags], env=env, capture_output=True, text=True, timeout=60)
 
 
-def ask(control: str, command: str, env: dict[str, str] | None = None, timeout: float = 60) -> Done:
+def ask(
+    control: str, command: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
     """Send one command (``get_server_list``, ``quit``, ...) to the control daemon of ``env``'s pipe directory."""
     return subprocess.run([control], input=command + "\n", env=env, capture_output=True, text=True, timeout=timeout)
 
