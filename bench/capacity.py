@@ -20,10 +20,16 @@ import dataclasses
 import json
 import math
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workshop"))
+import gpu_split
+
+GB = gpu_split.GB
 
 GPU_RAMP = "8,16,24,32,40,48"
 CPU_RAMP = "1,2,4"
@@ -32,12 +38,14 @@ CPU_RAMP = "1,2,4"
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """What a ramp showed: ``holds`` participants within the budgets (0: not even the first step), ``over`` the
-    first N that was not (None: every step held), why, and the GPU memory figures (None on the CPU)."""
+    first N that was not (None: every step held), why, and the GPU memory figures (None on the CPU): what a kernel's
+    torch held at most and what it holds besides (its context), and how many kernels the memory holds so split."""
 
     holds: int
     over: int | None
     why: str | None
-    gb_per_kernel: float | None
+    torch_gb: float | None
+    context_gb: float | None
     memory_allows: int | None
     mps_allows: int | None = None  # clients one MPS server takes on this GPU (measured; None: not limited, no MPS)
 
@@ -46,15 +54,22 @@ class Plan:
         """SMOLKIT_HUB_MAX_USERS: what held, never more than the GPU's memory or its MPS server allows."""
         return min(n for n in (self.holds, self.memory_allows, self.mps_allows) if n is not None)
 
+    @property
+    def context_setting(self) -> float | None:
+        """SMOLKIT_HUB_GPU_CONTEXT_GB: the measured context, rounded up to 0.1 GB (None on the CPU)."""
+        return None if self.context_gb is None else math.ceil(self.context_gb * 10 - 1e-9) / 10
 
-def plan(rows: list[dict[str, Any]], share_of_gpu: float = 0.85, mps_allows: int | None = None) -> Plan:
+
+def plan(rows: list[dict[str, Any]], mps_allows: int | None = None) -> Plan:
     """The plan from the ramp's rows (bench/workshop_load.py's, in ramp order): the last N before the first row
-    with a ``first_failure``, and how many kernels of the measured size fit in ``share_of_gpu`` of the memory;
-    ``mps_allows``, the MPS server's client limit where the hub shares the GPU through MPS (bench/mps_clients.py).
+    with a ``first_failure``, and how many kernels the GPU holds when each keeps room for what a kernel's torch held
+    at most plus its context (workshop/gpu_split.py's seats_allowed); ``mps_allows``, the MPS server's client limit
+    where the hub shares the GPU through MPS (bench/mps_clients.py).
 
-    >>> ok = {"first_failure": None, "gpu_gb_per_kernel": 1.8, "gpu_total_gb": 80.0}
+    >>> ok = {"first_failure": None, "reserved_gb_per_kernel": 0.94, "context_gb_per_kernel": 0.9, "gpu_total_gb": 85}
     >>> plan([{**ok, "n": 8}, {**ok, "n": 16}, {**ok, "n": 24, "first_failure": "generate p95 1.40 s > 1 s"}])
-    Plan(holds=16, over=24, why='generate p95 1.40 s > 1 s', gb_per_kernel=1.8, memory_allows=37, mps_allows=None)
+    Plan(holds=16, over=24, why='generate p95 1.40 s > 1 s', torch_gb=0.94, context_gb=0.9, memory_allows=36, \
+mps_allows=None)
     """
     holds, over, why = 0, None, None
     for row in rows:
@@ -62,20 +77,24 @@ def plan(rows: list[dict[str, Any]], share_of_gpu: float = 0.85, mps_allows: int
             over, why = row["n"], row["first_failure"]
             break
         holds = row["n"]
-    sizes = [r["gpu_gb_per_kernel"] for r in rows if r.get("gpu_gb_per_kernel")]
-    totals = [r["gpu_total_gb"] for r in rows if r.get("gpu_total_gb")]
-    per_kernel = max(sizes) if sizes else None
-    allows = math.floor(share_of_gpu * totals[0] / per_kernel) if per_kernel and totals else None
-    return Plan(holds, over, why, per_kernel, allows, mps_allows)
+    torch_gb = max((r["reserved_gb_per_kernel"] for r in rows if r.get("reserved_gb_per_kernel")), default=None)
+    context_gb = max((r["context_gb_per_kernel"] for r in rows if r.get("context_gb_per_kernel")), default=None)
+    total_gb = next((r["gpu_total_gb"] for r in rows if r.get("gpu_total_gb")), None)
+    allows = None
+    if None not in (torch_gb, context_gb, total_gb):
+        allows = gpu_split.seats_allowed(total_gb * GB, torch_gb * GB, context_gb * GB)
+    return Plan(holds, over, why, torch_gb, context_gb, allows, mps_allows)
 
 
 def verdict(p: Plan, device: str) -> str:
     """The facilitator's answer, in words.
 
-    >>> print(verdict(Plan(16, 24, "generate p95 1.40 s > 1 s", 1.8, 37), "NVIDIA H100 80GB HBM3"))
+    >>> print(verdict(Plan(16, 24, "generate p95 1.40 s > 1 s", 0.94, 0.9, 36),
+    ...               "NVIDIA H100 80GB HBM3"))  # doctest: +NORMALIZE_WHITESPACE
     NVIDIA H100 80GB HBM3 holds 16 participants within the budgets (at 24: generate p95 1.40 s > 1 s).
-    GPU memory: 1.80 GB per kernel with its CUDA context; the memory alone would allow 37.
-    Set SMOLKIT_HUB_MAX_USERS=16 (workshop/workshop.sh start reads it).
+    GPU memory: a kernel's torch held 0.94 GB at most, and it holds 0.90 GB besides (its CUDA context); with room
+    for 1.25 times the first, the GPU holds 36 kernels.
+    Set SMOLKIT_HUB_MAX_USERS=16 SMOLKIT_HUB_GPU_CONTEXT_GB=0.9 (workshop/workshop.sh start reads them).
     """
     if p.over is None:
         held = f"holds at least {p.holds} participants within the budgets (every step of the ramp held: try more)"
@@ -84,14 +103,16 @@ def verdict(p: Plan, device: str) -> str:
     else:
         held = f"holds {p.holds} participants within the budgets (at {p.over}: {p.why})"
     lines = [f"{device} {held}."]
-    if p.gb_per_kernel is not None:
-        lines.append(f"GPU memory: {p.gb_per_kernel:.2f} GB per kernel with its CUDA context; the memory alone "
-                     f"would allow {p.memory_allows}.")  # fmt: skip
+    if p.memory_allows is not None:
+        lines.append(f"GPU memory: a kernel's torch held {p.torch_gb:.2f} GB at most, and it holds {p.context_gb:.2f} "
+                     f"GB besides (its CUDA context); with room for {gpu_split.HEADROOM:g} times the first, the GPU "
+                     f"holds {p.memory_allows} kernels.")  # fmt: skip
     if p.mps_allows is not None:
         lines.append(f"MPS: one server takes {p.mps_allows} kernels on this GPU (measured), the next is refused; "
                      "every open notebook is one.")  # fmt: skip
     if p.max_users > 0:
-        lines.append(f"Set SMOLKIT_HUB_MAX_USERS={p.max_users} (workshop/workshop.sh start reads it).")
+        context = f" SMOLKIT_HUB_GPU_CONTEXT_GB={p.context_setting:g}" if p.context_setting is not None else ""
+        lines.append(f"Set SMOLKIT_HUB_MAX_USERS={p.max_users}{context} (workshop/workshop.sh start reads them).")
     else:
         lines.append("Do not run a workshop on this box as it is: give participants a GPU each, or fewer tokens.")
     return "\n".join(lines)

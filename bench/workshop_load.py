@@ -1,10 +1,11 @@
 """How many workshop participants one (GPU) box holds: N kernels started as the workshop hub starts them, each
 running a scripted participant, for growing N until something gives.
 
-Each kernel is a separate Python process with the environment the hub gives a participant's server (its GPU share
-SMOLKIT_GPU_MEMORY_FRACTION = 0.85 / N, OMP_NUM_THREADS = cores / N, the shared model cache, offline, a home of its
-own). It loads the embedded model, computes one next-token distribution, and then, for --seconds, plays a
-participant: slider moves on the cached logits (``Distribution.with_params`` and the top-10 readout, what an
+Each kernel is a separate Python process with the environment the hub gives a participant's server (the hub's
+split of the GPU for N participants, workshop/gpu_split.py: N seats, SMOLKIT_GPU_SEATS, and a memory share each,
+SMOLKIT_GPU_MEMORY_FRACTION; OMP_NUM_THREADS = cores / N, the shared model cache, offline, a home of its own).
+It loads the embedded model, computes one next-token distribution, and then, for --seconds, plays a participant:
+slider moves on the cached logits (``Distribution.with_params`` and the top-10 readout, what an
 explorer recomputes per move) at --slider-hz, and a ``smolkit.generate`` of --samples x --tokens every
 --generate-every seconds (staggered: participants do not click at the same moment). All N start together.
 
@@ -24,13 +25,14 @@ accounts can read them): ``plain+mps+accounts`` is the hub with MPS (its daemon 
 hub runs it: one MPS server for every account). The GPU memory of a kernel is reported
 as torch's peak (max_allocated) and, with its CUDA context, as what nvidia-smi's figure grew by per kernel.
 --overload starts more kernels than fit and reports, per kernel, whether it worked, saw the kit's message
-(GpuShareExhausted) or a raw CUDA error; the kernels that came up play their window meanwhile.
+(GpuShareExhausted, GpuUnavailable: no seat free) or a raw CUDA error; the kernels that came up play their window
+meanwhile. --seats K splits the GPU as a hub for K participants does whatever N is (past K, kernels find no seat).
 
 Needs torch, transformers, safetensors and the repository only (no Jupyter). Prints a table, writes JSON (--out).
 
     python bench/workshop_load.py --n 4,16,32,48,64 --out bench/results-workshop-gpu.json     # a GPU box
     python bench/workshop_load.py --n 16,32 --seconds 60 --variants base,plain,plain+mps      # remedies side by side
-    python bench/workshop_load.py --n 64 --overload --fraction 0.0266 --seconds 20            # past capacity
+    python bench/workshop_load.py --n 64 --overload --seats 32 --seconds 20                   # past capacity
     python bench/workshop_load.py --n 1,2,4 --seconds 20 --out bench/results-workshop-cpu.json  # this CPU box
 """
 
@@ -56,7 +58,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workshop"))
-import mps_service  # noqa: E402  (workshop/, not a package) the hub's MPS daemon: the bench starts the one the hub does
+import gpu_split  # noqa: E402  (workshop/, not a package) the hub's split of the GPU: seats and shares
+import mps_service  # noqa: E402  the hub's MPS daemon: the bench starts the one the hub does
 
 PROMPT = "Write a short story about a robot who learns to paint."
 SLIDER_PROMPT = "What is the capital of France?"
@@ -280,17 +283,17 @@ def load_accounts(n: int, scratch: Path):
 
 
 def stage_for_accounts(scratch: Path) -> dict[str, str]:
-    """What other accounts must read, staged in ``scratch`` (made readable): this script, the hub's MPS service
-    (which it imports) and the package (the repository may sit in root's private home), and the converted model
-    cache (root's, read-only to them, as `workshop.sh prepare` leaves the shared cache). Returns the environment
-    that points kernels at them."""
+    """What other accounts must read, staged in ``scratch`` (made readable): this script, the hub's MPS service and
+    GPU split (which it imports) and the package (the repository may sit in root's private home), and the converted
+    model cache (root's, read-only to them, as `workshop.sh prepare` leaves the shared cache). Returns the
+    environment that points kernels at them."""
     from smolkit.embedded import cache_dir
 
     kit, cache = scratch / "kit", scratch / "model-cache"
     ignore = shutil.ignore_patterns("__pycache__")
     shutil.copytree(REPO / "smolkit", kit / "smolkit", ignore=ignore)
-    for script in (Path(__file__), REPO / "workshop" / "mps_service.py"):  # the one imports the other
-        (kit / script.parent.name).mkdir()
+    for script in (Path(__file__), REPO / "workshop" / "mps_service.py", REPO / "workshop" / "gpu_split.py"):
+        (kit / script.parent.name).mkdir(exist_ok=True)
         shutil.copy2(script, kit / script.parent.name / script.name)
     shutil.copytree(cache_dir(), cache, ignore=shutil.ignore_patterns("*.lock", ".tmp*"))
     for path in [scratch, *scratch.rglob("*")]:
@@ -311,9 +314,22 @@ def accounts_for(variant: tuple[str, ...], n: int, scratch: Path):
 # -- kernels --------------------------------------------------------------------------------------------------------
 
 
+def hub_split(n: int, args: argparse.Namespace, scratch: Path) -> dict[str, str]:
+    """The GPU split the hub makes for ``n`` participants (--seats, when given, instead), as its kernels' settings:
+    the seat folder (in ``scratch``, made or grown to that many seats) and each kernel's share (--fraction, else
+    gpu_split.kernel_fraction with --context-gb). On a box without a GPU, only a share (which the CPU ignores)."""
+    seats = args.seats or n
+    total = gpu_split.gpu_total_bytes() if args.device != "cpu" else None
+    if total is None:
+        return {"SMOLKIT_GPU_MEMORY_FRACTION": f"{args.fraction or gpu_split.USE / seats:.4g}"}
+    fraction = args.fraction or gpu_split.kernel_fraction(total, seats, args.context_gb * gpu_split.GB)
+    folder = gpu_split.make_seats(scratch / "gpu-seats", seats)
+    return {"SMOLKIT_GPU_MEMORY_FRACTION": f"{fraction:.4g}", "SMOLKIT_GPU_SEATS": str(folder)}
+
+
 def kernel_env(n: int, home: Path, args: argparse.Namespace, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment the workshop hub gives a participant's server (workshop/jupyterhub_config.py), with a
-    GPU share for ``n`` participants (or --fraction) and a variant's ``extra`` settings on top."""
+    """The environment the workshop hub gives a participant's server (workshop/jupyterhub_config.py) for ``n``
+    participants, with a variant's ``extra`` settings (and the GPU split, ``hub_split``) on top."""
     from smolkit.embedded import cache_dir
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMOLKIT_")}
@@ -321,7 +337,6 @@ def kernel_env(n: int, home: Path, args: argparse.Namespace, extra: dict[str, st
         HOME=str(home),
         SMOLKIT_CACHE_DIR=str(cache_dir()),
         HF_HUB_OFFLINE="1",
-        SMOLKIT_GPU_MEMORY_FRACTION=f"{args.fraction or 0.85 / n:.4g}",
         PYTORCH_CUDA_ALLOC_CONF="expandable_segments:True",
         OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // n)),
         TORCHINDUCTOR_CACHE_DIR=str(args.compile_cache),
@@ -333,9 +348,9 @@ def kernel_env(n: int, home: Path, args: argparse.Namespace, extra: dict[str, st
 
 def start_kernels(indices: range, n: int, args: argparse.Namespace, scratch: Path,
                   extra: dict[str, str] | None = None, owners: list | None = None) -> list[dict[str, Any]]:  # fmt: skip
-    """Start the kernels ``indices`` at once (shares for ``n``), each as the account ``owners[index]`` (uid, gid)
-    when given; each gets a thread that queues its JSON lines."""
-    kernels = []
+    """Start the kernels ``indices`` at once (the hub's split for ``n``), each as the account ``owners[index]``
+    (uid, gid) when given; each gets a thread that queues its JSON lines."""
+    kernels, extra = [], {**hub_split(n, args, scratch), **(extra or {})}
     for index in indices:
         home = scratch / f"home-{index}"
         home.mkdir(parents=True, exist_ok=True)
@@ -356,7 +371,8 @@ def start_kernels(indices: range, n: int, args: argparse.Namespace, scratch: Pat
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
             env=env, cwd=home, start_new_session=True, **who,
         )  # fmt: skip
-        kernels.append(start_reader({"index": index, "proc": proc, "log": log, "log_path": log_path, "events": {}}))
+        kernels.append(start_reader({"index": index, "proc": proc, "log": log, "log_path": log_path, "events": {},
+                                     "share": env["SMOLKIT_GPU_MEMORY_FRACTION"]}))
     return kernels
 
 
@@ -514,6 +530,7 @@ def summarise(n: int, kernels: list[dict[str, Any]], results: list[dict], failur
     allocated = [r["max_allocated_gb"] for r in results if r["max_allocated_gb"] is not None]
     reserved = [r.get("reserved_gb") for r in results if r.get("reserved_gb") is not None]
     before, under = memory_gb.get("before"), memory_gb.get("under_load")
+    used = (under - before) / len(results) if results and None not in (before, under) else None
     row = {
         "n": n,
         "kernels_ok": len(results),
@@ -528,10 +545,13 @@ def summarise(n: int, kernels: list[dict[str, Any]], results: list[dict], failur
         "max_allocated_gb_per_kernel": max(allocated) if allocated else None,
         "reserved_gb_per_kernel": max(reserved) if reserved else None,
         # with its CUDA context: what the GPU's use grew by, shared out (nvidia-smi; None without it)
-        "gpu_gb_per_kernel": (under - before) / len(results) if results and None not in (before, under) else None,
+        "gpu_gb_per_kernel": used,
+        # what a kernel holds outside torch's allocator (its context): the split's context (workshop/gpu_split.py)
+        "context_gb_per_kernel": used - statistics.mean(reserved) if used is not None and reserved else None,
         "gpu_used_gb": under,
         "gpu_total_gb": results[0]["gpu_total_gb"] if results else None,
-        "share": args.fraction or 0.85 / n,
+        "share": float(kernels[-1]["share"]) if kernels else None,  # the newest kernels: this N's
+        "seats": args.seats or n,
         "failures": failures,
     }
     over = []
@@ -777,7 +797,8 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
                 break
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    keys = ("device", "seconds", "samples", "tokens", "generate_every", "slider_hz", "fraction", "n", "overload",
+    keys = ("device", "seconds", "samples", "tokens", "generate_every", "slider_hz", "fraction", "seats", "context_gb",
+            "n", "overload",
             "overload_after", "arrive_every", "startup_timeout")  # fmt: skip
     found = {k: getattr(args, k) for k in keys} | {"cpus": os.cpu_count(), "gpu": warm["gpu"], "torch": warm["torch"],
                                                     "variants": [variant_name(v) for v in args.variants]}  # fmt: skip
@@ -793,7 +814,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tokens", type=int, default=64, help="tokens per continuation (default 64)")
     p.add_argument("--generate-every", type=float, default=4, help="seconds between a kernel's generates (4)")
     p.add_argument("--slider-hz", type=float, default=10, help="slider moves per second while dragging (10)")
-    p.add_argument("--fraction", type=float, default=None, help="GPU share per kernel (default 0.85 / N)")
+    p.add_argument("--seats", type=int, default=None,
+                   help="split the GPU as a hub for this many participants does (default: N): seats and shares")
+    p.add_argument("--context-gb", type=float, default=gpu_split.CONTEXT_GB,
+                   help=f"a kernel's memory outside torch, for the split (default {gpu_split.CONTEXT_GB:g})")
+    p.add_argument("--fraction", type=float, default=None, help="GPU share per kernel (default: the hub's split)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--slider-budget-ms", type=float, default=50)
     p.add_argument("--generate-budget-s", type=float, default=1.0)
@@ -813,7 +838,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--overload", action="store_true",
                    help="more kernels than fit: every N runs even past failures, kernels that failed keep what they\n"
                         "hold (as a participant's does), and each kernel's outcome is reported: worked, kit (the\n"
-                        "kit's GpuShareExhausted), raw (a raw CUDA error) or other; give --fraction (e.g. 0.85/32)")
+                        "kit's GpuShareExhausted or GpuUnavailable), raw (a raw CUDA error) or other; give --seats")
     p.add_argument("--overload-after", type=int, default=0,
                    help="with --overload: start this many kernels first, and the rest of N while those play\n"
                         "(participants who arrive at a full GPU): outcomes reported for each group apart")
@@ -833,6 +858,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(str(err))
     extras = {name for name in ("plain", "mps", "lazy") if getattr(args, name)}
     args.variants = list(dict.fromkeys(tuple(sorted((set(v) - {"base"}) | extras)) or ("base",) for v in variants))
+    if args.seats is not None and args.seats < 1:
+        p.error(f"--seats must be 1 or more, got {args.seats}")
     if args.arrive_every < 0:
         p.error(f"--arrive-every must be 0 or more seconds, got {args.arrive_every}")
     if args.overload_after and not (args.overload and 0 < args.overload_after < min(args.n)):

@@ -242,16 +242,29 @@ def _leftovers_check(folder: Path) -> list[Check]:
 
 
 def check_gpu_share() -> list[Check]:
-    """SMOLKIT_GPU_MEMORY_FRACTION, when set: a value load_model would refuse is a failure here too."""
-    from smolkit import gpu_share
+    """SMOLKIT_GPU_MEMORY_FRACTION and SMOLKIT_GPU_SEATS, when set: a value load_model would refuse is a failure
+    here too."""
+    from smolkit import gpu_seats, gpu_share
 
-    if not os.environ.get(gpu_share.ENV):
-        return []
-    try:
-        fraction = gpu_share.memory_fraction()
-    except ValueError as err:
-        return [Check("gpu memory share", "fail", str(err), f"unset {gpu_share.ENV} or set a number in (0, 1]")]
-    return [Check("gpu memory share", "ok", f"{gpu_share.ENV}={fraction:g} of the GPU's memory for this kernel")]
+    checks = []
+    if os.environ.get(gpu_share.ENV):
+        try:
+            fraction = gpu_share.memory_fraction()
+        except ValueError as err:
+            remedy = f"unset {gpu_share.ENV} or set a number in (0, 1]"
+            checks.append(Check("gpu memory share", "fail", str(err), remedy))
+        else:
+            found = f"{gpu_share.ENV}={fraction:g} of the GPU's memory for this kernel"
+            checks.append(Check("gpu memory share", "ok", found))
+    if os.environ.get(gpu_seats.ENV):
+        try:
+            folder = gpu_seats.seats_folder()
+        except ValueError as err:
+            checks.append(Check("gpu seats", "fail", str(err), f"unset {gpu_seats.ENV} or ask the facilitator"))
+        else:
+            seats = len(gpu_seats.seat_files(folder))
+            checks.append(Check("gpu seats", "ok", f"{seats} kernels on the GPU at once ({gpu_seats.ENV}={folder})"))
+    return checks
 
 
 def _hub_checks(known: tuple[str, ...]) -> list[Check]:

@@ -15,7 +15,8 @@ full GPU gives outside torch's allocator (``torch.AcceleratorError: CUDA error: 
 is created, cuBLAS's workspace, a CUDA graph's capture): every place a kernel first touches the GPU runs inside it
 (load_model, generate with the fast path's capture and compile, next_token_distribution, beams, sequences). And a
 GPU that takes no more CUDA contexts (an MPS server at its client limit, 48 on an H100) refuses the kernel at once
-with a raw "busy or unavailable": that becomes ``GpuUnavailable``, with what to do.
+with a raw "busy or unavailable": that becomes ``GpuUnavailable``, with what to do. How many kernels the hub lets on
+the GPU at once, so that each keeps room for its share, is ``gpu_seats``'s.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ __all__ = [
     "out_of_memory",
     "out_of_memory_message",
     "requested_bytes",
-    "require_room",
     "usable_bytes",
 ]
 
@@ -125,25 +125,6 @@ def usable_bytes(device: torch.device) -> int:
     """``usable`` for a CUDA ``device``, from torch and the driver."""
     memory = measure(device)
     return usable(memory.free, memory.held, torch.cuda.memory_allocated(device), memory.share)
-
-
-def require_room(device: torch.device, measured: Callable[[torch.device], GpuMemory] | None = None) -> None:
-    """Refuse to start on a GPU with less free memory than this kernel's share (``GpuShareExhausted``, before the
-    weights take any). The kernels already working may grow into what is free, up to their shares: a newcomer that
-    took the last of it would make their next cell fail rather than its own first one (7 of 32 working kernels
-    stopped so in one of seven runs on an H100 under MPS, bench/RESULTS.md). A check, not a reservation: kernels
-    that start within one load time of each other all see the same free memory (in those runs it refused none).
-    Nothing to check on a CPU or without a share (one user, a GPU of their own)."""
-    if device.type != "cuda" or memory_fraction() is None:
-        return
-    memory = (measured or measure)(device)  # measure: this GPU's figures
-    if memory.share is not None and memory.free < memory.share:
-        raise GpuShareExhausted(
-            f"The GPU is full: {memory.free / GB:.2f} GB of its {memory.total / GB:.2f} GB are free, less than one "
-            f"kernel's share ({memory.share / GB:.2f} GB, {ENV}={memory.fraction:g}), so this kernel has not loaded "
-            "the model and the kernels already working keep room to work. Run this cell again in a moment; if the "
-            "GPU stays full, tell the facilitator (idle kernels are shut down, which frees their memory)."
-        )
 
 
 _SIZE = re.compile(r"Tried to allocate ([0-9.]+) ?(bytes|B|KiB|MiB|GiB|TiB)")

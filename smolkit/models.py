@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from smolkit import _checks, gpu_share
+from smolkit import _checks, gpu_seats, gpu_share
 from smolkit.compat import require_supported_transformers, vision_problem
 from smolkit.embedded import EMBEDDED_DESCRIPTION, ensure_converted
 from smolkit.hub_download import download_problem
@@ -390,11 +390,11 @@ def load_model(
     if image_splitting is not None and not isinstance(image_splitting, bool):
         raise TypeError(f"image_splitting must be None, True or False, got {image_splitting!r}")
     start = time.perf_counter()
-    # the cap's call creates the CUDA context (a full GPU fails there first); a GPU without this kernel's share free
-    # refuses it before the weights take any; the weights go to the device as read
+    # a seat on a shared GPU first (none free: told, before this kernel takes anything of it); then the cap's call
+    # creates the CUDA context (a full GPU fails there first); the weights go to the device as read
+    gpu_seats.take_seat(dev)
     with gpu_share.out_of_memory(dev):
         gpu_share.apply_gpu_memory_cap(dev)
-        gpu_share.require_room(dev)
         lm = _load(name, dev, dt, image_splitting)
     lm.model.eval()
     lm.load_seconds = time.perf_counter() - start

@@ -28,8 +28,23 @@ workshop_load = load("workshop_load")
 mps_clients = load("mps_clients")
 
 
-def row(n: int, failure: str | None = None, gb: float | None = 1.8, total: float | None = 80.0) -> dict:
-    return {"n": n, "first_failure": failure, "gpu_gb_per_kernel": gb, "gpu_total_gb": total}
+def row(n: int, failure: str | None = None, gb: float | None = 0.9, context: float | None = 0.9,
+        total: float | None = 80.0) -> dict:  # fmt: skip
+    """A ramp step as workshop_load.summarise writes it: ``gb`` what a kernel's torch held, ``context`` the rest."""
+    return {"n": n, "first_failure": failure, "reserved_gb_per_kernel": gb, "context_gb_per_kernel": context,
+            "gpu_total_gb": total}  # fmt: skip
+
+
+def test_the_scripts_examples_hold():
+    """The planner's and the hub's split's docstring examples (bench/ and workshop/ are outside pytest's doctest
+    paths)."""
+    import doctest
+
+    from smolkit.testing import load_script
+
+    split = load_script(Path(__file__).resolve().parents[1] / "workshop" / "gpu_split.py")
+    for module in (capacity, split):
+        assert doctest.testmod(module).failed == 0, module.__name__
 
 
 def test_the_plan_is_the_last_n_before_the_first_over_budget():
@@ -45,25 +60,33 @@ def test_a_failure_counts_as_over_and_a_step_after_it_is_ignored():
 
 
 def test_memory_caps_max_users_when_every_step_held():
-    """Every step within budget, but kernels of 4 GB: 0.85 x 80 GB holds 17 of them, so the hub may not start 24."""
-    result = capacity.plan([row(8, gb=4.0), row(16, gb=4.0), row(24, gb=4.0)])
-    assert (result.holds, result.over, result.memory_allows, result.max_users) == (24, None, 17, 17)
-    assert "holds at least 24" in capacity.verdict(result, "GPU") and "MAX_USERS=17" in capacity.verdict(result, "GPU")
+    """Every step within budget, but kernels whose torch held 2 GB with a context of 1 GB: with room for 1.25 x 2 GB
+    each, 0.9 x 80 GB holds 20 of them (72 / 3.5), so the hub may not start 24."""
+    result = capacity.plan([row(8, gb=2.0, context=1.0), row(16, gb=1.9, context=0.95), row(24, gb=2.0)])
+    assert (result.holds, result.over, result.memory_allows, result.max_users) == (24, None, 20, 20)
+    text = capacity.verdict(result, "GPU")
+    assert "holds at least 24" in text and "SMOLKIT_HUB_MAX_USERS=20 SMOLKIT_HUB_GPU_CONTEXT_GB=1 " in text
+
+
+def test_the_context_to_set_is_the_measured_one_rounded_up():
+    assert capacity.plan([row(8, context=0.8123)]).context_setting == 0.9
+    assert capacity.plan([row(8, context=0.9)]).context_setting == 0.9  # not 1.0: a float a hair over 0.9 * 10
+    assert capacity.plan([row(8, gb=None, context=None, total=None)]).context_setting is None
 
 
 def test_the_mps_servers_client_limit_caps_max_users():
-    """Kernels small enough that 0.85 x 141 GB would hold 66, every step within budget up to 56: the MPS server
-    takes 48 clients (measured on an H100; the 49th is refused), so the hub may not admit more than 48."""
-    rows = [row(n, gb=1.8, total=141.0) for n in (40, 48, 56)]
+    """Kernels small enough that 0.9 x 141 GB would hold 70 (126.9 / 1.8), every step within budget up to 56: the
+    MPS server takes 48 clients (measured on an H100; the 49th is refused), so the hub may not admit more than 48."""
+    rows = [row(n, gb=0.8, context=0.8, total=141.0) for n in (40, 48, 56)]
     result = capacity.plan(rows, mps_allows=48)
-    assert (result.holds, result.memory_allows, result.mps_allows, result.max_users) == (56, 66, 48, 48)
+    assert (result.holds, result.memory_allows, result.mps_allows, result.max_users) == (56, 70, 48, 48)
     text = capacity.verdict(result, "NVIDIA H200")
     assert "one server takes 48 kernels" in text and "SMOLKIT_HUB_MAX_USERS=48" in text
     assert capacity.plan(rows).max_users == 56  # without MPS nothing limits the clients
 
 
 def test_on_the_cpu_there_is_no_memory_bound_and_no_step_held_says_so():
-    result = capacity.plan([row(1, "generate p95 3.50 s > 1 s", gb=None, total=None)])
+    result = capacity.plan([row(1, "generate p95 3.50 s > 1 s", gb=None, context=None, total=None)])
     assert (result.holds, result.memory_allows, result.max_users) == (0, None, 0)
     text = capacity.verdict(result, "this CPU")
     assert "holds no participant" in text and "SMOLKIT_HUB_MAX_USERS" not in text
@@ -270,3 +293,23 @@ def test_the_mps_probe_finds_the_limit_and_whether_a_seat_frees_when_a_client_ex
     assert [row["event"] for row in result["rows"]] == ["ready", "ready", "error", "error"]
     assert result["limit"] == 2 and result["rows"][2]["type"] == "GpuUnavailable"
     assert result["new_client_after_one_exits"]["event"] == "ready"  # the first client's seat, freed by its exit
+
+
+def test_the_bench_splits_the_gpu_as_the_hub_does(monkeypatch, tmp_path):
+    """Kernels of the load test get the hub's seats and shares (workshop/gpu_split.py) for N participants, or for
+    --seats whatever N is (the overload runs: more kernels than seats); on the CPU, no seats."""
+    driver = tmp_path / "driver"
+    driver.mkdir()
+    (driver / "nvidia-smi").write_text("#!/bin/sh\necho 81559\n")
+    (driver / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{driver}:/usr/bin:/bin")
+    split = workshop_load.hub_split(32, workshop_load.parse(["--n", "32"]), tmp_path / "a")
+    assert len(list(Path(split["SMOLKIT_GPU_SEATS"]).iterdir())) == 32
+    share = workshop_load.gpu_split.kernel_fraction(81559 * 2**20, 32, 1e9)
+    assert split["SMOLKIT_GPU_MEMORY_FRACTION"] == f"{share:.4g}"
+    late = workshop_load.hub_split(48, workshop_load.parse(["--n", "48", "--seats", "36"]), tmp_path / "b")
+    assert len(list(Path(late["SMOLKIT_GPU_SEATS"]).iterdir())) == 36
+    on_cpu = workshop_load.hub_split(4, workshop_load.parse(["--n", "4", "--device", "cpu"]), tmp_path / "c")
+    assert "SMOLKIT_GPU_SEATS" not in on_cpu
+    with pytest.raises(SystemExit):
+        workshop_load.parse(["--seats", "0"])

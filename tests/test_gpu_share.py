@@ -198,44 +198,6 @@ def test_load_model_applies_the_cap_inside_the_translation(monkeypatch):
         models.load_model(device="cuda", dtype="float32")
 
 
-@pytest.mark.parametrize(("free_gb", "refused"), [(1.9, True), (2.1, False)])
-def test_a_kernel_starts_only_where_its_share_is_free(monkeypatch, free_gb, refused):
-    """A share of 0.025 of an 80 GB GPU is 2 GB: with 1.9 GB free the newcomer is told, before it loads anything,
-    so that the kernels already working keep what is free to grow into; with 2.1 GB it starts."""
-    monkeypatch.setenv(gpu_share.ENV, "0.025")
-    seen = GpuMemory(total=80 * 10**9, fraction=0.025, held=0, free=int(free_gb * 1e9))
-    if not refused:
-        gpu_share.require_room(CUDA, measured=lambda device: seen)
-        return
-    with pytest.raises(GpuShareExhausted) as raised:
-        gpu_share.require_room(CUDA, measured=lambda device: seen)
-    assert "1.90 GB of its 80.00 GB are free, less than one kernel's share (2.00 GB" in str(raised.value)
-    assert "has not loaded the model" in str(raised.value)
-
-
-def test_without_a_share_or_a_gpu_nothing_is_checked(monkeypatch):
-    def unread(device):
-        raise AssertionError("the GPU's figures were read")
-
-    monkeypatch.delenv(gpu_share.ENV, raising=False)
-    gpu_share.require_room(CUDA, measured=unread)
-    monkeypatch.setenv(gpu_share.ENV, "0.5")
-    gpu_share.require_room(torch.device("cpu"), measured=unread)
-
-
-def test_load_model_checks_for_room_before_it_loads_the_weights(monkeypatch):
-    from smolkit import models
-
-    full = GpuMemory(total=80 * 10**9, fraction=0.025, held=0, free=10**9)
-    monkeypatch.setenv(gpu_share.ENV, "0.025")
-    monkeypatch.setattr(models, "resolve_device", lambda device: CUDA)
-    monkeypatch.setattr(gpu_share, "apply_gpu_memory_cap", lambda device: 0.025)
-    monkeypatch.setattr(gpu_share, "measure", lambda device: full)
-    monkeypatch.setattr(models, "_load", lambda *args: pytest.fail("the weights were loaded on a full GPU"))
-    with pytest.raises(GpuShareExhausted, match="The GPU is full"):
-        models.load_model(device="cuda", dtype="float32")
-
-
 GPU_SCRIPT = textwrap.dedent("""
     import os, torch
     from smolkit.gpu_share import GpuShareExhausted, apply_gpu_memory_cap, out_of_memory

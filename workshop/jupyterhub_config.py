@@ -13,9 +13,12 @@ come from the environment, so the same file serves the workshop and its test:
   SMOLKIT_WORKSHOP_CACHE      the shared model cache (default $SMOLKIT_WORKSHOP_DIR/cache)
   SMOLKIT_HUB_GROUP           the participants' system group: only its members may log in (default smolkit)
   SMOLKIT_HUB_ADMIN_GROUP     the facilitators' group: they may log in, see and open every server (smolkit-admin)
-  SMOLKIT_HUB_MAX_USERS       servers running at once (default 8): the GPU and the CPU cores are split this way
-  SMOLKIT_GPU_MEMORY_FRACTION each kernel's share of the GPU memory (default 0.85 / SMOLKIT_HUB_MAX_USERS); the
-                              kernel applies it itself (smolkit.gpu_share), see the GPU section of the README
+  SMOLKIT_HUB_MAX_USERS       servers running at once (default 8): the GPU and the CPU cores are split this way;
+                              one shared GPU gets as many seats (kernels on it at once, smolkit.gpu_seats)
+  SMOLKIT_HUB_GPU_CONTEXT_GB  a kernel's GPU memory outside torch (default 1.0; `workshop.sh capacity` measures it)
+  SMOLKIT_GPU_MEMORY_FRACTION each kernel's share of the GPU memory (default: workshop/gpu_split.py's split, which
+                              leaves every seat its share and its context); the kernel applies it itself
+                              (smolkit.gpu_share), see workshop/SETUP.md, "The GPU"
   SMOLKIT_HUB_GPU_DEVICES     optional file of "name device" lines: the GPU (or MIG instance UUID) each
                               participant's server sees as CUDA_VISIBLE_DEVICES; others see SMOLKIT_HUB_GPU_DEFAULT
   SMOLKIT_HUB_MPS             auto, on or off: every kernel a client of one NVIDIA MPS server (multi-user), so
@@ -37,6 +40,7 @@ import resource
 import runpy
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 from jupyterhub.spawner import LocalProcessSpawner
@@ -66,7 +70,8 @@ STATE = WORKSHOP / "hub"
 CACHE = Path(env("SMOLKIT_WORKSHOP_CACHE") or WORKSHOP / "cache").expanduser().resolve()
 GROUP, ADMIN_GROUP = env("SMOLKIT_HUB_GROUP") or "smolkit", env("SMOLKIT_HUB_ADMIN_GROUP") or "smolkit-admin"
 MAX_USERS = number("SMOLKIT_HUB_MAX_USERS", "8", least=1)  # 0 would mean unlimited servers
-GPU_FRACTION = number("SMOLKIT_GPU_MEMORY_FRACTION", f"{0.85 / MAX_USERS:.4f}", float)
+GPU_FRACTION = number("SMOLKIT_GPU_MEMORY_FRACTION", "1", float) if env("SMOLKIT_GPU_MEMORY_FRACTION") else None
+GPU_CONTEXT_GB = number("SMOLKIT_HUB_GPU_CONTEXT_GB", "1.0", float, least=0)
 CULL_IDLE_S = number("SMOLKIT_HUB_CULL_IDLE_S", "1800", least=0)
 CULL_SERVERS_S = number("SMOLKIT_HUB_CULL_SERVERS_S", "3600", least=0)
 NPROC = number("SMOLKIT_HUB_NPROC", "1024", least=1)  # -1 would mean no cap (RLIM_INFINITY)
@@ -77,7 +82,7 @@ if os.geteuid() != 0:
         "the workshop hub runs as root: it starts each participant's server as that participant's own account and "
         "checks their passwords (PAM); run `sudo workshop/workshop.sh start`. For one person, `make lab` suffices"
     )
-if not 0 < GPU_FRACTION <= 1:
+if GPU_FRACTION is not None and not 0 < GPU_FRACTION <= 1:
     raise SystemExit(f"SMOLKIT_GPU_MEMORY_FRACTION must be in (0, 1], got {GPU_FRACTION}")
 if not (CACHE / "smolkit").is_dir():
     raise SystemExit(f"no shared model cache in {CACHE}: run `workshop/workshop.sh prepare` first")
@@ -104,7 +109,7 @@ c.ConfigurableHTTPProxy.pid_file = str(STATE / "proxy.pid")
 c.JupyterHub.db_url = f"sqlite:///{STATE / 'jupyterhub.sqlite'}"
 c.JupyterHub.cookie_secret_file = str(STATE / "cookie_secret")
 c.JupyterHub.pid_file = str(STATE / "jupyterhub.pid")
-c.JupyterHub.active_server_limit = MAX_USERS  # the GPU share above assumes no more servers than this
+c.JupyterHub.active_server_limit = MAX_USERS  # the GPU split below and the CPU threads assume no more than this
 c.JupyterHub.concurrent_spawn_limit = MAX_USERS
 c.JupyterHub.cleanup_servers = True  # stopping the hub stops every participant's server
 
@@ -198,9 +203,6 @@ c.Spawner.environment = {
     "HF_HOME": str(CACHE / "hf"),
     "SMOLKIT_CACHE_DIR": str(CACHE / "smolkit"),
     "HF_HUB_OFFLINE": "1",
-    # the GPU split: each kernel applies its share itself (smolkit.gpu_share): see the README's GPU section for
-    # what enforces it and what does not
-    "SMOLKIT_GPU_MEMORY_FRACTION": f"{GPU_FRACTION:g}",
     "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",
     # the GPU's time: the fast path stays in its plain tier, so that no kernel compiles in the middle of the session
     # (N compiles at once on a shared box: issue 27, bench/workshop_load.py --variants base,plain)
@@ -212,6 +214,30 @@ c.Spawner.environment = {
 if GPU_DEVICES:
     c.Spawner.environment["CUDA_VISIBLE_DEVICES"] = visible_devices
 c.Spawner.pre_spawn_hook = copy_notebooks
+
+# -- the GPU split (workshop/gpu_split.py): each kernel applies its share itself (smolkit.gpu_share) and takes a seat
+# before it touches a shared GPU (smolkit.gpu_seats); workshop/SETUP.md, "The GPU", says what enforces what ----------
+SPLIT = runpy.run_path(str(REPO / "workshop" / "gpu_split.py"))
+GPU_TOTAL = None if GPU_DEVICES else SPLIT["gpu_total_bytes"]()
+if GPU_DEVICES:  # a device (a MIG instance) per participant or group: its memory is split among those it names
+    SHARING = Counter(GPU_DEVICES.values())
+
+    def device_fraction(spawner) -> str:
+        """USE of the participant's device, split among the participants the device file gives it (MAX_USERS for
+        the default device, whom the file does not count)."""
+        return f"{GPU_FRACTION or SPLIT['USE'] / SHARING.get(visible_devices(spawner), MAX_USERS):.4g}"
+
+    c.Spawner.environment["SMOLKIT_GPU_MEMORY_FRACTION"] = device_fraction
+elif GPU_TOTAL:  # one GPU for everybody: MAX_USERS seats, and a share each that leaves every seat room for its context
+    try:
+        fraction = GPU_FRACTION or SPLIT["kernel_fraction"](GPU_TOTAL, MAX_USERS, GPU_CONTEXT_GB * 1e9)
+    except ValueError as err:
+        raise SystemExit(f"SMOLKIT_HUB_MAX_USERS={MAX_USERS} is too many for this GPU: {err}; "
+                         "`workshop/workshop.sh capacity` says how many it holds") from None  # fmt: skip
+    c.Spawner.environment["SMOLKIT_GPU_MEMORY_FRACTION"] = f"{fraction:.4g}"
+    c.Spawner.environment["SMOLKIT_GPU_SEATS"] = str(SPLIT["make_seats"](WORKSHOP / "gpu-seats", MAX_USERS))
+else:  # no GPU: kernels run on the CPU, where a share means nothing
+    c.Spawner.environment["SMOLKIT_GPU_MEMORY_FRACTION"] = f"{GPU_FRACTION or SPLIT['USE'] / MAX_USERS:.4g}"
 
 # -- idle servers stopped by jupyterhub-idle-culler, a hub service with only the rights it needs ----------------------
 c.JupyterHub.services = []

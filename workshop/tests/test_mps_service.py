@@ -54,7 +54,7 @@ def stand_in(tmp_path: Path, start_rc: int = 0, probe_rc: int = 1) -> dict[str, 
     """An `nvidia-cuda-mps-control` on PATH that appends each call (its arguments, stdin, pipe directory) to
     calls.log; ``start_rc`` for `-d -M`, ``probe_rc`` for commands on stdin other than quit."""
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+    bin_dir.mkdir(exist_ok=True)
     script = bin_dir / "nvidia-cuda-mps-control"
     script.write_text(f"""#!/bin/bash
 if [ $# -gt 0 ]; then echo "args $* pipe=$CUDA_MPS_PIPE_DIRECTORY" >> {tmp_path}/calls.log; exit {start_rc}; fi
@@ -100,7 +100,7 @@ def test_clients_counts_each_servers_clients_and_the_bench_starts_the_daemon_as_
     """The daemon's answers to get_server_list and get_client_list become a count per server; and the bench's
     daemon (bench/workshop_load.py) is started and quit with the hub's command lines, in its own pipe directory."""
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+    bin_dir.mkdir(exist_ok=True)
     control = bin_dir / "nvidia-cuda-mps-control"
     control.write_text(f"""#!/bin/bash
 if [ $# -gt 0 ]; then echo "args $* pipe=$CUDA_MPS_PIPE_DIRECTORY" >> {tmp_path}/calls.log; exit 0; fi
@@ -125,7 +125,7 @@ def hub_config(monkeypatch, tmp_path: Path, **settings: str):
     stand-in MPS program on PATH; its config object."""
     if os.geteuid() != 0:
         pytest.skip("the hub's config runs as root only")
-    (tmp_path / "cache" / "smolkit").mkdir(parents=True)
+    (tmp_path / "cache" / "smolkit").mkdir(parents=True, exist_ok=True)
     proxy = tmp_path / "proxy"
     proxy.write_text("")
     env = stand_in(tmp_path)

@@ -38,6 +38,7 @@ from servers import alive, describe, family, free_port, sigterm_as_interrupt, st
 
 import smolkit
 from smolkit.embedded import cache_problem, embedded_cache_path
+from smolkit.testing import load_script
 
 pytestmark = [
     pytest.mark.hub,
@@ -45,6 +46,7 @@ pytestmark = [
 ]
 
 REPO = Path(__file__).resolve().parents[2]
+GPU_SPLIT = load_script(REPO / "workshop" / "gpu_split.py")
 
 
 def others_can_use(repo: Path, venv: Path) -> bool:
@@ -377,7 +379,7 @@ def test_the_notebook_runs_in_each_participants_own_server_and_account(hub, kern
             "HF_HOME": str(cache / "hf"),
             "SMOLKIT_CACHE_DIR": str(cache / "smolkit"),
             "HF_HUB_OFFLINE": "1",
-            "SMOLKIT_GPU_MEMORY_FRACTION": f"{0.85 / MAX_USERS:g}",
+            "SMOLKIT_GPU_MEMORY_FRACTION": f"{GPU_SPLIT.USE / MAX_USERS:.4g}",  # no GPU here: no seats either
             "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",
             "SMOLKIT_COMPILE_AFTER_S": "never",
         }, name

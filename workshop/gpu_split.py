@@ -1,0 +1,85 @@
+"""How the workshop hub splits one GPU among participants' kernels so that every kernel keeps room to work: K
+seats (at most K kernels on the GPU at once, smolkit/gpu_seats.py) and a memory share for each, such that
+
+    K * (share * total + context) <= USE * total,    so    share = USE / K - context / total
+
+where ``total`` is the GPU's memory, ``share`` the fraction each kernel's torch may hold
+(SMOLKIT_GPU_MEMORY_FRACTION, smolkit/gpu_share.py) and ``context`` what a kernel holds outside torch's allocator
+(its CUDA context, CUDA's kernel code as it loads, the MPS client's part), which torch's cap does not count. The
+bench measures it (bench/capacity.py): 0.90 GB a kernel on an H100 under MPS; the hub assumes CONTEXT_GB unless
+SMOLKIT_HUB_GPU_CONTEXT_GB says otherwise. USE leaves the rest for the MPS server, the driver and the code a notebook
+loads that the bench's did not. The hub (jupyterhub_config.py, through runpy: no torch in the hub's process), the
+bench and the capacity planner all split by these functions.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+USE = 0.9
+CONTEXT_GB = 1.0
+HEADROOM = 1.25  # a kernel's share is at least this times the most its torch held in the bench's scripted session
+GB = 1e9
+
+
+def kernel_fraction(total_bytes: int, seats: int, context_bytes: float, use: float = USE) -> float:
+    """Each kernel's share of the GPU (SMOLKIT_GPU_MEMORY_FRACTION) when ``seats`` kernels, each with a context of
+    ``context_bytes``, split ``use`` of ``total_bytes``; ValueError when the contexts alone take it all.
+
+    >>> round(kernel_fraction(85 * 10**9, 32, 1e9), 4)  # an H100: 85 GB; 32 kernels get 1.39 GB each
+    0.0164
+    >>> kernel_fraction(85 * 10**9, 80, 1e9)
+    Traceback (most recent call last):
+    ...
+    ValueError: 80 kernels do not fit a GPU of 85.0 GB: their CUDA contexts alone (1.0 GB each) take more than the 0.9 \
+of it that kernels may use
+    """
+    fraction = use / seats - context_bytes / total_bytes
+    if fraction <= 0:
+        raise ValueError(f"{seats} kernels do not fit a GPU of {total_bytes / GB:.1f} GB: their CUDA contexts alone "
+                         f"({context_bytes / GB:.1f} GB each) take more than the {use:g} of it that kernels may use")
+    return fraction
+
+
+def seats_allowed(total_bytes: int, need_bytes: float, context_bytes: float, use: float = USE) -> int:
+    """How many kernels the GPU holds when each may hold HEADROOM times ``need_bytes`` in torch (the most a kernel
+    held in the bench) besides its context: the K for which ``kernel_fraction`` still gives each that much.
+
+    >>> seats_allowed(85 * 10**9, 0.94e9, 0.9e9)  # the H100's figures under MPS (bench/results-capacity-hub.json)
+    36
+    """
+    return math.floor(use * total_bytes / (HEADROOM * need_bytes + context_bytes))
+
+
+def make_seats(folder: Path, count: int) -> Path:
+    """The hub's seat folder: ``count`` read-only seat files (``seat-000``, ...) in ``folder``, which only its owner
+    may change; seat files beyond ``count`` (a smaller hub than last time) removed. Returns ``folder``."""
+    if count < 1:
+        raise ValueError(f"a GPU needs at least one seat, got {count}")
+    folder.mkdir(mode=0o755, parents=True, exist_ok=True)
+    folder.chmod(0o755)
+    wanted = {f"seat-{index:03d}" for index in range(count)}
+    for path in folder.iterdir():
+        if path.name not in wanted:
+            path.unlink()
+    for name in wanted:
+        (folder / name).touch(mode=0o444)
+    return folder
+
+
+def gpu_total_bytes(nvidia_smi: str | None = None) -> int | None:
+    """The memory of the box's first GPU as NVIDIA's driver reports it (bytes), None where there is none (no
+    nvidia-smi, or it fails): the GPU every participant's kernel uses unless SMOLKIT_HUB_GPU_DEVICES says
+    otherwise."""
+    program = nvidia_smi or shutil.which("nvidia-smi")
+    if program is None:
+        return None
+    try:
+        done = subprocess.run([program, "--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", "0"],
+                              capture_output=True, text=True, timeout=30)  # fmt: skip
+        return int(float(done.stdout.split()[0]) * 2**20) if done.returncode == 0 else None  # MiB
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
+        return None
