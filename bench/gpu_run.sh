@@ -9,11 +9,13 @@
 #   bench/gpu_run.sh notebooks  make test-gpu's second half: every notebook under nbval-lax on the GPU
 #   bench/gpu_run.sh workshop   bench/workshop_load.py: how many participants one GPU holds
 #   bench/gpu_run.sh hub        the hub's own case for 5 minutes (as root): 32 kernels, each a system account of its
-#                               own, sharing the GPU through one MPS server in multi-user mode (-M), as the hub runs it
-#   bench/gpu_run.sh late       overload as a workshop meets it: 32 kernels up under MPS, 16 more arrive while they play
+#                               own, sharing the GPU through one MPS server in multi-user mode (-M), as the hub runs it,
+#                               the GPU split into the planner's seats (results-capacity-hub.json, else 32)
+#   bench/gpu_run.sh late       overload as a workshop meets it: 32 kernels up under MPS, 16 more arrive while they play,
+#                               the GPU split into the planner's seats: past them, newcomers find none
 #   bench/gpu_run.sh late-spread  the same, the 16 arriving one a second instead of at once
 #   bench/gpu_run.sh timeslice  32 kernels time-sharing the GPU without MPS: the plain tier beside the compiled one
-#   bench/gpu_run.sh capacity   the capacity planner as the hub runs (as root): accounts and MPS, 24 / 32 / 40
+#   bench/gpu_run.sh capacity   the capacity planner as the hub runs (as root): accounts and MPS, 24 / 32 / 36 / 40
 #   bench/gpu_run.sh mps-clients  how many clients one MPS server (multi-user) takes, and what the next one meets
 # Logs and JSON go to ${OUT:-bench/gpu-out}. SMOLKIT_BENCH_GPU_MIB=81559 (an H100 80GB's total) on a bigger GPU: a
 # process holds the memory above that figure while the stages run, so that overload stages meet the memory of the
@@ -38,6 +40,12 @@ time.sleep(1e9)
 PY
     ballast_pid=$!; trap 'kill $ballast_pid 2>/dev/null' EXIT; sleep 20
 }
+fresh() { local n=1; while [ -e "$1-$n.json" ]; do n=$((n + 1)); done; echo "$1-$n.json"; }  # runs side by side
+planned() {  # the seats (SMOLKIT_HUB_MAX_USERS) the capacity stage's plan gives, else $SMOLKIT_BENCH_SEATS, else 32
+    "$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["max_users"])' "$out/results-capacity-hub.json" \
+        2>/dev/null || echo "${SMOLKIT_BENCH_SEATS:-32}"
+}
+seats=$(planned)  # hub, late: the hub split as the planner says (a capacity stage before them in this call: its plan)
 [ -n "${SMOLKIT_BENCH_GPU_MIB:-}" ] && ballast "$SMOLKIT_BENCH_GPU_MIB"
 for what in "$@"; do
     case "$what" in
@@ -51,17 +59,18 @@ for what in "$@"; do
             stage notebooks "$py" -m pytest -q -p no:cacheprovider -o addopts= --nbval-lax --nbval-kernel-name smolkit \
                 --nbval-cell-timeout 900 --durations=0 notebooks ;;
         workshop) stage workshop "$py" bench/workshop_load.py --out "$out/results-workshop-gpu.json" ;;
-        hub) stage hub "$py" bench/workshop_load.py --n 32 --seconds 300 --startup-timeout 90 --generate-timeout 30 \
-                --keep-going --variants plain+mps+accounts --out "$out/results-workshop-hub.json" ;;
-        late) stage late "$py" bench/workshop_load.py --n 48 --overload --overload-after 32 --fraction 0.0266 \
-                --startup-timeout 150 --seconds 20 --variants plain+mps --out "$out/results-workshop-late.json" ;;
-        late-spread) stage late-spread "$py" bench/workshop_load.py --n 48 --overload --overload-after 32 --fraction 0.0266 \
-                --arrive-every 1 --startup-timeout 150 --seconds 20 --variants plain+mps \
-                --out "$out/results-workshop-late-spread.json" ;;
+        hub) stage hub "$py" bench/workshop_load.py --n 32 --seats "$seats" --seconds 300 --startup-timeout 90 \
+                --generate-timeout 30 --keep-going --variants plain+mps+accounts --out "$out/results-workshop-hub.json" ;;
+        late) stage late "$py" bench/workshop_load.py --n 48 --overload --overload-after 32 --seats "$seats" \
+                --startup-timeout 150 --seconds 20 --variants plain+mps --out "$(fresh "$out/results-workshop-late")" ;;
+        late-spread) stage late-spread "$py" bench/workshop_load.py --n 48 --overload --overload-after 32 \
+                --seats "$seats" --arrive-every 1 --startup-timeout 150 --seconds 20 --variants plain+mps \
+                --out "$(fresh "$out/results-workshop-late-spread")" ;;
         timeslice) stage timeslice "$py" bench/workshop_load.py --n 32 --seconds 30 --keep-going \
                 --variants plain,compiled --out "$out/results-workshop-timeslice.json" ;;
-        capacity) stage capacity "$py" bench/capacity.py --variant plain+mps+accounts --n 24,32,40 --seconds 20 \
-                --out "$out/results-capacity-hub.json" ;;
+        capacity) stage capacity "$py" bench/capacity.py --variant plain+mps+accounts --n 24,32,36,40 --seconds 20 \
+                --out "$out/results-capacity-hub.json"
+            seats=$(planned) ;;
         mps-clients) stage mps-clients "$py" bench/mps_clients.py --most 64 --multiuser \
                 --out "$out/results-mps-clients.json" ;;
         *) echo "unknown stage $what" >&2; exit 2 ;;

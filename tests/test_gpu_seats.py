@@ -119,3 +119,38 @@ def test_a_seat_folder_that_is_none_names_the_variable_and_the_value(tmp_path, k
     expected = f"SMOLKIT_GPU_SEATS must be the hub's folder of GPU seat files, got '{path}'"
     with pytest.raises(ValueError, match=re.escape(expected)):
         gpu_seats.take_seat(CUDA, str(path))
+
+
+ON_GPU = textwrap.dedent("""
+    import sys, torch
+    import smolkit
+    from smolkit.gpu_share import GpuUnavailable
+    try:
+        lm = smolkit.load_model(device="cuda", name=sys.argv[1])
+    except GpuUnavailable as err:
+        print("told, CUDA initialised:", torch.cuda.is_initialized(), flush=True)
+        sys.exit(3)
+    print("loaded on", lm.device, flush=True)
+    sys.stdin.read()
+""")
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_a_kernel_without_a_seat_is_told_before_it_creates_a_cuda_context(tmp_path):
+    """One seat: the first kernel loads the model on the GPU; the second is told, and CUDA was never initialised in
+    it (no context, no memory, no MPS client taken)."""
+    folder = tmp_path / "gpu-seats"
+    folder.mkdir()
+    (folder / "seat-000").touch(mode=0o444)
+    env = {**os.environ, "SMOLKIT_GPU_SEATS": str(folder)}
+    first = subprocess.Popen([sys.executable, "-c", ON_GPU, "embedded"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True, env=env)  # fmt: skip
+    try:
+        assert first.stdout.readline().strip() == "loaded on cuda:0"
+        second = subprocess.run([sys.executable, "-c", ON_GPU, "embedded"], capture_output=True, text=True,
+                                env=env, timeout=300)  # fmt: skip
+        assert second.returncode == 3, second.stderr
+        assert second.stdout.strip() == "told, CUDA initialised: False"
+    finally:
+        first.kill()
+        first.wait(timeout=60)
