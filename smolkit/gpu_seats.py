@@ -60,7 +60,7 @@ def full_message(seats: int) -> str:
     """What a participant reads when every one of the GPU's ``seats`` is taken.
 
     >>> print(full_message(32))  # doctest: +ELLIPSIS
-    The GPU is full: on this hub it runs 32 kernels at once (one for every open notebook that uses it) ...
+    The GPU is full: on this hub it runs 32 kernels at once (one for every open notebook that uses it)...
     """
     return (
         f"The GPU is full: on this hub it runs {seats} kernels at once (one for every open notebook that uses it), "

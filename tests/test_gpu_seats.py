@@ -136,6 +136,7 @@ ON_GPU = textwrap.dedent("""
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_on_a_gpu_a_kernel_without_a_seat_is_told_before_it_creates_a_cuda_context(tmp_path):
     """One seat: the first kernel loads the model on the GPU; the second is told, and CUDA was never initialised in
     it (no context, no memory, no MPS client taken)."""
@@ -146,7 +147,7 @@ def test_on_a_gpu_a_kernel_without_a_seat_is_told_before_it_creates_a_cuda_conte
     first = subprocess.Popen([sys.executable, "-c", ON_GPU, "embedded"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              text=True, env=env)  # fmt: skip
     try:
-        assert first.stdout.readline().strip() == "loaded on cuda:0"
+        assert first.stdout.readline().strip().startswith("loaded on cuda")
         second = subprocess.run([sys.executable, "-c", ON_GPU, "embedded"], capture_output=True, text=True,
                                 env=env, timeout=300)  # fmt: skip
         assert second.returncode == 3, second.stderr
