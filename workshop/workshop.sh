@@ -12,7 +12,8 @@
 #   workshop/workshop.sh remove NAME...     delete those accounts and their homes (only workshop accounts)
 #   workshop/workshop.sh remove --all       delete every workshop account, home and both groups
 #   workshop/workshop.sh capacity [ARGS]    measure this GPU (or CPU) for a minute or two: how many participants
-#                                              it holds within the budgets, the SMOLKIT_HUB_MAX_USERS to set
+#                                              it holds within the budgets, the SMOLKIT_HUB_MAX_USERS (and on a GPU
+#                                              SMOLKIT_HUB_GPU_CONTEXT_GB) to set
 #                                              (bench/capacity.py, through MPS where the hub starts it, see
 #                                              SMOLKIT_HUB_MPS; ARGS e.g. --n 8,16,32 --seconds 30)
 #
