@@ -16,9 +16,11 @@ import pytest
 import yaml
 
 from smolkit.gpu_share import memory_fraction
+from smolkit.testing import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "workshop" / "k8s"
+GPU_SPLIT = load_script(REPO / "workshop" / "gpu_split.py")
 BINDER = REPO / "binder"
 CHART, CHART_HUB = "4.4.0", "5.5.0"  # Zero to JupyterHub's release and the JupyterHub its hub image runs
 
@@ -100,9 +102,10 @@ def test_every_pod_has_shared_memory_for_pytorch(values):
 
 
 def test_a_shared_gpu_pod_takes_one_replica_and_its_share_matches_the_replicas(values):
-    """The shared-GPU profile asks the device plugin for one replica of a GPU; its share of the GPU memory is
-    0.85 / replicas (the hub's rule for SMOLKIT_HUB_MAX_USERS) for the config with the most replicas (MPS): a node
-    time-sliced into fewer replicas leaves memory unused, never overfills."""
+    """The shared-GPU profile asks the device plugin for one replica of a GPU; its share of the GPU memory is the
+    one-box hub's split (workshop/gpu_split.py) of an H100 80GB for the config with the most replicas (MPS), so
+    that torch's cap and a kernel's context stay within the replica's 1/replicas of the GPU: a node time-sliced into
+    fewer replicas leaves memory unused, never overfills."""
     profiles = values["singleuser"]["profileList"]
     (shared,) = [p["kubespawner_override"] for p in profiles
                  if "nvidia.com/gpu.shared" in p.get("kubespawner_override", {}).get("extra_resource_limits", {})]
@@ -116,7 +119,10 @@ def test_a_shared_gpu_pod_takes_one_replica_and_its_share_matches_the_replicas(v
     assert all(kind["renameByDefault"] for c in shared_configs for kind in c.values())  # advertised as .shared
     assert replicas["timeSlicing"] < replicas["mps"]  # time-slicing holds fewer (bench/RESULTS.md)
     n = max(replicas.values())
-    assert memory_fraction(shared["environment"]["SMOLKIT_GPU_MEMORY_FRACTION"]) == pytest.approx(0.85 / n, abs=1e-4)
+    share = memory_fraction(shared["environment"]["SMOLKIT_GPU_MEMORY_FRACTION"])
+    h100 = 81559 * 2**20  # what nvidia-smi reports for an H100 80GB HBM3
+    assert share == pytest.approx(GPU_SPLIT.kernel_fraction(h100, n, GPU_SPLIT.CONTEXT_GB * 1e9), abs=1e-4)
+    assert share * h100 + GPU_SPLIT.CONTEXT_GB * 1e9 <= h100 / n  # the cap and the context within the replica
     assert shared["environment"]["SMOLKIT_COMPILE_AFTER_S"] == "never"
 
 
