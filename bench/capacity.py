@@ -1,12 +1,13 @@
-"""How many workshop participants this box holds within the budgets, and the SMOLKIT_HUB_MAX_USERS to set: the
-facilitator's capacity planner (`workshop/workshop.sh capacity`).
+"""How many workshop participants this box holds within the budgets, and the SMOLKIT_HUB_MAX_USERS (and
+SMOLKIT_HUB_GPU_CONTEXT_GB) to set: the facilitator's capacity planner (`workshop/workshop.sh capacity`).
 
-It ramps the scripted participants of bench/workshop_load.py (each a kernel as the hub starts it) up through --n,
-keeping the kernels already up and adding the next ones, plays --seconds at each step, and stops at the first N
-over a budget (slider p95 > 50 ms, generate of 8 x 64 tokens p95 > 1 s) or with a failure. What it prints:
-the largest N within both budgets, the next N tried (over), the GPU memory per kernel and how many kernels the
-GPU's memory alone would allow, and, with MPS, how many kernels its server takes (bench/mps_clients.py: 48 on an
-H100). A minute or two on a GPU with the default ramp (about 30 s per step).
+It ramps the scripted participants of bench/workshop_load.py (each a kernel as the hub starts it, with the hub's
+split of the GPU for that step's N: seats and shares, workshop/gpu_split.py) up through --n, keeping the kernels
+already up and adding the next ones, plays --seconds at each step, and stops at the first N over a budget (slider
+p95 > 50 ms, generate of 8 x 64 tokens p95 > 1 s) or with a failure. What it prints: the largest N within both
+budgets, the next N tried (over), what a kernel holds in torch and besides (its context), how many kernels the
+GPU's memory holds with that room each, and, with MPS, how many kernels its server takes (bench/mps_clients.py: 48
+on an H100). About 30 s per step on a GPU (ramp 24,32,36,40 as the hub runs kernels: 237 s on an H100).
 
     python bench/capacity.py                        # this GPU, the hub's settings (plain tier)
     python bench/capacity.py --n 8,16,24,32,40,48   # another ramp; --variant plain+mps with MPS running
