@@ -10,13 +10,21 @@ bench measures it (bench/capacity.py): 0.90 GB a kernel on an H100 under MPS; th
 SMOLKIT_HUB_GPU_CONTEXT_GB says otherwise. USE leaves the rest for the MPS server, the driver and the code a notebook
 loads that the bench's did not. The hub (jupyterhub_config.py, through runpy: no torch in the hub's process), the
 bench and the capacity planner all split by these functions.
+
+The capacity planner measures a session of the embedded model. For kernels that hold more (notebook 11 loads
+SmolVLM beside it), ask how many this GPU holds, with what one such kernel's torch held at most
+(``torch.cuda.max_memory_reserved()`` after running the notebook once):
+
+    python workshop/gpu_split.py --torch-gb 2.5 --context-gb 0.9   # this box's GPU (nvidia-smi), or --total-gb 85.5
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 USE = 0.9
@@ -83,3 +91,34 @@ def gpu_total_bytes(nvidia_smi: str | None = None) -> int | None:
         return int(float(done.stdout.split()[0]) * 2**20) if done.returncode == 0 else None  # MiB
     except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
         return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The seats (SMOLKIT_HUB_MAX_USERS) this GPU holds for kernels whose torch holds --torch-gb at most."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--torch-gb", type=float, required=True, help="the most one kernel's torch held (GB)")
+    parser.add_argument("--context-gb", type=float, default=CONTEXT_GB, help=f"its context (default {CONTEXT_GB:g})")
+    parser.add_argument("--total-gb", type=float, default=None, help="the GPU's memory (default: nvidia-smi's)")
+    args = parser.parse_args(argv)
+    for name in ("torch_gb", "context_gb", "total_gb"):
+        value = getattr(args, name)
+        if value is not None and not (value > 0 or (name == "context_gb" and value == 0)):
+            parser.error(f"--{name.replace('_', '-')} must be a positive number of GB, got {value:g}")
+    total = args.total_gb * GB if args.total_gb else gpu_total_bytes()
+    if total is None:
+        parser.error("no GPU found (nvidia-smi): give --total-gb")
+    seats = seats_allowed(total, args.torch_gb * GB, args.context_gb * GB)
+    if seats < 1:
+        print(f"A GPU of {total / GB:.1f} GB holds no kernel of {args.torch_gb:g} GB in torch with room to spare.")
+        return 1
+    share = kernel_fraction(total, seats, args.context_gb * GB)
+    print(f"A GPU of {total / GB:.1f} GB holds {seats} kernels whose torch holds {args.torch_gb:g} GB at most (each "
+          f"gets a share of {share * total / GB:.2f} GB, at least {HEADROOM:g} times that, and "
+          f"{args.context_gb:g} GB for its context).\n"
+          f"Set SMOLKIT_HUB_MAX_USERS={seats} SMOLKIT_HUB_GPU_CONTEXT_GB={args.context_gb:g} "
+          "(workshop/workshop.sh start reads them).")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -104,3 +104,21 @@ def test_on_a_box_without_a_gpu_there_are_no_seats(monkeypatch, tmp_path):
     c = hub_config(monkeypatch, tmp_path / "hub", SMOLKIT_HUB_MAX_USERS="4", SMOLKIT_HUB_MPS="off")
     assert "SMOLKIT_GPU_SEATS" not in c.Spawner.environment
     assert c.Spawner.environment["SMOLKIT_GPU_MEMORY_FRACTION"] == f"{gpu_split.USE / 4:.4g}"
+
+
+def test_the_seats_for_bigger_kernels_are_printed_as_settings(capsys):
+    """A session whose kernels hold more than the bench's (notebook 11: SmolVLM beside the embedded model)."""
+    assert gpu_split.main(["--torch-gb", "2.5", "--context-gb", "0.9", "--total-gb", "85.5"]) == 0
+    printed = capsys.readouterr().out
+    assert "holds 19 kernels" in printed and "SMOLKIT_HUB_MAX_USERS=19 SMOLKIT_HUB_GPU_CONTEXT_GB=0.9" in printed
+    share = gpu_split.kernel_fraction(85.5e9, 19, 0.9e9) * 85.5e9
+    assert share >= gpu_split.HEADROOM * 2.5e9 and f"a share of {share / 1e9:.2f} GB" in printed
+    assert gpu_split.main(["--torch-gb", "100", "--total-gb", "80"]) == 1
+    assert "holds no kernel" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["--torch-gb", "0"], ["--torch-gb", "nan"], ["--torch-gb", "1", "--total-gb", "-8"]])
+def test_a_bad_figure_is_named(argv, capsys):
+    with pytest.raises(SystemExit):
+        gpu_split.main(argv)
+    assert "must be a positive number of GB" in capsys.readouterr().err
