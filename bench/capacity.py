@@ -113,7 +113,8 @@ def verdict(p: Plan, device: str) -> str:
                      "every open notebook is one.")  # fmt: skip
     if p.max_users > 0:
         context = f" SMOLKIT_HUB_GPU_CONTEXT_GB={p.context_setting:g}" if p.context_setting is not None else ""
-        lines.append(f"Set SMOLKIT_HUB_MAX_USERS={p.max_users}{context} (workshop/workshop.sh start reads them).")
+        lines.append(f"Set SMOLKIT_HUB_MAX_USERS={p.max_users}{context} (workshop/workshop.sh start reads "
+                     f"{'them' if context else 'it'}).")  # fmt: skip
     else:
         lines.append("Do not run a workshop on this box as it is: give participants a GPU each, or fewer tokens.")
     return "\n".join(lines)

@@ -348,9 +348,9 @@ def kernel_env(n: int, home: Path, args: argparse.Namespace, extra: dict[str, st
 
 def start_kernels(indices: range, n: int, args: argparse.Namespace, scratch: Path,
                   extra: dict[str, str] | None = None, owners: list | None = None) -> list[dict[str, Any]]:  # fmt: skip
-    """Start the kernels ``indices`` at once (the hub's split for ``n``), each as the account ``owners[index]``
-    (uid, gid) when given; each gets a thread that queues its JSON lines."""
-    kernels, extra = [], {**hub_split(n, args, scratch), **(extra or {})}
+    """Start the kernels ``indices`` at once (threads for ``n``; the GPU split, ``hub_split``, comes in ``extra``),
+    each as the account ``owners[index]`` (uid, gid) when given; each gets a thread that queues its JSON lines."""
+    kernels = []
     for index in indices:
         home = scratch / f"home-{index}"
         home.mkdir(parents=True, exist_ok=True)
@@ -372,7 +372,7 @@ def start_kernels(indices: range, n: int, args: argparse.Namespace, scratch: Pat
             env=env, cwd=home, start_new_session=True, **who,
         )  # fmt: skip
         kernels.append(start_reader({"index": index, "proc": proc, "log": log, "log_path": log_path, "events": {},
-                                     "share": env["SMOLKIT_GPU_MEMORY_FRACTION"]}))
+                                     "share": env.get("SMOLKIT_GPU_MEMORY_FRACTION")}))
     return kernels
 
 
@@ -492,22 +492,15 @@ def describe_failure(kernel, message, stage: str) -> str:
 
 def gpu_name() -> str | None:
     """The first GPU's name, from nvidia-smi (no CUDA context in this process); None without it."""
-    if shutil.which("nvidia-smi") is None:
-        return None
-    out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", "0"],
-                         capture_output=True, text=True, timeout=30)  # fmt: skip
-    return out.stdout.strip() or None
+    return gpu_split.gpu_query("name") or None
 
 
 def gpu_used_gb() -> float | None:
     """The GPU's memory in use (GB, the first GPU, every process), from nvidia-smi; None without it."""
-    if shutil.which("nvidia-smi") is None:
-        return None
-    out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
-                         capture_output=True, text=True, timeout=30)  # fmt: skip
+    used = gpu_split.gpu_query("memory.used")  # MiB
     try:
-        return float(out.stdout.split()[0]) * 2**20 / 1e9
-    except (IndexError, ValueError):
+        return float(used) * 2**20 / 1e9 if used else None
+    except ValueError:
         return None
 
 
@@ -638,7 +631,8 @@ def run_n(n: int, variant: tuple[str, ...], args: argparse.Namespace, scratch: P
     what every kernel saw, and the window played by those that came up)."""
     scratch = scratch / f"n{n}-{variant_name(variant)}"
     try:
-        with remedy_env(variant, scratch) as extra, accounts_for(variant, n, scratch) as owners:
+        with remedy_env(variant, scratch) as remedy, accounts_for(variant, n, scratch) as owners:
+            extra = {**hub_split(n, args, scratch), **remedy}  # once: newcomers get the same split
             before = gpu_used_gb()
             first = args.overload_after or n
             kernels = start_kernels(range(first), n, args, scratch, extra, owners)
@@ -733,7 +727,8 @@ def ramp(ns: list[int], variant: tuple[str, ...], args: argparse.Namespace, scra
             for n in ns:
                 # the new kernels get the share a hub for n participants gives (those up keep theirs: a share only
                 # matters to a kernel that would pass it, and every kernel runs the same script)
-                kernels += start_kernels(range(len(kernels), n), n, args, scratch, extra, owners)
+                split = {**hub_split(n, args, scratch), **extra}
+                kernels += start_kernels(range(len(kernels), n), n, args, scratch, split, owners)
                 failures = wait_ready([k for k in kernels if not (k["events"].get("ready") or k.get("failed"))], args)
                 results, more, used = play_window(kernels, args) if not failures else ([], [], None)
                 row = summarise(n, kernels, results, failures + more, {"before": before, "under_load": used}, args)
@@ -750,7 +745,8 @@ def warm_compile_cache(args: argparse.Namespace, scratch: Path) -> dict[str, Any
     started = time.perf_counter()
     one = argparse.Namespace(**{**vars(args), "seconds": 0.1, "overload": False})
     compiles = any("plain" not in v for v in args.variants)  # base compiles mid-session, compiled at warm-up
-    kernels = start_kernels(range(1), 1, one, scratch / "warm", REMEDIES["compiled"] if compiles else None)
+    warm = {**hub_split(1, one, scratch / "warm"), **(REMEDIES["compiled"] if compiles else {})}
+    kernels = start_kernels(range(1), 1, one, scratch / "warm", warm)
     try:
         ready = wait_event(kernels[0], "ready", args.startup_timeout)
         if ready is None or ready["event"] == "error":

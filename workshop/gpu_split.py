@@ -78,18 +78,27 @@ def make_seats(folder: Path, count: int) -> Path:
     return folder
 
 
-def gpu_total_bytes(nvidia_smi: str | None = None) -> int | None:
-    """The memory of the box's first GPU as NVIDIA's driver reports it (bytes), None where there is none (no
-    nvidia-smi, or it fails): the GPU every participant's kernel uses unless SMOLKIT_HUB_GPU_DEVICES says
-    otherwise."""
+def gpu_query(field: str, nvidia_smi: str | None = None) -> str | None:
+    """One of NVIDIA's driver's figures for the box's first GPU (``nvidia-smi --query-gpu=FIELD``, no units), as it
+    prints it; None where there is none (no nvidia-smi, or it fails). Asking the driver creates no CUDA context."""
     program = nvidia_smi or shutil.which("nvidia-smi")
     if program is None:
         return None
     try:
-        done = subprocess.run([program, "--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", "0"],
+        done = subprocess.run([program, f"--query-gpu={field}", "--format=csv,noheader,nounits", "-i", "0"],
                               capture_output=True, text=True, timeout=30)  # fmt: skip
-        return int(float(done.stdout.split()[0]) * 2**20) if done.returncode == 0 else None  # MiB
-    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def gpu_total_bytes(nvidia_smi: str | None = None) -> int | None:
+    """The memory of the box's first GPU as NVIDIA's driver reports it (bytes), None where there is none: the GPU
+    every participant's kernel uses unless SMOLKIT_HUB_GPU_DEVICES says otherwise."""
+    total = gpu_query("memory.total", nvidia_smi)  # MiB
+    try:
+        return int(float(total.split()[0]) * 2**20) if total else None
+    except ValueError:
         return None
 
 
